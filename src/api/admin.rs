@@ -1,0 +1,102 @@
+//! `AdminService`: user management for global admins.
+
+use tonic::{Request, Response, Status};
+
+use super::{Api, principal};
+use crate::auth::Principal;
+use crate::auth::accounts::{role_from_proto, user_to_proto};
+use crate::clock::now_ms;
+use crate::config::Role;
+use crate::proto::{self, admin_service_server::AdminService};
+
+/// The `AdminService` handlers.
+pub struct AdminApi(pub Api);
+
+fn admin<T>(req: &Request<T>) -> Result<Principal, Status> {
+    let who = principal(req)?;
+    if who.role != Role::Admin {
+        return Err(Status::permission_denied(
+            "only global admins may use AdminService",
+        ));
+    }
+    Ok(who)
+}
+
+fn role_arg(v: i32) -> Result<Role, Status> {
+    role_from_proto(v)
+        .ok_or_else(|| Status::invalid_argument(format!("role {v} is not GUEST, MEMBER or ADMIN")))
+}
+
+fn user_id_arg(id: &str) -> Result<&str, Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument("user_id is empty"));
+    }
+    Ok(id)
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn list_users(
+        &self,
+        req: Request<proto::ListUsersRequest>,
+    ) -> Result<Response<proto::ListUsersResponse>, Status> {
+        admin(&req)?;
+        let users = self
+            .0
+            .accounts
+            .list_users()?
+            .iter()
+            .map(user_to_proto)
+            .collect();
+        Ok(Response::new(proto::ListUsersResponse { users }))
+    }
+
+    async fn set_user_role(
+        &self,
+        req: Request<proto::SetUserRoleRequest>,
+    ) -> Result<Response<proto::User>, Status> {
+        admin(&req)?;
+        let r = req.into_inner();
+        let role = role_arg(r.role)?;
+        let u = self
+            .0
+            .accounts
+            .set_role(user_id_arg(&r.user_id)?, role)
+            .await?;
+        Ok(Response::new(user_to_proto(&u)))
+    }
+
+    async fn disable_user(
+        &self,
+        req: Request<proto::DisableUserRequest>,
+    ) -> Result<Response<proto::User>, Status> {
+        let who = admin(&req)?;
+        let r = req.into_inner();
+        if r.user_id == who.user_id && r.disabled {
+            return Err(Status::failed_precondition(
+                "an admin cannot disable themselves",
+            ));
+        }
+        let u = self
+            .0
+            .accounts
+            .set_disabled(user_id_arg(&r.user_id)?, r.disabled)
+            .await?;
+        Ok(Response::new(user_to_proto(&u)))
+    }
+
+    async fn create_user(
+        &self,
+        req: Request<proto::CreateUserRequest>,
+    ) -> Result<Response<proto::User>, Status> {
+        admin(&req)?;
+        let r = req.into_inner();
+        let role = role_arg(r.role)?;
+        let u = self
+            .0
+            .accounts
+            .create_user(&r.username, &r.password, &r.display_name, role, now_ms())
+            .await?;
+        Ok(Response::new(user_to_proto(&u)))
+    }
+}

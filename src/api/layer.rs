@@ -1,0 +1,260 @@
+//! Tower layers around the whole router, so both transports get them:
+//! - [`AuthLayer`] verifies the bearer token of every RPC except `Register`, `Login`,
+//!   `Refresh`, health and reflection, and puts the [`Principal`] into the request;
+//! - [`StatusMapLayer`] maps tonic's own codes to API.md's: an undecodable request
+//!   (`INTERNAL` "failed to decode") -> `INVALID_ARGUMENT`, an over-size message
+//!   (`OUT_OF_RANGE`) -> `RESOURCE_EXHAUSTED`.
+
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Request, Response};
+use tonic::Status;
+
+use crate::auth::{Accounts, Principal};
+
+/// Paths that need no token.
+fn is_public(path: &str) -> bool {
+    matches!(
+        path,
+        "/edgechat.v1.AuthService/Register"
+            | "/edgechat.v1.AuthService/Login"
+            | "/edgechat.v1.AuthService/Refresh"
+    ) || path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/grpc.reflection.")
+}
+
+/// Extracts the bearer token: exactly one `authorization` header, scheme `Bearer` in any
+/// letter case.
+pub fn bearer_token(headers: &http::HeaderMap) -> Result<&str, Status> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = values
+        .next()
+        .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer token"))?;
+    if values.next().is_some() {
+        return Err(Status::unauthenticated(
+            "more than one authorization header",
+        ));
+    }
+    if value.len() > crate::auth::token::MAX_TOKEN_BYTES + 16 {
+        return Err(Status::unauthenticated("token is longer than 8 KiB"));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("authorization header is not ASCII"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Status::unauthenticated(
+            "authorization scheme must be Bearer",
+        ));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(Status::unauthenticated("authorization has an empty token"));
+    }
+    Ok(token)
+}
+
+/// Authenticates requests (see the module doc).
+#[derive(Clone)]
+pub struct AuthLayer {
+    accounts: Accounts,
+}
+
+impl AuthLayer {
+    /// A layer checking tokens with `accounts`.
+    pub fn new(accounts: Accounts) -> Self {
+        AuthLayer { accounts }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth {
+            inner,
+            accounts: self.accounts.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] makes.
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    accounts: Accounts,
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for Auth<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+    RB: Default + Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future =
+        futures_util::future::Either<S::Future, std::future::Ready<Result<Response<RB>, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if !is_public(req.uri().path()) {
+            let checked: Result<Principal, Status> = bearer_token(req.headers()).and_then(|t| {
+                self.accounts
+                    .authenticate(t, crate::clock::now_ms())
+                    .map_err(Status::from)
+            });
+            match checked {
+                Ok(p) => {
+                    req.extensions_mut().insert(p);
+                }
+                Err(status) => {
+                    return futures_util::future::Either::Right(std::future::ready(Ok(
+                        status.into_http()
+                    )));
+                }
+            }
+        }
+        futures_util::future::Either::Left(self.inner.call(req))
+    }
+}
+
+/// Maps tonic's codes to the contract's (see the module doc).
+#[derive(Clone, Copy)]
+pub struct StatusMapLayer;
+
+impl<S> tower::Layer<S> for StatusMapLayer {
+    type Service = StatusMap<S>;
+    fn layer(&self, inner: S) -> StatusMap<S> {
+        StatusMap { inner }
+    }
+}
+
+/// The service [`StatusMapLayer`] makes.
+#[derive(Clone)]
+pub struct StatusMap<S> {
+    inner: S,
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for StatusMap<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = futures_util::future::MapOk<S::Future, fn(Response<RB>) -> Response<RB>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        use futures_util::TryFutureExt;
+        self.inner
+            .call(req)
+            .map_ok(map_trailers_only as fn(Response<RB>) -> Response<RB>)
+    }
+}
+
+/// Rewrites the status of a trailers-only response (how tonic answers a request it could not
+/// decode) to the contract's code.
+fn map_trailers_only<RB>(mut res: Response<RB>) -> Response<RB> {
+    let headers = res.headers_mut();
+    let code = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let message = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let new = match code {
+        // OUT_OF_RANGE: tonic's code for a message over the decode limit.
+        "11" => Some((
+            "8",
+            "request message is larger than the server's limit (64 KiB by default)",
+        )),
+        // INTERNAL with prost's decode error: a malformed request.
+        "13" if message.contains("failed%20to%20decode")
+            || message.contains("failed to decode") =>
+        {
+            Some((
+                "3",
+                "request does not decode as the expected protobuf message",
+            ))
+        }
+        _ => None,
+    };
+    if let Some((code, message)) = new {
+        headers.insert("grpc-status", HeaderValue::from_static(code));
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_str(&percent(message)).unwrap_or(HeaderValue::from_static("")),
+        );
+    }
+    res
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b".-_~()".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for v in values {
+            h.append(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_rules() {
+        assert_eq!(bearer_token(&headers(&["Bearer abc"])).unwrap(), "abc");
+        assert_eq!(bearer_token(&headers(&["bEaReR abc"])).unwrap(), "abc");
+        for bad in [
+            &[][..],
+            &["Basic abc"],
+            &["Bearer"],
+            &["Bearer  "],
+            &["Bearer a", "Bearer b"],
+        ] {
+            let e = bearer_token(&headers(bad)).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unauthenticated, "{bad:?}");
+        }
+        let long = format!("Bearer {}", "a".repeat(64 * 1024));
+        assert!(
+            bearer_token(&headers(&[&long]))
+                .unwrap_err()
+                .message()
+                .contains("8 KiB")
+        );
+    }
+
+    #[test]
+    fn public_paths() {
+        assert!(is_public("/edgechat.v1.AuthService/Login"));
+        assert!(is_public("/grpc.health.v1.Health/Check"));
+        assert!(!is_public("/edgechat.v1.AuthService/WhoAmI"));
+        assert!(!is_public("/edgechat.v1.RoomService/CreateRoom"));
+    }
+}

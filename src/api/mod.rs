@@ -1,0 +1,72 @@
+//! The gRPC API: thin handlers that decode a request, call the domain, and map its error to a
+//! `Status` in exactly one place ([`status`]). Cross-cutting behaviour (authentication, status
+//! code mapping) lives in [`layer`] around the whole router, so every transport gets it.
+
+pub mod admin;
+pub mod auth;
+pub mod chat;
+pub mod layer;
+pub mod rooms;
+pub mod status;
+
+use std::sync::Arc;
+
+use tonic::service::Routes;
+
+use crate::auth::{Accounts, Principal};
+use crate::config::Config;
+use crate::proto;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct Api {
+    /// Accounts and tokens.
+    pub accounts: Accounts,
+    /// The validated configuration.
+    pub config: Arc<Config>,
+}
+
+/// The caller of an authenticated RPC, put into the request by [`layer::AuthLayer`].
+pub fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
+    req.extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| tonic::Status::unauthenticated("missing authorization: Bearer token"))
+}
+
+/// Builds every service (edgechat's four, health, reflection) behind the auth and status
+/// layers, ready for either transport.
+pub fn routes(api: Api) -> Routes {
+    let limit = api.config.limits.max_message_bytes;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    // The reporter's default is SERVING for the empty service name; name ours too.
+    std::mem::drop(health_reporter);
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the compiled descriptor set is valid");
+    let routes = Routes::new(
+        proto::auth_service_server::AuthServiceServer::new(auth::AuthApi(api.clone()))
+            .max_decoding_message_size(limit),
+    )
+    .add_service(
+        proto::room_service_server::RoomServiceServer::new(rooms::RoomsApi(api.clone()))
+            .max_decoding_message_size(limit),
+    )
+    .add_service(
+        proto::chat_service_server::ChatServiceServer::new(chat::ChatApi(api.clone()))
+            .max_decoding_message_size(limit),
+    )
+    .add_service(
+        proto::admin_service_server::AdminServiceServer::new(admin::AdminApi(api.clone()))
+            .max_decoding_message_size(limit),
+    )
+    .add_service(health)
+    .add_service(reflection);
+    let router = routes
+        .into_axum_router()
+        .layer(layer::AuthLayer::new(api.accounts.clone()))
+        .layer(layer::StatusMapLayer);
+    Routes::from(router)
+}

@@ -1,0 +1,30 @@
+//! The one place domain errors become gRPC statuses (API.md "Status codes").
+
+use tonic::Status;
+
+use crate::auth::AuthError;
+use crate::store::StoreError;
+
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Status {
+        match e {
+            AuthError::InvalidArgument(m) => Status::invalid_argument(m),
+            AuthError::Unauthenticated(m) => Status::unauthenticated(m),
+            AuthError::PermissionDenied(m) => Status::permission_denied(m),
+            AuthError::NotFound(m) => Status::not_found(m),
+            AuthError::AlreadyExists(m) => Status::already_exists(m),
+            AuthError::ResourceExhausted(m) => Status::resource_exhausted(m),
+            AuthError::Store(e) => store_status(e),
+        }
+    }
+}
+
+/// A storage failure: logged here, reported as `UNAVAILABLE` (the client may retry; nothing
+/// was acknowledged).
+pub fn store_status(e: StoreError) -> Status {
+    tracing::error!(error = %e, "storage failure");
+    match e {
+        StoreError::WriterGone => Status::unavailable("server is shutting down"),
+        other => Status::unavailable(format!("storage failure: {other}")),
+    }
+}

@@ -1,0 +1,543 @@
+//! Account operations: register, login (throttled), refresh with rotation and family
+//! revocation on reuse, logout (one device or all), and the admin's user management.
+//!
+//! Refresh tokens are 256 random bits, stored only as SHA-256 hashes. Each login starts a
+//! family; every refresh spends the presented token and issues the next one in the family;
+//! presenting a spent token again revokes the family (someone copied it). Logout-everywhere
+//! and disabling bump the user's `token_version` (access tokens die at once) and
+//! `refresh_epoch` (refresh tokens die too).
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use super::keys::Keyring;
+use super::password::{self, CredentialError};
+use super::throttle::LoginThrottle;
+use super::token::{self, TokenError};
+use crate::config::{AuthConfig, Registration, Role};
+use crate::proto;
+use crate::store::{
+    self, FamilyRecord, RefreshRecord, Store, StoreError, UserRecord, Writer, users,
+};
+
+/// Why an account operation failed; each variant maps to one gRPC status (api::status).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Bad input.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Bad or revoked credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Authenticated but not allowed.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Unknown user id.
+    #[error("{0}")]
+    NotFound(String),
+    /// Username taken.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// Throttled.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// Storage failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<CredentialError> for AuthError {
+    fn from(e: CredentialError) -> Self {
+        AuthError::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<TokenError> for AuthError {
+    fn from(e: TokenError) -> Self {
+        AuthError::Unauthenticated(e.to_string())
+    }
+}
+
+/// Who is calling: the verified token's user, as the store knows them now.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// User id.
+    pub user_id: String,
+    /// Username.
+    pub username: String,
+    /// Current global role.
+    pub role: Role,
+    /// When the access token expires (ms); a `Connect` stream ends then unless reauthenticated.
+    pub expires_at_ms: i64,
+}
+
+/// Tokens handed out by register/login/refresh.
+pub struct Issued {
+    /// The user.
+    pub user: UserRecord,
+    /// Signed access JWT.
+    pub access_token: String,
+    /// Its expiry.
+    pub access_expires_at_ms: i64,
+    /// Opaque refresh token.
+    pub refresh_token: String,
+}
+
+/// The account service. Cheap to clone.
+#[derive(Clone)]
+pub struct Accounts {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: AuthConfig,
+    keys: Keyring,
+    store: Store,
+    writer: Writer,
+    throttle: Mutex<LoginThrottle>,
+}
+
+/// Role names as they appear in tokens and on the command line.
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Guest => "guest",
+        Role::Member => "member",
+        Role::Admin => "admin",
+    }
+}
+
+/// The stored/wire enum for a role.
+pub fn role_to_proto(role: Role) -> proto::GlobalRole {
+    match role {
+        Role::Guest => proto::GlobalRole::Guest,
+        Role::Member => proto::GlobalRole::Member,
+        Role::Admin => proto::GlobalRole::Admin,
+    }
+}
+
+/// A stored/wire role value back to a [`Role`]; `None` for unspecified or unknown values.
+pub fn role_from_proto(v: i32) -> Option<Role> {
+    match proto::GlobalRole::try_from(v).ok()? {
+        proto::GlobalRole::Guest => Some(Role::Guest),
+        proto::GlobalRole::Member => Some(Role::Member),
+        proto::GlobalRole::Admin => Some(Role::Admin),
+        proto::GlobalRole::Unspecified => None,
+    }
+}
+
+/// A user record as the wire `User`.
+pub fn user_to_proto(u: &UserRecord) -> proto::User {
+    proto::User {
+        id: u.id.clone(),
+        username: u.username.clone(),
+        display_name: u.display_name.clone(),
+        role: u.role,
+        disabled: u.disabled,
+        created_at_ms: u.created_at_ms,
+    }
+}
+
+fn hash_refresh(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn new_refresh_token() -> String {
+    format!("rt_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()))
+}
+
+const BAD_LOGIN: &str = "wrong username or password";
+const BAD_REFRESH: &str = "refresh token is unknown, expired or revoked; log in again";
+
+impl Accounts {
+    /// Builds the service over an open store and its writer.
+    pub fn new(config: AuthConfig, keys: Keyring, store: Store, writer: Writer) -> Accounts {
+        let throttle = LoginThrottle::new(config.login_free_failures, config.login_max_delay);
+        Accounts {
+            inner: Arc::new(Inner {
+                config,
+                keys,
+                store,
+                writer,
+                throttle: Mutex::new(throttle),
+            }),
+        }
+    }
+
+    /// The store this service writes to.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The group-commit writer.
+    pub fn writer(&self) -> &Writer {
+        &self.inner.writer
+    }
+
+    /// `Register`: open registration only; the new user gets the configured default role.
+    pub async fn register(
+        &self,
+        username: &str,
+        pw: &str,
+        display_name: &str,
+        now_ms: i64,
+    ) -> Result<Issued, AuthError> {
+        if self.inner.config.registration == Registration::Closed {
+            return Err(AuthError::PermissionDenied(
+                "registration is closed on this server; ask an admin for an account".into(),
+            ));
+        }
+        let user = self
+            .create_user(
+                username,
+                pw,
+                display_name,
+                self.inner.config.default_role,
+                now_ms,
+            )
+            .await?;
+        self.start_session(user, now_ms).await
+    }
+
+    /// Creates a user with a role (`Register`, `edgechat user add`, `AdminService.CreateUser`).
+    pub async fn create_user(
+        &self,
+        username: &str,
+        pw: &str,
+        display_name: &str,
+        role: Role,
+        now_ms: i64,
+    ) -> Result<UserRecord, AuthError> {
+        let username = password::normalize_username(username)?;
+        password::check_password(pw)?;
+        let display_name = display_name.trim();
+        if display_name.chars().count() > 64 {
+            return Err(AuthError::InvalidArgument(
+                "display_name must be at most 64 characters".into(),
+            ));
+        }
+        let pw = pw.to_string();
+        let hash = tokio::task::spawn_blocking(move || password::hash_password(&pw))
+            .await
+            .map_err(|e| StoreError::Db(format!("hashing task failed: {e}")))?;
+        let rec = UserRecord {
+            id: store::new_id('u'),
+            display_name: if display_name.is_empty() {
+                username.clone()
+            } else {
+                display_name.to_string()
+            },
+            username,
+            role: role_to_proto(role) as i32,
+            password_hash: hash,
+            created_at_ms: now_ms,
+            ..Default::default()
+        };
+        self.inner
+            .writer
+            .write(move |tx| {
+                if !users::create_user(tx, &rec)? {
+                    return Ok(Err(AuthError::AlreadyExists(format!(
+                        "username `{}` is taken",
+                        rec.username
+                    ))));
+                }
+                Ok(Ok(rec))
+            })
+            .await
+    }
+
+    /// `Login`: throttled per username; unknown users cost the same hash as known ones.
+    pub async fn login(&self, username: &str, pw: &str, now_ms: i64) -> Result<Issued, AuthError> {
+        let name = password::normalize_username(username)?;
+        if pw.is_empty() {
+            return Err(AuthError::InvalidArgument("password is empty".into()));
+        }
+        if let Err(wait) = self
+            .inner
+            .throttle
+            .lock()
+            .expect("throttle lock")
+            .check(&name, now_ms)
+        {
+            return Err(AuthError::ResourceExhausted(format!(
+                "too many failed logins for `{name}`; retry in {} s",
+                wait.as_secs().max(1)
+            )));
+        }
+        let user = users::user_by_name(&self.inner.store.read()?, &name)?;
+        let phc = user.as_ref().map(|u| u.password_hash.clone());
+        let pw = pw.to_string();
+        let ok =
+            tokio::task::spawn_blocking(move || password::verify_password(&pw, phc.as_deref()))
+                .await
+                .map_err(|e| StoreError::Db(format!("hashing task failed: {e}")))?;
+        let user = {
+            let mut throttle = self.inner.throttle.lock().expect("throttle lock");
+            match (ok, user) {
+                (true, Some(u)) => {
+                    throttle.succeeded(&name);
+                    u
+                }
+                _ => {
+                    throttle.failed(&name, now_ms);
+                    return Err(AuthError::Unauthenticated(BAD_LOGIN.into()));
+                }
+            }
+        };
+        if user.disabled {
+            return Err(AuthError::PermissionDenied(
+                "this account is disabled".into(),
+            ));
+        }
+        self.start_session(user, now_ms).await
+    }
+
+    /// Starts a refresh family for `user` and issues its first tokens.
+    async fn start_session(&self, user: UserRecord, now_ms: i64) -> Result<Issued, AuthError> {
+        let refresh = new_refresh_token();
+        let hash = hash_refresh(&refresh);
+        let family_id = store::new_id('f');
+        let rec = RefreshRecord {
+            user_id: user.id.clone(),
+            family_id: family_id.clone(),
+            expires_at_ms: now_ms + self.inner.config.refresh_ttl.as_millis() as i64,
+            spent: false,
+            epoch: user.refresh_epoch,
+        };
+        let family = FamilyRecord {
+            user_id: user.id.clone(),
+            revoked: false,
+            created_at_ms: now_ms,
+        };
+        self.inner
+            .writer
+            .write(move |tx| {
+                users::put_family(tx, &family_id, &family)?;
+                users::put_refresh_token(tx, &hash, &rec)?;
+                Ok(Ok::<_, AuthError>(()))
+            })
+            .await?;
+        Ok(self.issue(user, refresh, now_ms))
+    }
+
+    fn issue(&self, user: UserRecord, refresh_token: String, now_ms: i64) -> Issued {
+        let cfg = &self.inner.config;
+        let role = role_from_proto(user.role).unwrap_or(Role::Guest);
+        let ttl = cfg.access_ttl.as_secs() as i64;
+        let claims = token::access_claims(
+            &cfg.issuer,
+            &cfg.audience,
+            &user.id,
+            role_name(role),
+            user.token_version,
+            now_ms,
+            ttl,
+        );
+        Issued {
+            access_token: token::issue(&self.inner.keys, &claims),
+            access_expires_at_ms: claims.exp * 1000,
+            refresh_token,
+            user,
+        }
+    }
+
+    /// `Refresh`: spends the presented token and issues the next one of its family. A spent
+    /// token presented again revokes the whole family.
+    pub async fn refresh(&self, refresh_token: &str, now_ms: i64) -> Result<Issued, AuthError> {
+        if refresh_token.is_empty() {
+            return Err(AuthError::InvalidArgument("refresh_token is empty".into()));
+        }
+        if refresh_token.len() > 256 {
+            return Err(AuthError::Unauthenticated(BAD_REFRESH.into()));
+        }
+        let old = hash_refresh(refresh_token);
+        let next = new_refresh_token();
+        let next_hash = hash_refresh(&next);
+        let ttl_ms = self.inner.config.refresh_ttl.as_millis() as i64;
+        let user = self
+            .inner
+            .writer
+            .write(move |tx| {
+                let deny = || Ok(Err(AuthError::Unauthenticated(BAD_REFRESH.into())));
+                let Some(mut rec) = users::refresh_token(tx, &old)? else {
+                    return deny();
+                };
+                let Some(mut family) = users::family(tx, &rec.family_id)? else {
+                    return deny();
+                };
+                if family.revoked || rec.expires_at_ms < now_ms {
+                    return deny();
+                }
+                if rec.spent {
+                    family.revoked = true;
+                    users::put_family(tx, &rec.family_id, &family)?;
+                    return Ok(Err(AuthError::Unauthenticated(
+                        "refresh token was already used; this session has been revoked, \
+                         log in again"
+                            .into(),
+                    )));
+                }
+                let Some(user) = users::user(tx, &rec.user_id)? else {
+                    return deny();
+                };
+                if user.disabled || user.refresh_epoch != rec.epoch {
+                    return deny();
+                }
+                rec.spent = true;
+                users::put_refresh_token(tx, &old, &rec)?;
+                let fresh = RefreshRecord {
+                    spent: false,
+                    expires_at_ms: now_ms + ttl_ms,
+                    epoch: user.refresh_epoch,
+                    ..rec
+                };
+                users::put_refresh_token(tx, &next_hash, &fresh)?;
+                Ok(Ok(user))
+            })
+            .await?;
+        Ok(self.issue(user, next, now_ms))
+    }
+
+    /// `Logout`: revokes the given refresh token's family (this device) and, with
+    /// `all_devices`, every token of the user. A refresh token of another user is refused.
+    pub async fn logout(
+        &self,
+        who: &Principal,
+        refresh_token: &str,
+        all_devices: bool,
+    ) -> Result<(), AuthError> {
+        if refresh_token.is_empty() && !all_devices {
+            return Err(AuthError::InvalidArgument(
+                "give the refresh_token of this device, or set all_devices".into(),
+            ));
+        }
+        let hash = (!refresh_token.is_empty()).then(|| hash_refresh(refresh_token));
+        let user_id = who.user_id.clone();
+        self.inner
+            .writer
+            .write(move |tx| {
+                let mut family = None;
+                if let Some(hash) = hash {
+                    let found = users::refresh_token(tx, &hash)?;
+                    match found {
+                        Some(rec) if rec.user_id == user_id => {
+                            family = users::family(tx, &rec.family_id)?.map(|f| (rec.family_id, f));
+                        }
+                        Some(_) => {
+                            return Ok(Err(AuthError::InvalidArgument(
+                                "refresh_token belongs to another user".into(),
+                            )));
+                        }
+                        None if all_devices => {}
+                        None => {
+                            return Ok(Err(AuthError::InvalidArgument(
+                                "refresh_token is unknown".into(),
+                            )));
+                        }
+                    }
+                }
+                let user = if all_devices {
+                    users::user(tx, &user_id)?
+                } else {
+                    None
+                };
+                if let Some((id, mut f)) = family {
+                    f.revoked = true;
+                    users::put_family(tx, &id, &f)?;
+                }
+                if let Some(mut user) = user {
+                    user.token_version += 1;
+                    user.refresh_epoch += 1;
+                    users::put_user(tx, &user)?;
+                }
+                Ok(Ok(()))
+            })
+            .await
+    }
+
+    /// Verifies an access token and checks the user against the store: gone, disabled or a
+    /// stale token version -> `Unauthenticated`.
+    pub fn authenticate(&self, token: &str, now_ms: i64) -> Result<Principal, AuthError> {
+        let cfg = &self.inner.config;
+        let claims = token::verify(&self.inner.keys, &cfg.issuer, &cfg.audience, token, now_ms)?;
+        let user = users::user(&self.inner.store.read()?, &claims.sub)?
+            .ok_or_else(|| AuthError::Unauthenticated("token user does not exist".into()))?;
+        if user.disabled {
+            return Err(AuthError::Unauthenticated(
+                "this account is disabled".into(),
+            ));
+        }
+        if user.token_version != claims.ver {
+            return Err(AuthError::Unauthenticated(
+                "token has been revoked; log in again".into(),
+            ));
+        }
+        Ok(Principal {
+            role: role_from_proto(user.role).unwrap_or(Role::Guest),
+            user_id: user.id,
+            username: user.username,
+            expires_at_ms: claims.exp * 1000,
+        })
+    }
+
+    /// The user record of an id.
+    pub fn user(&self, id: &str) -> Result<UserRecord, AuthError> {
+        users::user(&self.inner.store.read()?, id)?
+            .ok_or_else(|| AuthError::NotFound(format!("no user with id `{id}`")))
+    }
+
+    /// Every user (admins only; the caller checks).
+    pub fn list_users(&self) -> Result<Vec<UserRecord>, AuthError> {
+        Ok(users::users(&self.inner.store.read()?)?)
+    }
+
+    /// Changes a user's global role; their current tokens and streams end (token version).
+    pub async fn set_role(&self, user_id: &str, role: Role) -> Result<UserRecord, AuthError> {
+        self.update_user(user_id, move |u| {
+            let new = role_to_proto(role) as i32;
+            if u.role != new {
+                u.role = new;
+                u.token_version += 1;
+            }
+        })
+        .await
+    }
+
+    /// Disables or re-enables a user. Disabling revokes every token of theirs at once.
+    pub async fn set_disabled(
+        &self,
+        user_id: &str,
+        disabled: bool,
+    ) -> Result<UserRecord, AuthError> {
+        self.update_user(user_id, move |u| {
+            if disabled && !u.disabled {
+                u.token_version += 1;
+                u.refresh_epoch += 1;
+            }
+            u.disabled = disabled;
+        })
+        .await
+    }
+
+    async fn update_user(
+        &self,
+        user_id: &str,
+        change: impl FnOnce(&mut UserRecord) + Send + 'static,
+    ) -> Result<UserRecord, AuthError> {
+        let id = user_id.to_string();
+        self.inner
+            .writer
+            .write(move |tx| {
+                let Some(mut u) = users::user(tx, &id)? else {
+                    return Ok(Err(AuthError::NotFound(format!("no user with id `{id}`"))));
+                };
+                change(&mut u);
+                users::put_user(tx, &u)?;
+                Ok(Ok(u))
+            })
+            .await
+    }
+}

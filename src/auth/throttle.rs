@@ -1,0 +1,115 @@
+//! Login throttling per username: after `free` consecutive failures each further attempt must
+//! wait an exponentially growing delay (1 s, 2 s, 4 s, ... capped at `max_delay`). The cap means
+//! an attacker can slow a user's logins but never lock them out for good, and a success resets
+//! the count. Pure: time is an argument.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// At most this many usernames are tracked; past it the stalest entry is forgotten, so a flood
+/// of made-up names cannot grow memory without bound.
+const MAX_TRACKED: usize = 100_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    failures: u32,
+    last_failure_ms: i64,
+}
+
+/// Failure counts per username.
+#[derive(Debug)]
+pub struct LoginThrottle {
+    free: u32,
+    max_delay: Duration,
+    entries: HashMap<String, Entry>,
+}
+
+impl LoginThrottle {
+    /// A throttle allowing `free` failures before delays start.
+    pub fn new(free: u32, max_delay: Duration) -> Self {
+        LoginThrottle {
+            free,
+            max_delay,
+            entries: HashMap::new(),
+        }
+    }
+
+    fn delay_for(&self, failures: u32) -> Duration {
+        if failures < self.free {
+            return Duration::ZERO;
+        }
+        let exp = (failures - self.free).min(30);
+        Duration::from_secs(1u64 << exp).min(self.max_delay)
+    }
+
+    /// `Err(wait)` if an attempt for `name` at `now_ms` must wait that long first.
+    pub fn check(&self, name: &str, now_ms: i64) -> Result<(), Duration> {
+        let Some(e) = self.entries.get(name) else {
+            return Ok(());
+        };
+        let delay = self.delay_for(e.failures);
+        let ready_at = e.last_failure_ms.saturating_add(delay.as_millis() as i64);
+        if now_ms >= ready_at {
+            Ok(())
+        } else {
+            Err(Duration::from_millis((ready_at - now_ms) as u64))
+        }
+    }
+
+    /// Records a failed attempt.
+    pub fn failed(&mut self, name: &str, now_ms: i64) {
+        if !self.entries.contains_key(name)
+            && self.entries.len() >= MAX_TRACKED
+            && let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.last_failure_ms)
+                .map(|(k, _)| k.clone())
+        {
+            self.entries.remove(&oldest);
+        }
+        let e = self.entries.entry(name.to_string()).or_insert(Entry {
+            failures: 0,
+            last_failure_ms: now_ms,
+        });
+        e.failures = e.failures.saturating_add(1);
+        e.last_failure_ms = now_ms;
+    }
+
+    /// Records a success: the count starts again.
+    pub fn succeeded(&mut self, name: &str) {
+        self.entries.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_free_failures_then_exponential_delay_capped() {
+        let mut t = LoginThrottle::new(5, Duration::from_secs(8));
+        let mut now = 1_000_000;
+        for _ in 0..5 {
+            assert!(t.check("bob", now).is_ok());
+            t.failed("bob", now);
+        }
+        // 5 failures: the next attempt waits 1 s.
+        assert_eq!(t.check("bob", now), Err(Duration::from_secs(1)));
+        now += 1000;
+        assert!(t.check("bob", now).is_ok());
+        t.failed("bob", now);
+        assert_eq!(t.check("bob", now), Err(Duration::from_secs(2)));
+        for _ in 0..20 {
+            now += 60_000;
+            t.failed("bob", now);
+        }
+        // Capped: never locked out for longer than max_delay.
+        assert_eq!(t.check("bob", now), Err(Duration::from_secs(8)));
+        assert!(t.check("bob", now + 8000).is_ok());
+        // Other users are unaffected; success resets.
+        assert!(t.check("alice", now).is_ok());
+        t.succeeded("bob");
+        assert!(t.check("bob", now).is_ok());
+    }
+}

@@ -1,0 +1,315 @@
+//! The command line: `serve`, `init`, `user add`, `keys rotate`, `certs issue-client`.
+//! Errors are printed with what to do about them; the exit status is non-zero on failure.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{CONFIG_FILE_NAME, Config, RawConfig, Role};
+
+/// edgechat: a real-time chat server in one binary (gRPC over HTTP/2 + TLS and HTTP/3).
+#[derive(Parser, Debug)]
+#[command(name = "edgechat", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the chat API; initialises the data directory on first start.
+    Serve(ServeArgs),
+    /// Create a data directory: config, signing key, development CA and certificates, database.
+    Init(InitArgs),
+    /// Manage users while the server is stopped.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage the token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Issue certificates from the data directory's CA.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Args, Debug)]
+struct DataDirArg {
+    /// Data directory (keys, certificates, database) [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// TCP (and UDP) address to serve on [default: 0.0.0.0:7443].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Config file [default: DIR/edgechat.toml if it exists].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Client certificates: off, optional or required [default: off].
+    #[arg(long, value_name = "MODE")]
+    client_auth: Option<String>,
+    /// Registration: open or closed [default: open].
+    #[arg(long, value_name = "MODE")]
+    registration: Option<String>,
+    /// Serve plain-text HTTP/2 (h2c), for running behind a TLS-terminating proxy.
+    #[arg(long)]
+    insecure_plaintext: bool,
+    /// Extra host name for the generated server certificate (repeatable).
+    #[arg(long = "hostname", value_name = "NAME")]
+    hostnames: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct InitArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Extra host name for the server certificate (repeatable).
+    #[arg(long = "hostname", value_name = "NAME")]
+    hostnames: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create a user (works while the server is stopped; the first admin is made this way).
+    Add {
+        /// Username (folded to lowercase; 3-32 of a-z 0-9 _ . -).
+        name: String,
+        /// Global role.
+        #[arg(long, value_name = "ROLE", value_parser = ["guest", "member", "admin"])]
+        role: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Display name [default: the username].
+        #[arg(long, default_value = "")]
+        display_name: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Add a new signing key; old keys stay trusted until their files are removed. Restart the
+    /// server to start signing with it.
+    Rotate {
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCommand {
+    /// Issue a client certificate whose subject name is NAME (a username, for
+    /// `bind_client_cert`), into DIR/certs/clients/NAME.pem and NAME.key.
+    IssueClient {
+        /// The certificate's subject common name.
+        name: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgechat: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn data_dir(arg: &DataDirArg) -> PathBuf {
+    arg.data_dir
+        .clone()
+        .or_else(|| std::env::var_os("EDGECHAT_DATA_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("./data"))
+}
+
+/// Resolves the configuration: file (explicit, else `DIR/edgechat.toml` if present), then
+/// `EDGECHAT_*` variables, then flags; validated.
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let dir = data_dir(&args.data);
+    let file = args.config.clone().or_else(|| {
+        let p = dir.join(CONFIG_FILE_NAME);
+        p.exists().then_some(p)
+    });
+    let raw = match &file {
+        Some(f) => RawConfig::from_file(f)?,
+        None => RawConfig::default(),
+    };
+    let mut raw = raw.apply_env(std::env::vars())?;
+    if let Some(d) = &args.data.data_dir {
+        raw.data_dir = d.to_string_lossy().into_owned();
+    } else if file.is_some() && args.config.is_none() {
+        // The file lives in the data directory; that directory is the data directory.
+        raw.data_dir = dir.to_string_lossy().into_owned();
+    }
+    if let Some(l) = &args.listen {
+        raw.listen = l.clone();
+    }
+    if let Some(m) = &args.client_auth {
+        raw.tls.client_auth = m.clone();
+    }
+    if let Some(r) = &args.registration {
+        raw.auth.registration = r.clone();
+    }
+    if args.insecure_plaintext {
+        raw.tls.insecure_plaintext = true;
+    }
+    raw.hostnames.extend(args.hostnames.iter().cloned());
+    Ok(raw.validate()?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = load_config(&args)?;
+            runtime()?.block_on(serve(config))
+        }
+        Command::Init(args) => {
+            let dir = data_dir(&args.data);
+            let report = crate::init::init_data_dir(&dir, &args.hostnames, crate::clock::now_ms())?;
+            if report.created.is_empty() {
+                println!("{} is already initialised; nothing changed", dir.display());
+            }
+            for p in report.created {
+                println!("created {}", p.display());
+            }
+            Ok(())
+        }
+        Command::User(UserCommand::Add {
+            name,
+            role,
+            password_stdin: _,
+            display_name,
+            data,
+        }) => {
+            let dir = data_dir(&data);
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            let password = read_password_line()?;
+            runtime()?.block_on(user_add(&dir, &name, &password, &display_name, role))
+        }
+        Command::Keys(KeysCommand::Rotate { data }) => {
+            let keys = data_dir(&data).join("keys");
+            let kid = crate::auth::keys::generate_key(&keys, crate::clock::now_ms())?;
+            println!(
+                "new signing key {kid} in {}; restart the server to sign with it",
+                keys.display()
+            );
+            Ok(())
+        }
+        Command::Certs(CertsCommand::IssueClient { name, data }) => {
+            let name = crate::auth::password::normalize_username(&name)?;
+            let (pem, key) = crate::init::issue_client_cert(&data_dir(&data), &name)?;
+            println!("created {}\ncreated {}", pem.display(), key.display());
+            Ok(())
+        }
+    }
+}
+
+fn read_password_line() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let pw = line.strip_suffix('\n').unwrap_or(&line);
+    let pw = pw.strip_suffix('\r').unwrap_or(pw);
+    if pw.is_empty() {
+        bail!(
+            "no password on standard input (pipe it in: `echo PASSWORD | edgechat user add ...`)"
+        );
+    }
+    Ok(pw.to_string())
+}
+
+async fn user_add(
+    dir: &Path,
+    name: &str,
+    password: &str,
+    display: &str,
+    role: Role,
+) -> anyhow::Result<()> {
+    let report = crate::init::init_data_dir(dir, &[], crate::clock::now_ms())?;
+    for p in report.created {
+        eprintln!("created {}", p.display());
+    }
+    let config = RawConfig {
+        data_dir: dir.to_string_lossy().into_owned(),
+        ..RawConfig::default()
+    }
+    .validate()?;
+    let keys = crate::auth::keys::Keyring::load(&dir.join("keys"))?;
+    let store = crate::store::Store::open(&dir.join(crate::store::DB_FILE_NAME), 1 << 20)?;
+    let writer = store.start_writer();
+    let accounts = crate::auth::Accounts::new(config.auth, keys, store, writer);
+    let user = accounts
+        .create_user(name, password, display, role, crate::clock::now_ms())
+        .await?;
+    println!(
+        "created user {} ({}) with id {}",
+        user.username,
+        crate::auth::accounts::role_name(role),
+        user.id
+    );
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = crate::server::start(config).await?;
+    let token = running.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+    running.wait().await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

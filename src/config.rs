@@ -1,0 +1,780 @@
+//! Configuration: one TOML file, every key overridable by an `EDGECHAT_*` environment variable
+//! and by command-line flags, validated once at start.
+//!
+//! Two steps (STYLE.md 17): [`RawConfig`] is what the file and the environment say, with serde
+//! defaults; [`RawConfig::validate`] turns it into a [`Config`] the rest of the code trusts, or
+//! an error naming the bad key. Nothing else reads environment variables.
+//!
+//! Environment names are `EDGECHAT_` + the key path in upper case joined by `_`:
+//! `listen` is `EDGECHAT_LISTEN`, `[tls] client_auth` is `EDGECHAT_TLS_CLIENT_AUTH`.
+//! `config/edgechat.example.toml` documents every key with its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The name of the config file `edgechat init` writes into a data directory and `serve` reads
+/// from there when no `--config` is given.
+pub const CONFIG_FILE_NAME: &str = "edgechat.toml";
+
+/// A configuration problem, always naming the key (or file) at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a value of the wrong type.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, including the key.
+        message: String,
+    },
+    /// A key has a value that makes no sense.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// The key path, e.g. `tls.client_auth`.
+        key: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// What the file and environment say, before validation. Field names are the TOML keys.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Where keys, certificates and the database live.
+    pub data_dir: String,
+    /// TCP and UDP address to serve on.
+    pub listen: String,
+    /// Extra DNS names for the generated server certificate.
+    pub hostnames: Vec<String>,
+    /// TLS settings.
+    pub tls: RawTls,
+    /// Users and tokens.
+    pub auth: RawAuth,
+    /// Rooms.
+    pub rooms: RawRooms,
+    /// Bounds on everything a client can make the server hold.
+    pub limits: RawLimits,
+    /// The database.
+    pub store: RawStore,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            data_dir: "./data".into(),
+            listen: "0.0.0.0:7443".into(),
+            hostnames: Vec::new(),
+            tls: RawTls::default(),
+            auth: RawAuth::default(),
+            rooms: RawRooms::default(),
+            limits: RawLimits::default(),
+            store: RawStore::default(),
+        }
+    }
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    /// `off`, `optional` or `required`.
+    pub client_auth: String,
+    /// CA that client certificates must chain to; empty = `<data_dir>/certs/ca.pem`.
+    pub client_ca: String,
+    /// Server certificate chain; empty = `<data_dir>/certs/server.pem`.
+    pub cert: String,
+    /// Server private key; empty = `<data_dir>/certs/server.key`.
+    pub key: String,
+    /// Serve plain-text HTTP/2 (h2c) for a TLS-terminating proxy.
+    pub insecure_plaintext: bool,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            client_auth: "off".into(),
+            client_ca: String::new(),
+            cert: String::new(),
+            key: String::new(),
+            insecure_plaintext: false,
+        }
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// `open` or `closed`.
+    pub registration: String,
+    /// Global role of a new registration: `guest`, `member` or `admin`.
+    pub default_role: String,
+    /// JWT `iss`.
+    pub issuer: String,
+    /// JWT `aud`.
+    pub audience: String,
+    /// Access token lifetime in seconds.
+    pub access_ttl_secs: u64,
+    /// Refresh token lifetime in seconds.
+    pub refresh_ttl_secs: u64,
+    /// Failed logins per username before delays start.
+    pub login_free_failures: u32,
+    /// Longest delay between attempts for one username, in seconds.
+    pub login_max_delay_secs: u64,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            registration: "open".into(),
+            default_role: "member".into(),
+            issuer: "edgechat".into(),
+            audience: "edgechat".into(),
+            access_ttl_secs: 15 * 60,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            login_free_failures: 5,
+            login_max_delay_secs: 300,
+        }
+    }
+}
+
+/// `[rooms]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRooms {
+    /// Whether global members (not only admins) may create private rooms.
+    pub members_may_create_private: bool,
+}
+
+impl Default for RawRooms {
+    fn default() -> Self {
+        RawRooms {
+            members_may_create_private: true,
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// HTTP/2 `MAX_CONCURRENT_STREAMS` per connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 keep-alive ping interval, seconds.
+    pub keepalive_interval_secs: u64,
+    /// HTTP/2 keep-alive ping timeout, seconds.
+    pub keepalive_timeout_secs: u64,
+    /// TLS handshake timeout, seconds.
+    pub tls_handshake_timeout_secs: u64,
+    /// Largest request header block, bytes.
+    pub max_header_bytes: u32,
+    /// Largest decoded gRPC message, bytes.
+    pub max_message_bytes: usize,
+    /// Largest message text, bytes.
+    pub max_text_bytes: usize,
+    /// Open connections (TCP) at most; further ones wait in the backlog.
+    pub max_connections: usize,
+    /// Sends per second per user (token bucket rate).
+    pub send_rate_per_sec: f64,
+    /// Token bucket burst.
+    pub send_burst: u32,
+    /// Rooms one Connect stream may subscribe to.
+    pub max_subscriptions_per_stream: usize,
+    /// Connect streams one user may hold open.
+    pub max_streams_per_user: usize,
+    /// A stream whose outbound side is stuck this long is closed, seconds.
+    pub stuck_stream_timeout_secs: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_concurrent_streams: 100,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 10,
+            tls_handshake_timeout_secs: 10,
+            max_header_bytes: 16 * 1024,
+            max_message_bytes: 64 * 1024,
+            max_text_bytes: 4096,
+            max_connections: 20_000,
+            send_rate_per_sec: 20.0,
+            send_burst: 50,
+            max_subscriptions_per_stream: 500,
+            max_streams_per_user: 16,
+            stuck_stream_timeout_secs: 30,
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    /// redb page cache, MiB.
+    pub cache_mib: usize,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore { cache_mib: 64 }
+    }
+}
+
+/// Whether TLS clients must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Certificates are not requested.
+    Off,
+    /// Requested and verified against the client CA when presented.
+    Optional,
+    /// A certificate chaining to the client CA is required.
+    Required,
+}
+
+impl std::str::FromStr for ClientAuth {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(ClientAuth::Off),
+            "optional" => Ok(ClientAuth::Optional),
+            "required" => Ok(ClientAuth::Required),
+            other => Err(format!("`{other}` is not one of off, optional, required")),
+        }
+    }
+}
+
+/// Who may register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Anyone may call `Register`.
+    Open,
+    /// Only admins create users (`edgechat user add`, `AdminService.CreateUser`).
+    Closed,
+}
+
+impl std::str::FromStr for Registration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "open" => Ok(Registration::Open),
+            "closed" => Ok(Registration::Closed),
+            other => Err(format!("`{other}` is not one of open, closed")),
+        }
+    }
+}
+
+/// A global role, as named in config and on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// May join public rooms and talk.
+    Guest,
+    /// May also create rooms.
+    Member,
+    /// Everything.
+    Admin,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "guest" => Ok(Role::Guest),
+            "member" => Ok(Role::Member),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!("`{other}` is not one of guest, member, admin")),
+        }
+    }
+}
+
+/// The validated configuration. Everything here has been checked; no `Option` checks deeper in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// TCP (and later UDP) listen address.
+    pub listen: SocketAddr,
+    /// Extra names for the generated server certificate.
+    pub hostnames: Vec<String>,
+    /// TLS.
+    pub tls: TlsConfig,
+    /// Users and tokens.
+    pub auth: AuthConfig,
+    /// Whether global members may create private rooms.
+    pub members_may_create_private: bool,
+    /// Bounds.
+    pub limits: Limits,
+    /// redb cache size in bytes.
+    pub store_cache_bytes: usize,
+}
+
+/// Validated `[tls]`.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Client certificate policy.
+    pub client_auth: ClientAuth,
+    /// Client CA file.
+    pub client_ca: PathBuf,
+    /// Server certificate chain file.
+    pub cert: PathBuf,
+    /// Server key file.
+    pub key: PathBuf,
+    /// Serve h2c instead of TLS.
+    pub insecure_plaintext: bool,
+}
+
+/// Validated `[auth]`.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Who may register.
+    pub registration: Registration,
+    /// Role of new registrations.
+    pub default_role: Role,
+    /// JWT `iss`.
+    pub issuer: String,
+    /// JWT `aud`.
+    pub audience: String,
+    /// Access token lifetime.
+    pub access_ttl: Duration,
+    /// Refresh token lifetime.
+    pub refresh_ttl: Duration,
+    /// Failures before login delays start.
+    pub login_free_failures: u32,
+    /// Cap on the login delay.
+    pub login_max_delay: Duration,
+}
+
+/// Validated `[limits]`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// HTTP/2 max concurrent streams.
+    pub max_concurrent_streams: u32,
+    /// Keep-alive ping interval.
+    pub keepalive_interval: Duration,
+    /// Keep-alive ping timeout.
+    pub keepalive_timeout: Duration,
+    /// TLS handshake timeout.
+    pub tls_handshake_timeout: Duration,
+    /// Max header block size.
+    pub max_header_bytes: u32,
+    /// Max decoded message size.
+    pub max_message_bytes: usize,
+    /// Max text size.
+    pub max_text_bytes: usize,
+    /// Max open TCP connections.
+    pub max_connections: usize,
+    /// Send rate per user per second.
+    pub send_rate_per_sec: f64,
+    /// Send burst.
+    pub send_burst: u32,
+    /// Max rooms per stream.
+    pub max_subscriptions_per_stream: usize,
+    /// Max streams per user.
+    pub max_streams_per_user: usize,
+    /// Stuck outbound stream deadline.
+    pub stuck_stream_timeout: Duration,
+}
+
+impl RawConfig {
+    /// Reads a TOML file (unknown keys are errors, so typos do not pass silently).
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<RawConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Applies `EDGECHAT_*` overrides from `vars` (normally `std::env::vars()`). Each known key
+    /// has exactly one variable name; variables naming no key are left for others (the CLI's
+    /// `EDGECHAT_PROFILE`, say).
+    pub fn apply_env(
+        self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<RawConfig, ConfigError> {
+        let mut tree = toml::Value::try_from(&self)
+            .map_err(|e| invalid("(config)", format!("cannot represent config: {e}")))?;
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("EDGECHAT_"))
+            .collect();
+        if vars.is_empty() {
+            return Ok(self);
+        }
+        override_leaves(&mut tree, "", &vars)?;
+        tree.try_into()
+            .map_err(|e: toml::de::Error| invalid("(environment)", e.to_string()))
+    }
+
+    /// Checks every key and resolves defaults that depend on others (certificate paths).
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        if self.data_dir.trim().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let data_dir = PathBuf::from(&self.data_dir);
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("`{}` is not an address like 0.0.0.0:7443", self.listen),
+            )
+        })?;
+        for h in &self.hostnames {
+            if h.trim().is_empty() || h.contains(char::is_whitespace) {
+                return Err(invalid("hostnames", format!("`{h}` is not a host name")));
+            }
+        }
+        let certs = data_dir.join("certs");
+        let or_default = |s: &str, name: &str| {
+            if s.is_empty() {
+                certs.join(name)
+            } else {
+                PathBuf::from(s)
+            }
+        };
+        let tls = TlsConfig {
+            client_auth: self
+                .tls
+                .client_auth
+                .parse()
+                .map_err(|m| invalid("tls.client_auth", m))?,
+            client_ca: or_default(&self.tls.client_ca, "ca.pem"),
+            cert: or_default(&self.tls.cert, "server.pem"),
+            key: or_default(&self.tls.key, "server.key"),
+            insecure_plaintext: self.tls.insecure_plaintext,
+        };
+        if tls.insecure_plaintext && tls.client_auth != ClientAuth::Off {
+            return Err(invalid(
+                "tls.client_auth",
+                "client certificates need TLS; it cannot be combined with insecure_plaintext",
+            ));
+        }
+        let a = &self.auth;
+        let nonempty = |key: &str, v: &str| {
+            if v.trim().is_empty() {
+                Err(invalid(key, "must not be empty"))
+            } else {
+                Ok(())
+            }
+        };
+        nonempty("auth.issuer", &a.issuer)?;
+        nonempty("auth.audience", &a.audience)?;
+        let in_range = |key: &str, v: u64, lo: u64, hi: u64| {
+            if v < lo || v > hi {
+                Err(invalid(key, format!("{v} is outside {lo}..={hi}")))
+            } else {
+                Ok(())
+            }
+        };
+        in_range("auth.access_ttl_secs", a.access_ttl_secs, 30, 24 * 3600)?;
+        in_range(
+            "auth.refresh_ttl_secs",
+            a.refresh_ttl_secs,
+            60,
+            365 * 24 * 3600,
+        )?;
+        in_range(
+            "auth.login_free_failures",
+            a.login_free_failures.into(),
+            1,
+            1000,
+        )?;
+        in_range("auth.login_max_delay_secs", a.login_max_delay_secs, 1, 3600)?;
+        let auth = AuthConfig {
+            registration: a
+                .registration
+                .parse()
+                .map_err(|m| invalid("auth.registration", m))?,
+            default_role: a
+                .default_role
+                .parse()
+                .map_err(|m| invalid("auth.default_role", m))?,
+            issuer: a.issuer.clone(),
+            audience: a.audience.clone(),
+            access_ttl: Duration::from_secs(a.access_ttl_secs),
+            refresh_ttl: Duration::from_secs(a.refresh_ttl_secs),
+            login_free_failures: a.login_free_failures,
+            login_max_delay: Duration::from_secs(a.login_max_delay_secs),
+        };
+        let l = &self.limits;
+        in_range(
+            "limits.max_concurrent_streams",
+            l.max_concurrent_streams.into(),
+            1,
+            10_000,
+        )?;
+        in_range(
+            "limits.keepalive_interval_secs",
+            l.keepalive_interval_secs,
+            1,
+            3600,
+        )?;
+        in_range(
+            "limits.keepalive_timeout_secs",
+            l.keepalive_timeout_secs,
+            1,
+            600,
+        )?;
+        in_range(
+            "limits.tls_handshake_timeout_secs",
+            l.tls_handshake_timeout_secs,
+            1,
+            300,
+        )?;
+        in_range(
+            "limits.max_header_bytes",
+            l.max_header_bytes.into(),
+            1024,
+            1 << 20,
+        )?;
+        in_range(
+            "limits.max_message_bytes",
+            l.max_message_bytes as u64,
+            1024,
+            16 << 20,
+        )?;
+        in_range("limits.max_text_bytes", l.max_text_bytes as u64, 1, 1 << 20)?;
+        if l.max_text_bytes + 1024 > l.max_message_bytes {
+            return Err(invalid(
+                "limits.max_text_bytes",
+                "must leave 1 KiB of room below limits.max_message_bytes",
+            ));
+        }
+        in_range(
+            "limits.max_connections",
+            l.max_connections as u64,
+            1,
+            1_000_000,
+        )?;
+        if !(l.send_rate_per_sec.is_finite() && l.send_rate_per_sec > 0.0) {
+            return Err(invalid(
+                "limits.send_rate_per_sec",
+                "must be a positive number",
+            ));
+        }
+        in_range("limits.send_burst", l.send_burst.into(), 1, 100_000)?;
+        in_range(
+            "limits.max_subscriptions_per_stream",
+            l.max_subscriptions_per_stream as u64,
+            1,
+            100_000,
+        )?;
+        in_range(
+            "limits.max_streams_per_user",
+            l.max_streams_per_user as u64,
+            1,
+            10_000,
+        )?;
+        in_range(
+            "limits.stuck_stream_timeout_secs",
+            l.stuck_stream_timeout_secs,
+            1,
+            3600,
+        )?;
+        let limits = Limits {
+            max_concurrent_streams: l.max_concurrent_streams,
+            keepalive_interval: Duration::from_secs(l.keepalive_interval_secs),
+            keepalive_timeout: Duration::from_secs(l.keepalive_timeout_secs),
+            tls_handshake_timeout: Duration::from_secs(l.tls_handshake_timeout_secs),
+            max_header_bytes: l.max_header_bytes,
+            max_message_bytes: l.max_message_bytes,
+            max_text_bytes: l.max_text_bytes,
+            max_connections: l.max_connections,
+            send_rate_per_sec: l.send_rate_per_sec,
+            send_burst: l.send_burst,
+            max_subscriptions_per_stream: l.max_subscriptions_per_stream,
+            max_streams_per_user: l.max_streams_per_user,
+            stuck_stream_timeout: Duration::from_secs(l.stuck_stream_timeout_secs),
+        };
+        in_range("store.cache_mib", self.store.cache_mib as u64, 1, 64 * 1024)?;
+        Ok(Config {
+            data_dir,
+            listen,
+            hostnames: self.hostnames.clone(),
+            tls,
+            auth,
+            members_may_create_private: self.rooms.members_may_create_private,
+            limits,
+            store_cache_bytes: self.store.cache_mib << 20,
+        })
+    }
+}
+
+/// Replaces every leaf of `tree` whose environment name is in `vars`.
+fn override_leaves(
+    tree: &mut toml::Value,
+    prefix: &str,
+    vars: &[(String, String)],
+) -> Result<(), ConfigError> {
+    let toml::Value::Table(table) = tree else {
+        return Ok(());
+    };
+    for (key, value) in table.iter_mut() {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if let toml::Value::Table(_) = value {
+            override_leaves(value, &path, vars)?;
+            continue;
+        }
+        let env_name = format!("EDGECHAT_{}", path.replace('.', "_").to_uppercase());
+        let Some((_, raw)) = vars.iter().find(|(k, _)| *k == env_name) else {
+            continue;
+        };
+        let bad = |what: &str| invalid(&path, format!("{env_name}=`{raw}` is not {what}"));
+        *value = match value {
+            toml::Value::String(_) => toml::Value::String(raw.clone()),
+            toml::Value::Boolean(_) => match raw.as_str() {
+                "true" | "1" | "yes" => toml::Value::Boolean(true),
+                "false" | "0" | "no" => toml::Value::Boolean(false),
+                _ => return Err(bad("a boolean (true/false)")),
+            },
+            toml::Value::Integer(_) => {
+                toml::Value::Integer(raw.parse().map_err(|_| bad("an integer"))?)
+            }
+            toml::Value::Float(_) => toml::Value::Float(raw.parse().map_err(|_| bad("a number"))?),
+            toml::Value::Array(_) => toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_string()))
+                    .collect(),
+            ),
+            _ => continue,
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_design() {
+        let c = RawConfig::default().validate().unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:7443");
+        assert_eq!(c.tls.client_auth, ClientAuth::Off);
+        assert_eq!(c.auth.registration, Registration::Open);
+        assert_eq!(c.auth.access_ttl, Duration::from_secs(900));
+        assert_eq!(c.limits.max_message_bytes, 64 * 1024);
+        assert_eq!(c.tls.client_ca, PathBuf::from("./data/certs/ca.pem"));
+    }
+
+    #[test]
+    fn the_example_config_parses_and_equals_the_defaults() {
+        let text = include_str!("../config/edgechat.example.toml");
+        let parsed = RawConfig::from_toml(text).unwrap();
+        assert_eq!(
+            toml::Value::try_from(&parsed).unwrap(),
+            toml::Value::try_from(RawConfig::default()).unwrap()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_the_key() {
+        let e = RawConfig::from_toml("listne = \"x\"").unwrap_err();
+        assert!(e.contains("listne"), "{e}");
+        let e = RawConfig::from_toml("[limits]\nsend_burst = \"many\"").unwrap_err();
+        assert!(e.contains("send_burst"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let mut raw = RawConfig::default();
+        raw.tls.client_auth = "sometimes".into();
+        let e = raw.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("tls.client_auth") && e.contains("sometimes"),
+            "{e}"
+        );
+        let raw = RawConfig {
+            listen: "nowhere".into(),
+            ..RawConfig::default()
+        };
+        assert!(raw.validate().unwrap_err().to_string().contains("`listen`"));
+        let mut raw = RawConfig::default();
+        raw.auth.access_ttl_secs = 0;
+        assert!(
+            raw.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("auth.access_ttl_secs")
+        );
+        let mut raw = RawConfig::default();
+        raw.limits.send_rate_per_sec = -1.0;
+        assert!(
+            raw.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("limits.send_rate_per_sec")
+        );
+    }
+
+    #[test]
+    fn environment_overrides_file_values() {
+        let raw =
+            RawConfig::from_toml("listen = \"127.0.0.1:1\"\n[tls]\nclient_auth = \"optional\"")
+                .unwrap()
+                .apply_env(env(&[
+                    ("EDGECHAT_LISTEN", "127.0.0.1:2"),
+                    ("EDGECHAT_LIMITS_SEND_BURST", "7"),
+                    ("EDGECHAT_TLS_INSECURE_PLAINTEXT", "true"),
+                    ("EDGECHAT_TLS_CLIENT_AUTH", "off"),
+                    ("EDGECHAT_HOSTNAMES", "a.example, b.example"),
+                    ("EDGECHAT_PROFILE", "not a config key"),
+                ]))
+                .unwrap();
+        let c = raw.validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:2");
+        assert_eq!(c.limits.send_burst, 7);
+        assert!(c.tls.insecure_plaintext);
+        assert_eq!(c.hostnames, vec!["a.example", "b.example"]);
+    }
+
+    #[test]
+    fn bad_environment_values_name_the_variable() {
+        let e = RawConfig::default()
+            .apply_env(env(&[("EDGECHAT_LIMITS_SEND_BURST", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("EDGECHAT_LIMITS_SEND_BURST") && e.contains("limits.send_burst"),
+            "{e}"
+        );
+    }
+}

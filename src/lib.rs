@@ -1,0 +1,20 @@
+//! edgechat: a real-time chat server in one binary.
+//!
+//! The library is the product; `main.rs` only parses the command line and calls into
+//! [`cli`]. Tests, benches and the load generator use the same code. See
+//! `ARCHITECTURE.md` for the data path and a map of these modules.
+
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod init;
+pub mod proto;
+pub mod rooms;
+pub mod server;
+pub mod store;
+pub mod transport;

@@ -1,0 +1,149 @@
+//! Assembles and runs the server: initialises the data directory on first start, opens the
+//! store and its writer, loads the signing keys, and serves the API on the TCP listener until
+//! the shutdown token is cancelled.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, Api};
+use crate::auth::Accounts;
+use crate::auth::keys::Keyring;
+use crate::config::Config;
+use crate::store::{DB_FILE_NAME, Store};
+use crate::transport::{tcp, tls};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Data directory initialisation.
+    #[error(transparent)]
+    Init(#[from] crate::init::InitError),
+    /// Signing keys.
+    #[error(transparent)]
+    Keys(#[from] crate::auth::keys::KeyError),
+    /// Database.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// TLS material.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Binding the listener.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP/2 server failed.
+    #[error("HTTP/2 server: {0}")]
+    Transport(String),
+}
+
+/// A started server.
+pub struct Running {
+    /// The bound TCP address (useful with port 0).
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Running {
+    /// Asks the server to drain and stop.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) -> Result<(), ServeError> {
+        self.task
+            .await
+            .map_err(|e| ServeError::Transport(e.to_string()))?
+    }
+}
+
+/// Starts serving `config`; returns once the listener is bound.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let config = Arc::new(config);
+    let report =
+        crate::init::init_data_dir(&config.data_dir, &config.hostnames, crate::clock::now_ms())?;
+    for path in &report.created {
+        tracing::info!(path = %path.display(), "initialised");
+    }
+    let keys = Keyring::load(&config.data_dir.join("keys"))?;
+    let store = Store::open(
+        &config.data_dir.join(DB_FILE_NAME),
+        config.store_cache_bytes,
+    )?;
+    let writer = store.start_writer();
+    let accounts = Accounts::new(config.auth.clone(), keys, store, writer);
+    let api = Api {
+        accounts,
+        config: config.clone(),
+    };
+    let routes = api::routes(api);
+
+    let listener = tcp::bind(config.listen).map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let shutdown = CancellationToken::new();
+    let limits = &config.limits;
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .http2_max_header_list_size(limits.max_header_bytes)
+        .accept_http1(true)
+        .layer(tonic_web::GrpcWebLayer::new());
+    let router = builder.add_routes(routes);
+    let signal = shutdown.clone();
+    let task = if config.tls.insecure_plaintext {
+        tracing::warn!(
+            %addr,
+            "serving PLAIN-TEXT HTTP/2 (--insecure-plaintext): only behind a TLS-terminating proxy"
+        );
+        let rx = tcp::accept_plain(listener, limits.max_connections, shutdown.clone());
+        tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(ReceiverStream::new(rx), signal.cancelled_owned())
+                .await
+                .map_err(|e| ServeError::Transport(e.to_string()))
+        })
+    } else {
+        let tls = tls::server_config(&config.tls, &[b"h2", b"http/1.1"])?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let rx = tcp::accept_tls(
+            listener,
+            acceptor,
+            limits.tls_handshake_timeout,
+            limits.max_connections,
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(ReceiverStream::new(rx), signal.cancelled_owned())
+                .await
+                .map_err(|e| ServeError::Transport(e.to_string()))
+        })
+    };
+    tracing::info!(%addr, client_auth = ?config.tls.client_auth, "edgechat serving gRPC over HTTP/2");
+    Ok(Running {
+        addr,
+        shutdown,
+        task,
+    })
+}

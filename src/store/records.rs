@@ -1,0 +1,74 @@
+//! Stored record encodings: prost messages, so fields can be added without a migration
+//! (unknown fields are skipped by older readers, missing ones read as defaults).
+
+/// A user account (`users` table).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UserRecord {
+    /// Stable id.
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// Lowercase username, unique.
+    #[prost(string, tag = "2")]
+    pub username: String,
+    /// Free-form display name.
+    #[prost(string, tag = "3")]
+    pub display_name: String,
+    /// `proto::GlobalRole` as i32.
+    #[prost(int32, tag = "4")]
+    pub role: i32,
+    /// argon2id PHC string.
+    #[prost(string, tag = "5")]
+    pub password_hash: String,
+    /// Bumped by logout-everywhere, disable and role change: access tokens carrying an older
+    /// version are refused.
+    #[prost(uint64, tag = "6")]
+    pub token_version: u64,
+    /// A disabled user cannot log in and every token of theirs is refused.
+    #[prost(bool, tag = "7")]
+    pub disabled: bool,
+    /// Creation time.
+    #[prost(int64, tag = "8")]
+    pub created_at_ms: i64,
+    /// When the user was last online (presence).
+    #[prost(int64, tag = "9")]
+    pub last_seen_ms: i64,
+    /// Bumped by logout-everywhere and disable: refresh tokens of an older epoch are refused.
+    /// (A role change bumps only `token_version`, so the user can refresh into the new role.)
+    #[prost(uint64, tag = "10")]
+    pub refresh_epoch: u64,
+}
+
+/// One refresh token (`refresh_tokens`, keyed by the token's SHA-256; the token itself is never
+/// stored).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RefreshRecord {
+    /// Owner.
+    #[prost(string, tag = "1")]
+    pub user_id: String,
+    /// The family (one login on one device) this token belongs to.
+    #[prost(string, tag = "2")]
+    pub family_id: String,
+    /// Expiry.
+    #[prost(int64, tag = "3")]
+    pub expires_at_ms: i64,
+    /// Set when the token has been exchanged; presenting it again revokes the family.
+    #[prost(bool, tag = "4")]
+    pub spent: bool,
+    /// The user's `refresh_epoch` when issued.
+    #[prost(uint64, tag = "5")]
+    pub epoch: u64,
+}
+
+/// A refresh token family (`refresh_families`): one login on one device.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FamilyRecord {
+    /// Owner.
+    #[prost(string, tag = "1")]
+    pub user_id: String,
+    /// Revoked by logout or by reuse of a spent token.
+    #[prost(bool, tag = "2")]
+    pub revoked: bool,
+    /// Creation time.
+    #[prost(int64, tag = "3")]
+    pub created_at_ms: i64,
+}

@@ -1,0 +1,132 @@
+//! The single writer: one thread owns every write transaction and commits whatever jobs are
+//! waiting in one transaction (group commit), so N concurrent writers pay about one fsync.
+//!
+//! A job is a closure run inside the shared transaction. Invariants a job must keep:
+//! - it does all its checks before its first write, so a job that returns a domain error has
+//!   written nothing (later jobs in the batch see the transaction as if it never ran);
+//! - it never blocks or does slow work (hash passwords before submitting).
+//!
+//! A storage error inside any job, or a failed commit, fails every job of that batch: none of
+//! them is acknowledged, which is the safe answer (the client retries with the same
+//! `client_message_id`). Results are released only after the commit is durable, in job order.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+
+/// Jobs waiting for the writer; when full, submitters wait (backpressure on senders).
+const QUEUE_BOUND: usize = 4096;
+/// At most this many jobs share one transaction, so one commit's latency stays bounded.
+const MAX_BATCH: usize = 1024;
+
+/// A job erased to a trait object so the queue can carry jobs of any result type.
+trait Job: Send {
+    /// Runs inside the batch's transaction. `Err` only for storage failures.
+    fn apply(&mut self, tx: &redb::WriteTransaction) -> Result<(), StoreError>;
+    /// Runs after the batch committed (`Ok`) or failed (`Err`), on the writer thread.
+    fn finish(self: Box<Self>, committed: Result<(), &StoreError>);
+}
+
+/// Handle to the writer thread. Cheap to clone; the thread stops when every handle is dropped,
+/// after committing what was already queued.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Box<dyn Job>>,
+}
+
+/// What a job closure returns: the job's own outcome, or a storage error that aborts the batch.
+pub type JobResult<T, E> = Result<Result<T, E>, StoreError>;
+
+struct ClosureJob<F, T, E> {
+    run: Option<F>,
+    outcome: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
+}
+
+impl<F, T, E> Job for ClosureJob<F, T, E>
+where
+    F: FnOnce(&redb::WriteTransaction) -> JobResult<T, E> + Send,
+    T: Send,
+    E: From<StoreError> + Send,
+{
+    fn apply(&mut self, tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+        let Some(run) = self.run.take() else {
+            return Ok(());
+        };
+        self.outcome = Some(run(tx)?);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), &StoreError>) {
+        let result = match (committed, self.outcome) {
+            (Ok(()), Some(outcome)) => outcome,
+            (Err(e), _) => Err(E::from(StoreError::Db(e.to_string()))),
+            (Ok(()), None) => Err(E::from(StoreError::Db("job did not run".into()))),
+        };
+        // The submitter may have gone away (client cancelled); the write stands regardless.
+        let _ = self.reply.send(result);
+    }
+}
+
+impl Writer {
+    pub(super) fn start(db: Arc<redb::Database>) -> Writer {
+        let (queue, rx) = mpsc::channel(QUEUE_BOUND);
+        std::thread::Builder::new()
+            .name("edgechat-writer".into())
+            .spawn(move || run(db, rx))
+            .expect("spawning the writer thread");
+        Writer { queue }
+    }
+
+    /// Runs `job` inside the next group transaction and returns its result once that
+    /// transaction is durably committed.
+    pub async fn write<T, E, F>(&self, job: F) -> Result<T, E>
+    where
+        F: FnOnce(&redb::WriteTransaction) -> JobResult<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(ClosureJob {
+            run: Some(job),
+            outcome: None,
+            reply,
+        });
+        self.queue
+            .send(job)
+            .await
+            .map_err(|_| E::from(StoreError::WriterGone))?;
+        rx.await.map_err(|_| E::from(StoreError::WriterGone))?
+    }
+}
+
+fn run(db: Arc<redb::Database>, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = commit_batch(&db, &mut batch);
+        for job in batch.drain(..) {
+            job.finish(result.as_ref().map(|_| ()));
+        }
+    }
+}
+
+fn commit_batch(db: &redb::Database, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    let tx = db.begin_write()?;
+    for job in batch.iter_mut() {
+        if let Err(e) = job.apply(&tx) {
+            tx.abort().ok();
+            return Err(e);
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}

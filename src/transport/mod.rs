@@ -1,0 +1,20 @@
+//! Transports: the TCP listener (HTTP/2 over TLS, or h2c behind an explicit flag) and the TLS
+//! configuration shared with HTTP/3. Connections carry a [`PeerInfo`] into every request so
+//! handlers and layers see the peer address and client certificate the same way on every
+//! transport.
+
+pub mod tcp;
+pub mod tls;
+
+use std::net::SocketAddr;
+
+/// What a request knows about its connection, put into request extensions by the transport.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// Remote address.
+    pub remote_addr: Option<SocketAddr>,
+    /// Subject common name of the verified client certificate, if one was presented.
+    pub client_cert_name: Option<String>,
+    /// Which transport: `h2`, `h2c` or `h3`.
+    pub transport: &'static str,
+}

@@ -1,0 +1,196 @@
+//! The TCP listener: accepts with a large backlog, bounds open connections with a semaphore,
+//! runs each TLS handshake in its own task under a timeout (a slow or silent client never
+//! stalls accepts), and hands finished connections to tonic's HTTP/2 server.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::PeerInfo;
+
+/// Pending accepted connections; std's default of 128 drops connections when a thousand
+/// clients connect at once.
+const BACKLOG: i32 = 4096;
+/// Handshaken connections waiting for the HTTP/2 server to pick them up.
+const READY_QUEUE: usize = 256;
+
+/// Binds a TCP listener with [`BACKLOG`].
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// One accepted connection (TLS or plain), holding its connection-limit permit for its life.
+pub struct Conn<S> {
+    io: S,
+    info: PeerInfo,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<S> tonic::transport::server::Connected for Conn<S> {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// Accepts TLS connections until `shutdown`, yielding handshaken ones.
+pub fn accept_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) -> mpsc::Receiver<io::Result<Conn<tokio_rustls::server::TlsStream<TcpStream>>>> {
+    let (tx, rx) = mpsc::channel(READY_QUEUE);
+    let limit = Arc::new(Semaphore::new(max_connections));
+    tokio::spawn(async move {
+        loop {
+            let Some((stream, peer, permit)) = next(&listener, &limit, &shutdown).await else {
+                break;
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let client_cert_name = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(super::tls::cert_common_name);
+                        let info = PeerInfo {
+                            remote_addr: Some(peer),
+                            client_cert_name,
+                            transport: "h2",
+                        };
+                        let _ = tx
+                            .send(Ok(Conn {
+                                io: tls,
+                                info,
+                                _permit: permit,
+                            }))
+                            .await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    rx
+}
+
+/// Accepts plain-text (h2c) connections until `shutdown`.
+pub fn accept_plain(
+    listener: TcpListener,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) -> mpsc::Receiver<io::Result<Conn<TcpStream>>> {
+    let (tx, rx) = mpsc::channel(READY_QUEUE);
+    let limit = Arc::new(Semaphore::new(max_connections));
+    tokio::spawn(async move {
+        while let Some((stream, peer, permit)) = next(&listener, &limit, &shutdown).await {
+            let info = PeerInfo {
+                remote_addr: Some(peer),
+                client_cert_name: None,
+                transport: "h2c",
+            };
+            if tx
+                .send(Ok(Conn {
+                    io: stream,
+                    info,
+                    _permit: permit,
+                }))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next connection, once a connection slot is free; `None` at shutdown.
+async fn next(
+    listener: &TcpListener,
+    limit: &Arc<Semaphore>,
+    shutdown: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => p.ok()?,
+            () = shutdown.cancelled() => return None,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = shutdown.cancelled() => return None,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((stream, peer, permit));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

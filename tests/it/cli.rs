@@ -1,0 +1,110 @@
+//! The binary itself: `init`, `user add` while stopped and while running, `serve` and its
+//! config errors.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::support::TestServer;
+
+fn edgechat() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_edgechat"))
+}
+
+fn user_add(dir: &std::path::Path, name: &str, role: &str, password: &str) -> std::process::Output {
+    let mut child = edgechat()
+        .args([
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn user_add_works_while_stopped_and_refuses_while_running() {
+    let mut s = TestServer::start().await;
+    let dir = s.data_dir();
+    let out = user_add(&dir, "boss", "admin", "a-long-password");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
+    s.stop().await;
+    let out = user_add(&dir, "Boss", "admin", "a-long-password");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created user boss (admin)"));
+    let out = user_add(&dir, "boss", "admin", "a-long-password");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("taken"));
+    let out = user_add(&dir, "x", "admin", "a-long-password");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("username"));
+}
+
+#[test]
+fn init_then_serve_rejects_a_bad_config_key_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let out = edgechat()
+        .args(["init", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.join("certs/client.pem").exists());
+    let out = edgechat()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env("EDGECHAT_TLS_CLIENT_AUTH", "maybe")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tls.client_auth") && err.contains("maybe"),
+        "{err}"
+    );
+    let out = edgechat()
+        .args(["serve", "--client-auth", "sometimes", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tls.client_auth"));
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["init", "--help"],
+        &["user", "add", "--help"],
+        &["keys", "rotate", "--help"],
+        &["certs", "issue-client", "--help"],
+    ] {
+        let out = edgechat().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(!out.stdout.is_empty());
+    }
+}
