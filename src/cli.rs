@@ -133,10 +133,8 @@ pub fn run() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn data_dir(arg: &DataDirArg) -> PathBuf {
@@ -182,10 +180,7 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -205,13 +200,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::User(UserCommand::Add {
-            name,
-            role,
-            password_stdin: _,
-            display_name,
-            data,
-        }) => {
+        Command::User(UserCommand::Add { name, role, password_stdin: _, display_name, data }) => {
             let dir = data_dir(&data);
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
             let password = read_password_line()?;
@@ -237,10 +226,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 
 fn read_password_line() -> anyhow::Result<String> {
     let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("reading the password from stdin")?;
+    std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
     let pw = line.strip_suffix('\n').unwrap_or(&line);
     let pw = pw.strip_suffix('\r').unwrap_or(pw);
     if pw.is_empty() {
@@ -262,18 +248,13 @@ async fn user_add(
     for p in report.created {
         eprintln!("created {}", p.display());
     }
-    let config = RawConfig {
-        data_dir: dir.to_string_lossy().into_owned(),
-        ..RawConfig::default()
-    }
-    .validate()?;
+    let config = RawConfig { data_dir: dir.to_string_lossy().into_owned(), ..RawConfig::default() }
+        .validate()?;
     let keys = crate::auth::keys::Keyring::load(&dir.join("keys"))?;
     let store = crate::store::Store::open(&dir.join(crate::store::DB_FILE_NAME), 1 << 20)?;
-    let writer = store.start_writer();
+    let writer = store.start_writer(Box::new(|_| {}));
     let accounts = crate::auth::Accounts::new(config.auth, keys, store, writer);
-    let user = accounts
-        .create_user(name, password, display, role, crate::clock::now_ms())
-        .await?;
+    let user = accounts.create_user(name, password, display, role, crate::clock::now_ms()).await?;
     println!(
         "created user {} ({}) with id {}",
         user.username,

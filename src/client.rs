@@ -37,10 +37,8 @@ pub struct TlsFiles {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(path).map_err(|source| ClientError::File {
-        path: path.display().to_string(),
-        source,
-    })
+    std::fs::read(path)
+        .map_err(|source| ClientError::File { path: path.display().to_string(), source })
 }
 
 /// Connects to `url` (`https://host:port`, or `http://` for an h2c server) over HTTP/2.
@@ -61,16 +59,9 @@ pub fn endpoint(url: &str, tls: &TlsFiles) -> Result<Endpoint, ClientError> {
         if let Some((cert, key)) = &tls.client_cert {
             cfg = cfg.identity(Identity::from_pem(read(cert)?, read(key)?));
         }
-        let host = url
-            .trim_start_matches("https://")
-            .split([':', '/'])
-            .next()
-            .unwrap_or("localhost");
-        let domain = if host == "127.0.0.1" || host == "[::1]" {
-            "localhost"
-        } else {
-            host
-        };
+        let host =
+            url.trim_start_matches("https://").split([':', '/']).next().unwrap_or("localhost");
+        let domain = if host == "127.0.0.1" || host == "[::1]" { "localhost" } else { host };
         endpoint = endpoint.tls_config(cfg.domain_name(domain))?;
     } else if !url.starts_with("http://") {
         return Err(ClientError::Url(url.into()));

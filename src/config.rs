@@ -49,10 +49,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_string(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { key: key.to_string(), message: message.into() }
 }
 
 /// What the file and environment say, before validation. Field names are the TOML keys.
@@ -167,9 +164,7 @@ pub struct RawRooms {
 
 impl Default for RawRooms {
     fn default() -> Self {
-        RawRooms {
-            members_may_create_private: true,
-        }
+        RawRooms { members_may_create_private: true }
     }
 }
 
@@ -396,14 +391,10 @@ pub struct Limits {
 impl RawConfig {
     /// Reads a TOML file (unknown keys are errors, so typos do not pass silently).
     pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message,
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::from_toml(&text)
+            .map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })
     }
 
     /// Parses TOML text.
@@ -420,16 +411,13 @@ impl RawConfig {
     ) -> Result<RawConfig, ConfigError> {
         let mut tree = toml::Value::try_from(&self)
             .map_err(|e| invalid("(config)", format!("cannot represent config: {e}")))?;
-        let vars: Vec<(String, String)> = vars
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("EDGECHAT_"))
-            .collect();
+        let vars: Vec<(String, String)> =
+            vars.into_iter().filter(|(k, _)| k.starts_with("EDGECHAT_")).collect();
         if vars.is_empty() {
             return Ok(self);
         }
         override_leaves(&mut tree, "", &vars)?;
-        tree.try_into()
-            .map_err(|e: toml::de::Error| invalid("(environment)", e.to_string()))
+        tree.try_into().map_err(|e: toml::de::Error| invalid("(environment)", e.to_string()))
     }
 
     /// Checks every key and resolves defaults that depend on others (certificate paths).
@@ -439,10 +427,7 @@ impl RawConfig {
         }
         let data_dir = PathBuf::from(&self.data_dir);
         let listen: SocketAddr = self.listen.parse().map_err(|_| {
-            invalid(
-                "listen",
-                format!("`{}` is not an address like 0.0.0.0:7443", self.listen),
-            )
+            invalid("listen", format!("`{}` is not an address like 0.0.0.0:7443", self.listen))
         })?;
         for h in &self.hostnames {
             if h.trim().is_empty() || h.contains(char::is_whitespace) {
@@ -451,18 +436,10 @@ impl RawConfig {
         }
         let certs = data_dir.join("certs");
         let or_default = |s: &str, name: &str| {
-            if s.is_empty() {
-                certs.join(name)
-            } else {
-                PathBuf::from(s)
-            }
+            if s.is_empty() { certs.join(name) } else { PathBuf::from(s) }
         };
         let tls = TlsConfig {
-            client_auth: self
-                .tls
-                .client_auth
-                .parse()
-                .map_err(|m| invalid("tls.client_auth", m))?,
+            client_auth: self.tls.client_auth.parse().map_err(|m| invalid("tls.client_auth", m))?,
             client_ca: or_default(&self.tls.client_ca, "ca.pem"),
             cert: or_default(&self.tls.cert, "server.pem"),
             key: or_default(&self.tls.key, "server.key"),
@@ -476,11 +453,7 @@ impl RawConfig {
         }
         let a = &self.auth;
         let nonempty = |key: &str, v: &str| {
-            if v.trim().is_empty() {
-                Err(invalid(key, "must not be empty"))
-            } else {
-                Ok(())
-            }
+            if v.trim().is_empty() { Err(invalid(key, "must not be empty")) } else { Ok(()) }
         };
         nonempty("auth.issuer", &a.issuer)?;
         nonempty("auth.audience", &a.audience)?;
@@ -492,28 +465,12 @@ impl RawConfig {
             }
         };
         in_range("auth.access_ttl_secs", a.access_ttl_secs, 30, 24 * 3600)?;
-        in_range(
-            "auth.refresh_ttl_secs",
-            a.refresh_ttl_secs,
-            60,
-            365 * 24 * 3600,
-        )?;
-        in_range(
-            "auth.login_free_failures",
-            a.login_free_failures.into(),
-            1,
-            1000,
-        )?;
+        in_range("auth.refresh_ttl_secs", a.refresh_ttl_secs, 60, 365 * 24 * 3600)?;
+        in_range("auth.login_free_failures", a.login_free_failures.into(), 1, 1000)?;
         in_range("auth.login_max_delay_secs", a.login_max_delay_secs, 1, 3600)?;
         let auth = AuthConfig {
-            registration: a
-                .registration
-                .parse()
-                .map_err(|m| invalid("auth.registration", m))?,
-            default_role: a
-                .default_role
-                .parse()
-                .map_err(|m| invalid("auth.default_role", m))?,
+            registration: a.registration.parse().map_err(|m| invalid("auth.registration", m))?,
+            default_role: a.default_role.parse().map_err(|m| invalid("auth.default_role", m))?,
             issuer: a.issuer.clone(),
             audience: a.audience.clone(),
             access_ttl: Duration::from_secs(a.access_ttl_secs),
@@ -522,42 +479,12 @@ impl RawConfig {
             login_max_delay: Duration::from_secs(a.login_max_delay_secs),
         };
         let l = &self.limits;
-        in_range(
-            "limits.max_concurrent_streams",
-            l.max_concurrent_streams.into(),
-            1,
-            10_000,
-        )?;
-        in_range(
-            "limits.keepalive_interval_secs",
-            l.keepalive_interval_secs,
-            1,
-            3600,
-        )?;
-        in_range(
-            "limits.keepalive_timeout_secs",
-            l.keepalive_timeout_secs,
-            1,
-            600,
-        )?;
-        in_range(
-            "limits.tls_handshake_timeout_secs",
-            l.tls_handshake_timeout_secs,
-            1,
-            300,
-        )?;
-        in_range(
-            "limits.max_header_bytes",
-            l.max_header_bytes.into(),
-            1024,
-            1 << 20,
-        )?;
-        in_range(
-            "limits.max_message_bytes",
-            l.max_message_bytes as u64,
-            1024,
-            16 << 20,
-        )?;
+        in_range("limits.max_concurrent_streams", l.max_concurrent_streams.into(), 1, 10_000)?;
+        in_range("limits.keepalive_interval_secs", l.keepalive_interval_secs, 1, 3600)?;
+        in_range("limits.keepalive_timeout_secs", l.keepalive_timeout_secs, 1, 600)?;
+        in_range("limits.tls_handshake_timeout_secs", l.tls_handshake_timeout_secs, 1, 300)?;
+        in_range("limits.max_header_bytes", l.max_header_bytes.into(), 1024, 1 << 20)?;
+        in_range("limits.max_message_bytes", l.max_message_bytes as u64, 1024, 16 << 20)?;
         in_range("limits.max_text_bytes", l.max_text_bytes as u64, 1, 1 << 20)?;
         if l.max_text_bytes + 1024 > l.max_message_bytes {
             return Err(invalid(
@@ -565,17 +492,9 @@ impl RawConfig {
                 "must leave 1 KiB of room below limits.max_message_bytes",
             ));
         }
-        in_range(
-            "limits.max_connections",
-            l.max_connections as u64,
-            1,
-            1_000_000,
-        )?;
+        in_range("limits.max_connections", l.max_connections as u64, 1, 1_000_000)?;
         if !(l.send_rate_per_sec.is_finite() && l.send_rate_per_sec > 0.0) {
-            return Err(invalid(
-                "limits.send_rate_per_sec",
-                "must be a positive number",
-            ));
+            return Err(invalid("limits.send_rate_per_sec", "must be a positive number"));
         }
         in_range("limits.send_burst", l.send_burst.into(), 1, 100_000)?;
         in_range(
@@ -584,18 +503,8 @@ impl RawConfig {
             1,
             100_000,
         )?;
-        in_range(
-            "limits.max_streams_per_user",
-            l.max_streams_per_user as u64,
-            1,
-            10_000,
-        )?;
-        in_range(
-            "limits.stuck_stream_timeout_secs",
-            l.stuck_stream_timeout_secs,
-            1,
-            3600,
-        )?;
+        in_range("limits.max_streams_per_user", l.max_streams_per_user as u64, 1, 10_000)?;
+        in_range("limits.stuck_stream_timeout_secs", l.stuck_stream_timeout_secs, 1, 3600)?;
         let limits = Limits {
             max_concurrent_streams: l.max_concurrent_streams,
             keepalive_interval: Duration::from_secs(l.keepalive_interval_secs),
@@ -635,11 +544,7 @@ fn override_leaves(
         return Ok(());
     };
     for (key, value) in table.iter_mut() {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         if let toml::Value::Table(_) = value {
             override_leaves(value, &path, vars)?;
             continue;
@@ -678,10 +583,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -718,31 +620,15 @@ mod tests {
         let mut raw = RawConfig::default();
         raw.tls.client_auth = "sometimes".into();
         let e = raw.validate().unwrap_err().to_string();
-        assert!(
-            e.contains("tls.client_auth") && e.contains("sometimes"),
-            "{e}"
-        );
-        let raw = RawConfig {
-            listen: "nowhere".into(),
-            ..RawConfig::default()
-        };
+        assert!(e.contains("tls.client_auth") && e.contains("sometimes"), "{e}");
+        let raw = RawConfig { listen: "nowhere".into(), ..RawConfig::default() };
         assert!(raw.validate().unwrap_err().to_string().contains("`listen`"));
         let mut raw = RawConfig::default();
         raw.auth.access_ttl_secs = 0;
-        assert!(
-            raw.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("auth.access_ttl_secs")
-        );
+        assert!(raw.validate().unwrap_err().to_string().contains("auth.access_ttl_secs"));
         let mut raw = RawConfig::default();
         raw.limits.send_rate_per_sec = -1.0;
-        assert!(
-            raw.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("limits.send_rate_per_sec")
-        );
+        assert!(raw.validate().unwrap_err().to_string().contains("limits.send_rate_per_sec"));
     }
 
     #[test]
@@ -772,9 +658,6 @@ mod tests {
             .apply_env(env(&[("EDGECHAT_LIMITS_SEND_BURST", "lots")]))
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("EDGECHAT_LIMITS_SEND_BURST") && e.contains("limits.send_burst"),
-            "{e}"
-        );
+        assert!(e.contains("EDGECHAT_LIMITS_SEND_BURST") && e.contains("limits.send_burst"), "{e}");
     }
 }

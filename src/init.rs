@@ -61,20 +61,14 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 fn write_public(path: &Path, bytes: &[u8]) -> Result<(), InitError> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
-    let io = |source| InitError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| InitError::Io { path: path.to_path_buf(), source };
     let mut f = opts.open(path).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)
 }
 
 fn mkdir_private(dir: &Path) -> Result<(), InitError> {
-    let io = |source| InitError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io = |source| InitError::Io { path: dir.to_path_buf(), source };
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]
@@ -106,17 +100,12 @@ pub fn init_data_dir(
     let keys = dir.join("keys");
     mkdir_private(&keys)?;
     let has_key = std::fs::read_dir(&keys)
-        .map_err(|source| InitError::Io {
-            path: keys.clone(),
-            source,
-        })?
+        .map_err(|source| InitError::Io { path: keys.clone(), source })?
         .filter_map(Result::ok)
         .any(|e| e.path().extension().is_some_and(|x| x == "pem"));
     if !has_key {
         let kid = crate::auth::keys::generate_key(&keys, now_ms)?;
-        report
-            .created
-            .push(keys.join(format!("{now_ms:016}-{kid}.pem")));
+        report.created.push(keys.join(format!("{now_ms:016}-{kid}.pem")));
     }
     let config = dir.join(crate::config::CONFIG_FILE_NAME);
     if !config.exists() {
@@ -136,10 +125,7 @@ pub fn init_data_dir(
 }
 
 fn cert_err(path: &Path) -> impl Fn(rcgen::Error) -> InitError + '_ {
-    move |e| InitError::Cert {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
+    move |e| InitError::Cert { path: path.to_path_buf(), message: e.to_string() }
 }
 
 fn ensure_certs(
@@ -158,26 +144,18 @@ fn ensure_certs(
         params.not_before = days_from_now(-1);
         params.not_after = days_from_now(3650);
         let cert = params.self_signed(&key).map_err(cert_err(&ca_pem))?;
-        write_private(&ca_key, key.serialize_pem().as_bytes()).map_err(|source| InitError::Io {
-            path: ca_key.clone(),
-            source,
-        })?;
+        write_private(&ca_key, key.serialize_pem().as_bytes())
+            .map_err(|source| InitError::Io { path: ca_key.clone(), source })?;
         write_public(&ca_pem, cert.pem().as_bytes())?;
         report.created.extend([ca_pem.clone(), ca_key.clone()]);
     }
     let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
     names.extend(hostnames.iter().cloned());
-    let server = Leaf {
-        cn: "edgechat server",
-        sans: names,
-        usage: ExtendedKeyUsagePurpose::ServerAuth,
-    };
+    let server =
+        Leaf { cn: "edgechat server", sans: names, usage: ExtendedKeyUsagePurpose::ServerAuth };
     ensure_leaf(certs, "server", &server, report)?;
-    let client = Leaf {
-        cn: "edgechat-client",
-        sans: vec![],
-        usage: ExtendedKeyUsagePurpose::ClientAuth,
-    };
+    let client =
+        Leaf { cn: "edgechat-client", sans: vec![], usage: ExtendedKeyUsagePurpose::ClientAuth };
     ensure_leaf(certs, "client", &client, report)
 }
 
@@ -199,10 +177,8 @@ fn ensure_leaf(
         return Ok(());
     }
     let (cert, key) = sign_leaf(certs, leaf)?;
-    write_private(&key_path, key.as_bytes()).map_err(|source| InitError::Io {
-        path: key_path.clone(),
-        source,
-    })?;
+    write_private(&key_path, key.as_bytes())
+        .map_err(|source| InitError::Io { path: key_path.clone(), source })?;
     write_public(&pem, cert.as_bytes())?;
     report.created.extend([pem, key_path]);
     Ok(())
@@ -213,10 +189,7 @@ fn sign_leaf(certs: &Path, leaf: &Leaf<'_>) -> Result<(String, String), InitErro
     let ca_pem_path = certs.join("ca.pem");
     let ca_key_path = certs.join("ca.key");
     let read = |p: &Path| {
-        std::fs::read_to_string(p).map_err(|source| InitError::Io {
-            path: p.to_path_buf(),
-            source,
-        })
+        std::fs::read_to_string(p).map_err(|source| InitError::Io { path: p.to_path_buf(), source })
     };
     let ca_key = KeyPair::from_pem(&read(&ca_key_path)?).map_err(cert_err(&ca_key_path))?;
     let issuer =
@@ -241,16 +214,10 @@ pub fn issue_client_cert(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), I
     mkdir_private(&out)?;
     let pem = out.join(format!("{name}.pem"));
     let key = out.join(format!("{name}.key"));
-    let leaf = Leaf {
-        cn: name,
-        sans: vec![],
-        usage: ExtendedKeyUsagePurpose::ClientAuth,
-    };
+    let leaf = Leaf { cn: name, sans: vec![], usage: ExtendedKeyUsagePurpose::ClientAuth };
     let (cert_pem, key_pem) = sign_leaf(&certs, &leaf)?;
-    write_private(&key, key_pem.as_bytes()).map_err(|source| InitError::Io {
-        path: key.clone(),
-        source,
-    })?;
+    write_private(&key, key_pem.as_bytes())
+        .map_err(|source| InitError::Io { path: key.clone(), source })?;
     write_public(&pem, cert_pem.as_bytes())?;
     Ok((pem, key))
 }

@@ -48,11 +48,17 @@ pub enum ServeError {
 pub struct Running {
     /// The bound TCP address (useful with port 0).
     pub addr: SocketAddr,
+    api: Api,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), ServeError>>,
 }
 
 impl Running {
+    /// The services behind the listener (for the CLI and tests: create users, inspect state).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
     /// Asks the server to drain and stop.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
@@ -65,9 +71,7 @@ impl Running {
 
     /// Waits until the server has stopped.
     pub async fn wait(self) -> Result<(), ServeError> {
-        self.task
-            .await
-            .map_err(|e| ServeError::Transport(e.to_string()))?
+        self.task.await.map_err(|e| ServeError::Transport(e.to_string()))?
     }
 }
 
@@ -80,26 +84,17 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         tracing::info!(path = %path.display(), "initialised");
     }
     let keys = Keyring::load(&config.data_dir.join("keys"))?;
-    let store = Store::open(
-        &config.data_dir.join(DB_FILE_NAME),
-        config.store_cache_bytes,
-    )?;
-    let writer = store.start_writer();
-    let accounts = Accounts::new(config.auth.clone(), keys, store, writer);
-    let api = Api {
-        accounts,
-        config: config.clone(),
-    };
-    let routes = api::routes(api);
+    let store = Store::open(&config.data_dir.join(DB_FILE_NAME), config.store_cache_bytes)?;
+    let writer = store.start_writer(Box::new(|_| {}));
+    let accounts = Accounts::new(config.auth.clone(), keys, store.clone(), writer.clone());
+    let rooms = crate::rooms::Rooms::new(store, writer, config.members_may_create_private);
+    let api = Api { accounts, rooms, config: config.clone() };
+    let routes = api::routes(api.clone());
 
-    let listener = tcp::bind(config.listen).map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let listener = tcp::bind(config.listen)
+        .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    let addr =
+        listener.local_addr().map_err(|source| ServeError::Bind { addr: config.listen, source })?;
     let shutdown = CancellationToken::new();
     let limits = &config.limits;
     let mut builder = tonic::transport::Server::builder()
@@ -141,9 +136,5 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         })
     };
     tracing::info!(%addr, client_auth = ?config.tls.client_auth, "edgechat serving gRPC over HTTP/2");
-    Ok(Running {
-        addr,
-        shutdown,
-        task,
-    })
+    Ok(Running { api, addr, shutdown, task })
 }

@@ -15,9 +15,7 @@ pub struct AdminApi(pub Api);
 fn admin<T>(req: &Request<T>) -> Result<Principal, Status> {
     let who = principal(req)?;
     if who.role != Role::Admin {
-        return Err(Status::permission_denied(
-            "only global admins may use AdminService",
-        ));
+        return Err(Status::permission_denied("only global admins may use AdminService"));
     }
     Ok(who)
 }
@@ -41,13 +39,7 @@ impl AdminService for AdminApi {
         req: Request<proto::ListUsersRequest>,
     ) -> Result<Response<proto::ListUsersResponse>, Status> {
         admin(&req)?;
-        let users = self
-            .0
-            .accounts
-            .list_users()?
-            .iter()
-            .map(user_to_proto)
-            .collect();
+        let users = self.0.accounts.list_users()?.iter().map(user_to_proto).collect();
         Ok(Response::new(proto::ListUsersResponse { users }))
     }
 
@@ -58,11 +50,7 @@ impl AdminService for AdminApi {
         admin(&req)?;
         let r = req.into_inner();
         let role = role_arg(r.role)?;
-        let u = self
-            .0
-            .accounts
-            .set_role(user_id_arg(&r.user_id)?, role)
-            .await?;
+        let u = self.0.accounts.set_role(user_id_arg(&r.user_id)?, role).await?;
         Ok(Response::new(user_to_proto(&u)))
     }
 
@@ -73,15 +61,9 @@ impl AdminService for AdminApi {
         let who = admin(&req)?;
         let r = req.into_inner();
         if r.user_id == who.user_id && r.disabled {
-            return Err(Status::failed_precondition(
-                "an admin cannot disable themselves",
-            ));
+            return Err(Status::failed_precondition("an admin cannot disable themselves"));
         }
-        let u = self
-            .0
-            .accounts
-            .set_disabled(user_id_arg(&r.user_id)?, r.disabled)
-            .await?;
+        let u = self.0.accounts.set_disabled(user_id_arg(&r.user_id)?, r.disabled).await?;
         Ok(Response::new(user_to_proto(&u)))
     }
 

@@ -26,11 +26,8 @@ impl AuthService for AuthApi {
         req: Request<proto::RegisterRequest>,
     ) -> Result<Response<proto::AuthResponse>, Status> {
         let r = req.into_inner();
-        let issued = self
-            .0
-            .accounts
-            .register(&r.username, &r.password, &r.display_name, now_ms())
-            .await?;
+        let issued =
+            self.0.accounts.register(&r.username, &r.password, &r.display_name, now_ms()).await?;
         Ok(auth_response(issued))
     }
 
@@ -39,12 +36,7 @@ impl AuthService for AuthApi {
         req: Request<proto::LoginRequest>,
     ) -> Result<Response<proto::AuthResponse>, Status> {
         let r = req.into_inner();
-        Ok(auth_response(
-            self.0
-                .accounts
-                .login(&r.username, &r.password, now_ms())
-                .await?,
-        ))
+        Ok(auth_response(self.0.accounts.login(&r.username, &r.password, now_ms()).await?))
     }
 
     async fn refresh(
@@ -52,9 +44,7 @@ impl AuthService for AuthApi {
         req: Request<proto::RefreshRequest>,
     ) -> Result<Response<proto::AuthResponse>, Status> {
         let r = req.into_inner();
-        Ok(auth_response(
-            self.0.accounts.refresh(&r.refresh_token, now_ms()).await?,
-        ))
+        Ok(auth_response(self.0.accounts.refresh(&r.refresh_token, now_ms()).await?))
     }
 
     async fn logout(
@@ -63,10 +53,7 @@ impl AuthService for AuthApi {
     ) -> Result<Response<proto::LogoutResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
-        self.0
-            .accounts
-            .logout(&who, &r.refresh_token, r.all_devices)
-            .await?;
+        self.0.accounts.logout(&who, &r.refresh_token, r.all_devices).await?;
         Ok(Response::new(proto::LogoutResponse {}))
     }
 
@@ -75,8 +62,6 @@ impl AuthService for AuthApi {
         req: Request<proto::WhoAmIRequest>,
     ) -> Result<Response<proto::User>, Status> {
         let who = principal(&req)?;
-        Ok(Response::new(user_to_proto(
-            &self.0.accounts.user(&who.user_id)?,
-        )))
+        Ok(Response::new(user_to_proto(&self.0.accounts.user(&who.user_id)?)))
     }
 }

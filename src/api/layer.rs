@@ -31,23 +31,18 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Result<&str, Status> {
         .next()
         .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer token"))?;
     if values.next().is_some() {
-        return Err(Status::unauthenticated(
-            "more than one authorization header",
-        ));
+        return Err(Status::unauthenticated("more than one authorization header"));
     }
     if value.len() > crate::auth::token::MAX_TOKEN_BYTES + 16 {
         return Err(Status::unauthenticated("token is longer than 8 KiB"));
     }
-    let value = value
-        .to_str()
-        .map_err(|_| Status::unauthenticated("authorization header is not ASCII"))?;
+    let value =
+        value.to_str().map_err(|_| Status::unauthenticated("authorization header is not ASCII"))?;
     let (scheme, token) = value
         .split_once(' ')
         .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Status::unauthenticated(
-            "authorization scheme must be Bearer",
-        ));
+        return Err(Status::unauthenticated("authorization scheme must be Bearer"));
     }
     let token = token.trim();
     if token.is_empty() {
@@ -72,10 +67,7 @@ impl AuthLayer {
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = Auth<S>;
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth {
-            inner,
-            accounts: self.accounts.clone(),
-        }
+        Auth { inner, accounts: self.accounts.clone() }
     }
 }
 
@@ -104,9 +96,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if !is_public(req.uri().path()) {
             let checked: Result<Principal, Status> = bearer_token(req.headers()).and_then(|t| {
-                self.accounts
-                    .authenticate(t, crate::clock::now_ms())
-                    .map_err(Status::from)
+                self.accounts.authenticate(t, crate::clock::now_ms()).map_err(Status::from)
             });
             match checked {
                 Ok(p) => {
@@ -155,9 +145,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         use futures_util::TryFutureExt;
-        self.inner
-            .call(req)
-            .map_ok(map_trailers_only as fn(Response<RB>) -> Response<RB>)
+        self.inner.call(req).map_ok(map_trailers_only as fn(Response<RB>) -> Response<RB>)
     }
 }
 
@@ -165,28 +153,18 @@ where
 /// decode) to the contract's code.
 fn map_trailers_only<RB>(mut res: Response<RB>) -> Response<RB> {
     let headers = res.headers_mut();
-    let code = headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let message = headers
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let code = headers.get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let message = headers.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or("");
     let new = match code {
         // OUT_OF_RANGE: tonic's code for a message over the decode limit.
-        "11" => Some((
-            "8",
-            "request message is larger than the server's limit (64 KiB by default)",
-        )),
+        "11" => {
+            Some(("8", "request message is larger than the server's limit (64 KiB by default)"))
+        }
         // INTERNAL with prost's decode error: a malformed request.
         "13" if message.contains("failed%20to%20decode")
             || message.contains("failed to decode") =>
         {
-            Some((
-                "3",
-                "request does not decode as the expected protobuf message",
-            ))
+            Some(("3", "request does not decode as the expected protobuf message"))
         }
         _ => None,
     };
@@ -219,10 +197,7 @@ mod tests {
     fn headers(values: &[&str]) -> http::HeaderMap {
         let mut h = http::HeaderMap::new();
         for v in values {
-            h.append(
-                http::header::AUTHORIZATION,
-                HeaderValue::from_str(v).unwrap(),
-            );
+            h.append(http::header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
         }
         h
     }
@@ -231,23 +206,13 @@ mod tests {
     fn bearer_rules() {
         assert_eq!(bearer_token(&headers(&["Bearer abc"])).unwrap(), "abc");
         assert_eq!(bearer_token(&headers(&["bEaReR abc"])).unwrap(), "abc");
-        for bad in [
-            &[][..],
-            &["Basic abc"],
-            &["Bearer"],
-            &["Bearer  "],
-            &["Bearer a", "Bearer b"],
-        ] {
+        for bad in [&[][..], &["Basic abc"], &["Bearer"], &["Bearer  "], &["Bearer a", "Bearer b"]]
+        {
             let e = bearer_token(&headers(bad)).unwrap_err();
             assert_eq!(e.code(), tonic::Code::Unauthenticated, "{bad:?}");
         }
         let long = format!("Bearer {}", "a".repeat(64 * 1024));
-        assert!(
-            bearer_token(&headers(&[&long]))
-                .unwrap_err()
-                .message()
-                .contains("8 KiB")
-        );
+        assert!(bearer_token(&headers(&[&long])).unwrap_err().message().contains("8 KiB"));
     }
 
     #[test]

@@ -22,6 +22,8 @@ use crate::proto;
 pub struct Api {
     /// Accounts and tokens.
     pub accounts: Accounts,
+    /// Rooms and membership.
+    pub rooms: crate::rooms::Rooms,
     /// The validated configuration.
     pub config: Arc<Config>,
 }
@@ -39,13 +41,27 @@ pub fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, tonic::Status>
 pub fn routes(api: Api) -> Routes {
     let limit = api.config.limits.max_message_bytes;
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    // The reporter's default is SERVING for the empty service name; name ours too.
-    std::mem::drop(health_reporter);
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the compiled descriptor set is valid");
+    // The empty service name (the whole server) reports SERVING by default; name ours too.
+    for name in [
+        "edgechat.v1.AuthService",
+        "edgechat.v1.RoomService",
+        "edgechat.v1.ChatService",
+        "edgechat.v1.AdminService",
+    ] {
+        let reporter = health_reporter.clone();
+        tokio::spawn(async move {
+            reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
+        });
+    }
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // v1 for current tools, v1alpha for older grpcurl and friends.
+    let reflection_v1 = reflection().build_v1().expect("the compiled descriptor set is valid");
+    let reflection_v1alpha =
+        reflection().build_v1alpha().expect("the compiled descriptor set is valid");
     let routes = Routes::new(
         proto::auth_service_server::AuthServiceServer::new(auth::AuthApi(api.clone()))
             .max_decoding_message_size(limit),
@@ -63,7 +79,8 @@ pub fn routes(api: Api) -> Routes {
             .max_decoding_message_size(limit),
     )
     .add_service(health)
-    .add_service(reflection);
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha);
     let router = routes
         .into_axum_router()
         .layer(layer::AuthLayer::new(api.accounts.clone()))

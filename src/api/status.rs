@@ -3,6 +3,8 @@
 use tonic::Status;
 
 use crate::auth::AuthError;
+use crate::rooms::RoomError;
+use crate::rooms::permissions::Denied;
 use crate::store::StoreError;
 
 impl From<AuthError> for Status {
@@ -26,5 +28,28 @@ pub fn store_status(e: StoreError) -> Status {
     match e {
         StoreError::WriterGone => Status::unavailable("server is shutting down"),
         other => Status::unavailable(format!("storage failure: {other}")),
+    }
+}
+
+impl From<Denied> for Status {
+    fn from(d: Denied) -> Status {
+        match d {
+            Denied::NotFound(m) => Status::not_found(m),
+            Denied::PermissionDenied(m) => Status::permission_denied(m),
+            Denied::FailedPrecondition(m) => Status::failed_precondition(m),
+            Denied::AlreadyExists(m) => Status::already_exists(m),
+        }
+    }
+}
+
+impl From<RoomError> for Status {
+    fn from(e: RoomError) -> Status {
+        match e {
+            RoomError::Denied(d) => d.into(),
+            RoomError::InvalidArgument(m) => Status::invalid_argument(m),
+            RoomError::NotFound(m) => Status::not_found(m),
+            RoomError::FailedPrecondition(m) => Status::failed_precondition(m),
+            RoomError::Store(e) => store_status(e),
+        }
     }
 }

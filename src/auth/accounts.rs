@@ -156,13 +156,7 @@ impl Accounts {
     pub fn new(config: AuthConfig, keys: Keyring, store: Store, writer: Writer) -> Accounts {
         let throttle = LoginThrottle::new(config.login_free_failures, config.login_max_delay);
         Accounts {
-            inner: Arc::new(Inner {
-                config,
-                keys,
-                store,
-                writer,
-                throttle: Mutex::new(throttle),
-            }),
+            inner: Arc::new(Inner { config, keys, store, writer, throttle: Mutex::new(throttle) }),
         }
     }
 
@@ -190,13 +184,7 @@ impl Accounts {
             ));
         }
         let user = self
-            .create_user(
-                username,
-                pw,
-                display_name,
-                self.inner.config.default_role,
-                now_ms,
-            )
+            .create_user(username, pw, display_name, self.inner.config.default_role, now_ms)
             .await?;
         self.start_session(user, now_ms).await
     }
@@ -255,13 +243,7 @@ impl Accounts {
         if pw.is_empty() {
             return Err(AuthError::InvalidArgument("password is empty".into()));
         }
-        if let Err(wait) = self
-            .inner
-            .throttle
-            .lock()
-            .expect("throttle lock")
-            .check(&name, now_ms)
-        {
+        if let Err(wait) = self.inner.throttle.lock().expect("throttle lock").check(&name, now_ms) {
             return Err(AuthError::ResourceExhausted(format!(
                 "too many failed logins for `{name}`; retry in {} s",
                 wait.as_secs().max(1)
@@ -288,9 +270,7 @@ impl Accounts {
             }
         };
         if user.disabled {
-            return Err(AuthError::PermissionDenied(
-                "this account is disabled".into(),
-            ));
+            return Err(AuthError::PermissionDenied("this account is disabled".into()));
         }
         self.start_session(user, now_ms).await
     }
@@ -307,11 +287,8 @@ impl Accounts {
             spent: false,
             epoch: user.refresh_epoch,
         };
-        let family = FamilyRecord {
-            user_id: user.id.clone(),
-            revoked: false,
-            created_at_ms: now_ms,
-        };
+        let family =
+            FamilyRecord { user_id: user.id.clone(), revoked: false, created_at_ms: now_ms };
         self.inner
             .writer
             .write(move |tx| {
@@ -439,11 +416,7 @@ impl Accounts {
                         }
                     }
                 }
-                let user = if all_devices {
-                    users::user(tx, &user_id)?
-                } else {
-                    None
-                };
+                let user = if all_devices { users::user(tx, &user_id)? } else { None };
                 if let Some((id, mut f)) = family {
                     f.revoked = true;
                     users::put_family(tx, &id, &f)?;
@@ -466,14 +439,10 @@ impl Accounts {
         let user = users::user(&self.inner.store.read()?, &claims.sub)?
             .ok_or_else(|| AuthError::Unauthenticated("token user does not exist".into()))?;
         if user.disabled {
-            return Err(AuthError::Unauthenticated(
-                "this account is disabled".into(),
-            ));
+            return Err(AuthError::Unauthenticated("this account is disabled".into()));
         }
         if user.token_version != claims.ver {
-            return Err(AuthError::Unauthenticated(
-                "token has been revoked; log in again".into(),
-            ));
+            return Err(AuthError::Unauthenticated("token has been revoked; log in again".into()));
         }
         Ok(Principal {
             role: role_from_proto(user.role).unwrap_or(Role::Guest),

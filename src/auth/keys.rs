@@ -60,15 +60,12 @@ pub fn kid_of(public: &[u8; 32]) -> String {
 
 fn entry_from(key: &SigningKey, path: &Path) -> Result<SigningEntry, KeyError> {
     let public = key.verifying_key().to_bytes();
-    let der = key.to_pkcs8_der().map_err(|e| KeyError::BadKey {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let decoding = jsonwebtoken::DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(public))
-        .map_err(|e| KeyError::BadKey {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|e| KeyError::BadKey { path: path.to_path_buf(), message: e.to_string() })?;
+    let decoding =
+        jsonwebtoken::DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(public))
+            .map_err(|e| KeyError::BadKey { path: path.to_path_buf(), message: e.to_string() })?;
     Ok(SigningEntry {
         kid: kid_of(&public),
         encoding: jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
@@ -79,10 +76,7 @@ fn entry_from(key: &SigningKey, path: &Path) -> Result<SigningEntry, KeyError> {
 impl Keyring {
     /// Loads every `*.pem` in `dir`; the lexically last file name is the active signer.
     pub fn load(dir: &Path) -> Result<Keyring, KeyError> {
-        let io = |source| KeyError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
+        let io = |source| KeyError::Io { path: dir.to_path_buf(), source };
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(io)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -92,14 +86,10 @@ impl Keyring {
         let mut keys = HashMap::new();
         let mut active = None;
         for path in files {
-            let pem = std::fs::read_to_string(&path).map_err(|source| KeyError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| KeyError::BadKey {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+            let pem = std::fs::read_to_string(&path)
+                .map_err(|source| KeyError::Io { path: path.clone(), source })?;
+            let key = SigningKey::from_pkcs8_pem(&pem)
+                .map_err(|e| KeyError::BadKey { path: path.clone(), message: e.to_string() })?;
             let entry = entry_from(&key, &path)?;
             active = Some(entry.kid.clone());
             keys.insert(entry.kid.clone(), entry);
@@ -128,10 +118,7 @@ pub fn generate_key(dir: &Path, now_ms: i64) -> Result<String, KeyError> {
     let kid = kid_of(&key.verifying_key().to_bytes());
     let pem = key
         .to_pkcs8_pem(Default::default())
-        .map_err(|e| KeyError::BadKey {
-            path: dir.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| KeyError::BadKey { path: dir.to_path_buf(), message: e.to_string() })?;
     let path = dir.join(format!("{now_ms:016}-{kid}.pem"));
     crate::init::write_private(&path, pem.as_bytes()).map_err(io(path.clone()))?;
     Ok(kid)

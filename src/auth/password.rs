@@ -65,10 +65,7 @@ fn hasher() -> Argon2<'static> {
 pub fn hash_password(pw: &str) -> String {
     let salt =
         SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
-    hasher()
-        .hash_password(pw.as_bytes(), &salt)
-        .expect("argon2 with valid params")
-        .to_string()
+    hasher().hash_password(pw.as_bytes(), &salt).expect("argon2 with valid params").to_string()
 }
 
 /// Checks a password against a PHC string. `None` (unknown user) still spends one hash, so the

@@ -27,11 +27,7 @@ pub struct LoginThrottle {
 impl LoginThrottle {
     /// A throttle allowing `free` failures before delays start.
     pub fn new(free: u32, max_delay: Duration) -> Self {
-        LoginThrottle {
-            free,
-            max_delay,
-            entries: HashMap::new(),
-        }
+        LoginThrottle { free, max_delay, entries: HashMap::new() }
     }
 
     fn delay_for(&self, failures: u32) -> Duration {
@@ -60,18 +56,15 @@ impl LoginThrottle {
     pub fn failed(&mut self, name: &str, now_ms: i64) {
         if !self.entries.contains_key(name)
             && self.entries.len() >= MAX_TRACKED
-            && let Some(oldest) = self
-                .entries
-                .iter()
-                .min_by_key(|(_, e)| e.last_failure_ms)
-                .map(|(k, _)| k.clone())
+            && let Some(oldest) =
+                self.entries.iter().min_by_key(|(_, e)| e.last_failure_ms).map(|(k, _)| k.clone())
         {
             self.entries.remove(&oldest);
         }
-        let e = self.entries.entry(name.to_string()).or_insert(Entry {
-            failures: 0,
-            last_failure_ms: now_ms,
-        });
+        let e = self
+            .entries
+            .entry(name.to_string())
+            .or_insert(Entry { failures: 0, last_failure_ms: now_ms });
         e.failures = e.failures.saturating_add(1);
         e.last_failure_ms = now_ms;
     }

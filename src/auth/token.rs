@@ -151,9 +151,7 @@ pub fn verify(
     let (Some(h64), Some(p64), Some(s64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(TokenError::Malformed(
-            "expected three dot-separated parts".into(),
-        ));
+        return Err(TokenError::Malformed("expected three dot-separated parts".into()));
     };
     let header_json = b64(h64, "header")?;
     strict_json(&header_json, "header")?;
@@ -162,11 +160,7 @@ pub fn verify(
     if header.alg != "EdDSA" {
         return Err(TokenError::Algorithm(header.alg));
     }
-    let key = header
-        .kid
-        .as_deref()
-        .and_then(|k| keys.get(k))
-        .ok_or(TokenError::UnknownKey)?;
+    let key = header.kid.as_deref().and_then(|k| keys.get(k)).ok_or(TokenError::UnknownKey)?;
     let signed = &token[..h64.len() + 1 + p64.len()];
     let ok = jsonwebtoken::crypto::verify(
         s64,
@@ -210,14 +204,8 @@ fn check_claims(
     if !aud_ok {
         return Err(TokenError::Claim("has the wrong audience"));
     }
-    let sub = w
-        .sub
-        .filter(|s| !s.is_empty())
-        .ok_or(TokenError::Claim("has no sub"))?;
-    let jti = w
-        .jti
-        .filter(|s| !s.is_empty())
-        .ok_or(TokenError::Claim("has no jti"))?;
+    let sub = w.sub.filter(|s| !s.is_empty()).ok_or(TokenError::Claim("has no sub"))?;
+    let jti = w.jti.filter(|s| !s.is_empty()).ok_or(TokenError::Claim("has no jti"))?;
     if w.typ.as_deref() != Some(ACCESS) {
         return Err(TokenError::Claim("is not an access token"));
     }
@@ -336,11 +324,7 @@ mod tests {
 
     /// Signs arbitrary header and payload JSON with the ring's key.
     fn forge(ring: &Keyring, header: &str, payload: &str) -> String {
-        let msg = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header),
-            URL_SAFE_NO_PAD.encode(payload)
-        );
+        let msg = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
         let sig = jsonwebtoken::crypto::sign(
             msg.as_bytes(),
             &ring.active().encoding,
@@ -351,10 +335,7 @@ mod tests {
     }
 
     fn header(ring: &Keyring) -> String {
-        format!(
-            r#"{{"alg":"EdDSA","typ":"JWT","kid":"{}"}}"#,
-            ring.active().kid
-        )
+        format!(r#"{{"alg":"EdDSA","typ":"JWT","kid":"{}"}}"#, ring.active().kid)
     }
 
     #[test]
@@ -381,10 +362,8 @@ mod tests {
         let (_d, ring) = new_ring();
         let t = issue(&ring, &claims());
         let payload = t.split('.').nth(1).unwrap();
-        let h = URL_SAFE_NO_PAD.encode(format!(
-            r#"{{"alg":"HS256","typ":"JWT","kid":"{}"}}"#,
-            ring.active().kid
-        ));
+        let h = URL_SAFE_NO_PAD
+            .encode(format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{}"}}"#, ring.active().kid));
         let msg = format!("{h}.{payload}");
         // An attacker knows the public key and uses it as an HMAC secret.
         let public = ring.active().decoding.try_get_as_bytes().unwrap().to_vec();
@@ -408,10 +387,7 @@ mod tests {
         let mut c = claims();
         c.role = "admin".into();
         parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
-        assert_eq!(
-            check(&ring, &parts.join(".")),
-            Err(TokenError::BadSignature)
-        );
+        assert_eq!(check(&ring, &parts.join(".")), Err(TokenError::BadSignature));
     }
 
     #[test]
@@ -421,10 +397,7 @@ mod tests {
         c.exp = NOW / 1000 - 29;
         assert!(check(&ring, &issue(&ring, &c)).is_ok());
         c.exp = NOW / 1000 - 31;
-        assert_eq!(
-            check(&ring, &issue(&ring, &c)),
-            Err(TokenError::Claim("has expired"))
-        );
+        assert_eq!(check(&ring, &issue(&ring, &c)), Err(TokenError::Claim("has expired")));
     }
 
     #[test]
@@ -438,25 +411,15 @@ mod tests {
         );
         let mut c = claims();
         c.iss = "evil".into();
-        assert_eq!(
-            check(&ring, &issue(&ring, &c)),
-            Err(TokenError::Claim("has the wrong issuer"))
-        );
+        assert_eq!(check(&ring, &issue(&ring, &c)), Err(TokenError::Claim("has the wrong issuer")));
     }
 
     #[test]
     fn an_unknown_kid_is_refused() {
         let (_d, ring) = new_ring();
         let (_d2, other) = new_ring();
-        assert_eq!(
-            check(&ring, &issue(&other, &claims())),
-            Err(TokenError::UnknownKey)
-        );
-        let no_kid = forge(
-            &ring,
-            r#"{"alg":"EdDSA"}"#,
-            &serde_json::to_string(&claims()).unwrap(),
-        );
+        assert_eq!(check(&ring, &issue(&other, &claims())), Err(TokenError::UnknownKey));
+        let no_kid = forge(&ring, r#"{"alg":"EdDSA"}"#, &serde_json::to_string(&claims()).unwrap());
         assert_eq!(check(&ring, &no_kid), Err(TokenError::UnknownKey));
     }
 
@@ -467,10 +430,7 @@ mod tests {
             let mut v = serde_json::to_value(claims()).unwrap();
             v.as_object_mut().unwrap().remove(claim);
             let t = forge(&ring, &header(&ring), &v.to_string());
-            assert!(
-                matches!(check(&ring, &t), Err(TokenError::Claim(_))),
-                "{claim}"
-            );
+            assert!(matches!(check(&ring, &t), Err(TokenError::Claim(_))), "{claim}");
         }
     }
 
@@ -504,24 +464,15 @@ mod tests {
         let body = base.to_string();
         let dup = format!(r#"{{"role":"admin",{}"#, &body[1..]);
         let err = check(&ring, &forge(&ring, &header(&ring), &dup)).unwrap_err();
-        assert!(
-            matches!(&err, TokenError::Malformed(m) if m.contains("duplicate")),
-            "{err:?}"
-        );
-        let dup_header = format!(
-            r#"{{"alg":"EdDSA","alg":"none","kid":"{}"}}"#,
-            ring.active().kid
-        );
+        assert!(matches!(&err, TokenError::Malformed(m) if m.contains("duplicate")), "{err:?}");
+        let dup_header = format!(r#"{{"alg":"EdDSA","alg":"none","kid":"{}"}}"#, ring.active().kid);
         assert!(check(&ring, &forge(&ring, &dup_header, &body)).is_err());
     }
 
     #[test]
     fn oversized_and_garbage_tokens_are_refused() {
         let (_d, ring) = new_ring();
-        assert_eq!(
-            check(&ring, &"a".repeat(64 * 1024)),
-            Err(TokenError::TooLong)
-        );
+        assert_eq!(check(&ring, &"a".repeat(64 * 1024)), Err(TokenError::TooLong));
         for junk in ["", "abc", "a.b", "a.b.c.d", "!!.!!.!!", "e30.e30.e30"] {
             assert!(check(&ring, junk).is_err(), "{junk}");
         }

@@ -234,9 +234,7 @@ pub fn may(actor: Actor, action: Action, room: RoomFacts) -> Result<(), Denied> 
         // Only an admin who is not a member gets here: the admin needs no invite and no unban.
         Action::Join => Ok(()),
         Action::Leave if is_member => Ok(()),
-        Action::Leave => Err(Denied::FailedPrecondition(
-            "you are not a member of this room",
-        )),
+        Action::Leave => Err(Denied::FailedPrecondition("you are not a member of this room")),
         Action::Read => Ok(()),
         Action::Post => post(rank, room.read_only),
         Action::Invite { target } => invite(rank, target, private),
@@ -245,20 +243,18 @@ pub fn may(actor: Actor, action: Action, room: RoomFacts) -> Result<(), Denied> 
         Action::Unban { target } => unban(rank, target),
         Action::SetRole { target, to } => set_role(rank, target, to),
         Action::EditMessage { own: true } => Ok(()),
-        Action::EditMessage { own: false } => Err(Denied::PermissionDenied(
-            "only its sender may edit a message",
-        )),
+        Action::EditMessage { own: false } => {
+            Err(Denied::PermissionDenied("only its sender may edit a message"))
+        }
         Action::DeleteMessage { own: true } => Ok(()),
         Action::DeleteMessage { own: false } => require(
             rank,
             RoomRole::Moderator,
             "only its sender or a moderator and above may delete a message",
         ),
-        Action::UpdateRoom => require(
-            rank,
-            RoomRole::Moderator,
-            "only moderators and above may update the room",
-        ),
+        Action::UpdateRoom => {
+            require(rank, RoomRole::Moderator, "only moderators and above may update the room")
+        }
     }
 }
 
@@ -278,13 +274,13 @@ pub fn may_create_room(
     members_may_create_private: bool,
 ) -> Result<(), Denied> {
     match (global, visibility) {
-        (_, Visibility::Direct) => Err(Denied::PermissionDenied(
-            "direct rooms are opened with OpenDirect",
-        )),
+        (_, Visibility::Direct) => {
+            Err(Denied::PermissionDenied("direct rooms are opened with OpenDirect"))
+        }
         (GlobalRole::Guest, _) => Err(Denied::PermissionDenied("guests may not create rooms")),
-        (GlobalRole::Member, Visibility::Private) if !members_may_create_private => Err(
-            Denied::PermissionDenied("only admins may create private rooms on this server"),
-        ),
+        (GlobalRole::Member, Visibility::Private) if !members_may_create_private => {
+            Err(Denied::PermissionDenied("only admins may create private rooms on this server"))
+        }
         (GlobalRole::Member | GlobalRole::Admin, _) => Ok(()),
     }
 }
@@ -309,11 +305,7 @@ impl Rank {
 
 /// `Ok` if `rank` is at least `role`, else `PermissionDenied(message)`.
 fn require(rank: Rank, role: RoomRole, message: &'static str) -> Result<(), Denied> {
-    if rank.at_least(role) {
-        Ok(())
-    } else {
-        Err(Denied::PermissionDenied(message))
-    }
+    if rank.at_least(role) { Ok(()) } else { Err(Denied::PermissionDenied(message)) }
 }
 
 /// A direct room belongs to exactly two users, who are both plain members whatever role is
@@ -327,9 +319,9 @@ fn in_direct_room(standing: Standing, action: Action) -> Result<(), Denied> {
     match action {
         Action::Read | Action::Post => Ok(()),
         Action::EditMessage { own } | Action::DeleteMessage { own } if own => Ok(()),
-        Action::EditMessage { .. } | Action::DeleteMessage { .. } => Err(Denied::PermissionDenied(
-            "in a direct room only its sender may change a message",
-        )),
+        Action::EditMessage { .. } | Action::DeleteMessage { .. } => {
+            Err(Denied::PermissionDenied("in a direct room only its sender may change a message"))
+        }
         Action::Join | Action::Leave | Action::Invite { .. } => Err(Denied::FailedPrecondition(
             "direct rooms belong to exactly two users: nobody joins, leaves or is invited",
         )),
@@ -337,9 +329,9 @@ fn in_direct_room(standing: Standing, action: Action) -> Result<(), Denied> {
         | Action::Ban { .. }
         | Action::Unban { .. }
         | Action::SetRole { .. }
-        | Action::UpdateRoom => Err(Denied::FailedPrecondition(
-            "direct rooms have no moderation, roles or settings",
-        )),
+        | Action::UpdateRoom => {
+            Err(Denied::FailedPrecondition("direct rooms have no moderation, roles or settings"))
+        }
     }
 }
 
@@ -359,23 +351,17 @@ fn as_non_member(standing: Standing, action: Action, visibility: Visibility) -> 
             Err(Denied::PermissionDenied("you are banned from this room"))
         }
         Action::Join => Ok(()),
-        Action::Leave => Err(Denied::FailedPrecondition(
-            "you are not a member of this room",
-        )),
+        Action::Leave => Err(Denied::FailedPrecondition("you are not a member of this room")),
         Action::Read => Err(Denied::PermissionDenied("join the room to read it")),
         Action::Post => Err(Denied::PermissionDenied("join the room to post in it")),
-        _ => Err(Denied::PermissionDenied(
-            "you are not a member of this room",
-        )),
+        _ => Err(Denied::PermissionDenied("you are not a member of this room")),
     }
 }
 
 /// Post: member and above; in a read-only room, moderator and above; never a reader.
 fn post(rank: Rank, read_only: bool) -> Result<(), Denied> {
     if rank == Rank::Role(RoomRole::Reader) {
-        Err(Denied::PermissionDenied(
-            "readers may not post in this room",
-        ))
+        Err(Denied::PermissionDenied("readers may not post in this room"))
     } else if read_only {
         require(
             rank,
@@ -400,36 +386,26 @@ fn invite(rank: Rank, target: Standing, private: bool) -> Result<(), Denied> {
     }
     match target {
         Standing::In(_) => Err(Denied::AlreadyExists("the user is already a member")),
-        Standing::Banned => Err(Denied::FailedPrecondition(
-            "the user is banned from this room; unban them first",
-        )),
+        Standing::Banned => {
+            Err(Denied::FailedPrecondition("the user is banned from this room; unban them first"))
+        }
         Standing::Outsider | Standing::Invited => Ok(()),
     }
 }
 
 /// Remove (kick): moderator and above, only members of a lower role.
 fn remove(rank: Rank, target: Standing) -> Result<(), Denied> {
-    require(
-        rank,
-        RoomRole::Moderator,
-        "only moderators and above may remove members",
-    )?;
+    require(rank, RoomRole::Moderator, "only moderators and above may remove members")?;
     match target {
         Standing::In(role) => act_on_member(rank, role),
-        _ => Err(Denied::FailedPrecondition(
-            "the user is not a member of this room",
-        )),
+        _ => Err(Denied::FailedPrecondition("the user is not a member of this room")),
     }
 }
 
 /// Ban: moderator and above, only members of a lower role; a non-member may be banned
 /// pre-emptively.
 fn ban(rank: Rank, target: Standing) -> Result<(), Denied> {
-    require(
-        rank,
-        RoomRole::Moderator,
-        "only moderators and above may ban",
-    )?;
+    require(rank, RoomRole::Moderator, "only moderators and above may ban")?;
     match target {
         Standing::In(role) => act_on_member(rank, role),
         Standing::Banned => Err(Denied::AlreadyExists("the user is already banned")),
@@ -443,9 +419,7 @@ fn ban(rank: Rank, target: Standing) -> Result<(), Denied> {
 /// owner, so ownership must be handed over first.
 fn act_on_member(rank: Rank, target: RoomRole) -> Result<(), Denied> {
     if !rank.outranks(target) {
-        Err(Denied::PermissionDenied(
-            "you may only remove or ban members of a lower room role",
-        ))
+        Err(Denied::PermissionDenied("you may only remove or ban members of a lower room role"))
     } else if target == RoomRole::Owner {
         Err(Denied::FailedPrecondition(
             "the owner cannot be removed or banned: hand over ownership first",
@@ -457,16 +431,10 @@ fn act_on_member(rank: Rank, target: RoomRole) -> Result<(), Denied> {
 
 /// Unban: moderator and above, of a user who is banned.
 fn unban(rank: Rank, target: Standing) -> Result<(), Denied> {
-    require(
-        rank,
-        RoomRole::Moderator,
-        "only moderators and above may unban",
-    )?;
+    require(rank, RoomRole::Moderator, "only moderators and above may unban")?;
     match target {
         Standing::Banned => Ok(()),
-        _ => Err(Denied::FailedPrecondition(
-            "the user is not banned from this room",
-        )),
+        _ => Err(Denied::FailedPrecondition("the user is not banned from this room")),
     }
 }
 
@@ -476,48 +444,26 @@ fn unban(rank: Rank, target: Standing) -> Result<(), Denied> {
 /// owner is never demoted directly, not even by an admin: ownership is handed over instead.
 /// Setting the role a member already has is allowed (a no-op for the caller).
 fn set_role(rank: Rank, target: Standing, to: RoomRole) -> Result<(), Denied> {
-    require(
-        rank,
-        RoomRole::Moderator,
-        "only moderators and above may change roles",
-    )?;
+    require(rank, RoomRole::Moderator, "only moderators and above may change roles")?;
     let Standing::In(current) = target else {
-        return Err(Denied::FailedPrecondition(
-            "the user is not a member of this room",
-        ));
+        return Err(Denied::FailedPrecondition("the user is not a member of this room"));
     };
     if current == RoomRole::Owner {
-        require(
-            rank,
-            RoomRole::Owner,
-            "only the owner may change the owner's role",
-        )?;
+        require(rank, RoomRole::Owner, "only the owner may change the owner's role")?;
         return if to == RoomRole::Owner {
             Ok(())
         } else {
-            Err(Denied::FailedPrecondition(
-                "demoting the owner: hand over ownership first",
-            ))
+            Err(Denied::FailedPrecondition("demoting the owner: hand over ownership first"))
         };
     }
     if !rank.outranks(current) {
-        return Err(Denied::PermissionDenied(
-            "you may only change the role of members below you",
-        ));
+        return Err(Denied::PermissionDenied("you may only change the role of members below you"));
     }
     if to == RoomRole::Owner {
-        return require(
-            rank,
-            RoomRole::Owner,
-            "only the owner may hand over ownership",
-        );
+        return require(rank, RoomRole::Owner, "only the owner may hand over ownership");
     }
     if to == RoomRole::Moderator {
-        return require(
-            rank,
-            RoomRole::Owner,
-            "moderators may only set reader or member",
-        );
+        return require(rank, RoomRole::Owner, "moderators may only set reader or member");
     }
     Ok(())
 }
@@ -628,12 +574,7 @@ mod tests {
         Direct,
     }
 
-    const KINDS: [Kind; 4] = [
-        Kind::Public,
-        Kind::Private,
-        Kind::ReadOnlyPublic,
-        Kind::Direct,
-    ];
+    const KINDS: [Kind; 4] = [Kind::Public, Kind::Private, Kind::ReadOnlyPublic, Kind::Direct];
 
     impl Kind {
         fn facts(self) -> RoomFacts {
@@ -643,10 +584,7 @@ mod tests {
                 Kind::ReadOnlyPublic => (Visibility::Public, true),
                 Kind::Direct => (Visibility::Direct, false),
             };
-            RoomFacts {
-                visibility,
-                read_only,
-            }
+            RoomFacts { visibility, read_only }
         }
     }
 
@@ -660,12 +598,8 @@ mod tests {
         Standing::In(RoomRole::Owner),
     ];
 
-    const ROLES: [RoomRole; 4] = [
-        RoomRole::Reader,
-        RoomRole::Member,
-        RoomRole::Moderator,
-        RoomRole::Owner,
-    ];
+    const ROLES: [RoomRole; 4] =
+        [RoomRole::Reader, RoomRole::Member, RoomRole::Moderator, RoomRole::Owner];
 
     /// Every action with every representative target.
     fn every_action() -> Vec<Action> {
@@ -702,11 +636,7 @@ mod tests {
     }
 
     fn allow_if(condition: bool) -> Outcome {
-        if condition {
-            Outcome::Allow
-        } else {
-            Outcome::PermissionDenied
-        }
+        if condition { Outcome::Allow } else { Outcome::PermissionDenied }
     }
 
     /// "A direct room belongs to exactly two users ... both can always post in it, nobody can
@@ -767,31 +697,19 @@ mod tests {
             Action::Post => allow_if(me >= MEMBER),
             // "invite: any member in a public room; moderator and above in a private room".
             Action::Invite { .. } if private && !moderator => Outcome::PermissionDenied,
-            Action::Invite {
-                target: Standing::In(_),
-            } => Outcome::AlreadyExists,
-            Action::Invite {
-                target: Standing::Banned,
-            } => Outcome::FailedPrecondition,
+            Action::Invite { target: Standing::In(_) } => Outcome::AlreadyExists,
+            Action::Invite { target: Standing::Banned } => Outcome::FailedPrecondition,
             Action::Invite { .. } => Outcome::Allow,
             // "remove (kick) / ban: moderator and above, only users of a lower room role".
             Action::Remove { .. } | Action::Ban { .. } | Action::Unban { .. } if !moderator => {
                 Outcome::PermissionDenied
             }
-            Action::Remove {
-                target: Standing::In(role),
-            } => against(me, role),
+            Action::Remove { target: Standing::In(role) } => against(me, role),
             Action::Remove { .. } => Outcome::FailedPrecondition,
-            Action::Ban {
-                target: Standing::In(role),
-            } => against(me, role),
-            Action::Ban {
-                target: Standing::Banned,
-            } => Outcome::AlreadyExists,
+            Action::Ban { target: Standing::In(role) } => against(me, role),
+            Action::Ban { target: Standing::Banned } => Outcome::AlreadyExists,
             Action::Ban { .. } => Outcome::Allow,
-            Action::Unban {
-                target: Standing::Banned,
-            } => Outcome::Allow,
+            Action::Unban { target: Standing::Banned } => Outcome::Allow,
             Action::Unban { .. } => Outcome::FailedPrecondition,
             Action::SetRole { target, to } => change_role(me, target, to),
             // "edit a message: its sender".
@@ -867,12 +785,7 @@ mod tests {
                 }
             }
         }
-        assert!(
-            wrong.is_empty(),
-            "{} wrong cells:\n{}",
-            wrong.len(),
-            wrong.join("\n")
-        );
+        assert!(wrong.is_empty(), "{} wrong cells:\n{}", wrong.len(), wrong.join("\n"));
         assert_eq!(cells, CELLS);
     }
 
@@ -881,24 +794,15 @@ mod tests {
     // ---------------------------------------------------------------------------------------
 
     fn room(visibility: Visibility) -> RoomFacts {
-        RoomFacts {
-            visibility,
-            read_only: false,
-        }
+        RoomFacts { visibility, read_only: false }
     }
 
     fn as_member(standing: Standing) -> Actor {
-        Actor {
-            global: GlobalRole::Member,
-            standing,
-        }
+        Actor { global: GlobalRole::Member, standing }
     }
 
     fn admin(standing: Standing) -> Actor {
-        Actor {
-            global: GlobalRole::Admin,
-            standing,
-        }
+        Actor { global: GlobalRole::Admin, standing }
     }
 
     fn role(role: RoomRole) -> Standing {
@@ -915,10 +819,7 @@ mod tests {
             }
         }
         // An invite opens the door, and only the door.
-        assert_eq!(
-            may(as_member(Standing::Invited), Action::Join, private),
-            Ok(())
-        );
+        assert_eq!(may(as_member(Standing::Invited), Action::Join, private), Ok(()));
         assert_eq!(
             outcome(may(as_member(Standing::Invited), Action::Read, private)),
             Outcome::NotFound
@@ -928,64 +829,31 @@ mod tests {
         let read = may(as_member(Standing::Outsider), Action::Read, public);
         assert_eq!(outcome(read), Outcome::PermissionDenied);
         let rejoin = may(as_member(Standing::Banned), Action::Join, public);
-        assert_eq!(
-            rejoin,
-            Err(Denied::PermissionDenied("you are banned from this room"))
-        );
+        assert_eq!(rejoin, Err(Denied::PermissionDenied("you are banned from this room")));
     }
 
     #[test]
     fn reader_cannot_post() {
         for visibility in [Visibility::Public, Visibility::Private] {
-            let result = may(
-                as_member(role(RoomRole::Reader)),
-                Action::Post,
-                room(visibility),
-            );
+            let result = may(as_member(role(RoomRole::Reader)), Action::Post, room(visibility));
             assert_eq!(outcome(result), Outcome::PermissionDenied);
-            let read = may(
-                as_member(role(RoomRole::Reader)),
-                Action::Read,
-                room(visibility),
-            );
+            let read = may(as_member(role(RoomRole::Reader)), Action::Read, room(visibility));
             assert_eq!(read, Ok(()));
         }
     }
 
     #[test]
     fn read_only_room_needs_a_moderator_to_post() {
-        let read_only = RoomFacts {
-            visibility: Visibility::Public,
-            read_only: true,
-        };
+        let read_only = RoomFacts { visibility: Visibility::Public, read_only: true };
         let member = may(as_member(role(RoomRole::Member)), Action::Post, read_only);
         assert_eq!(outcome(member), Outcome::PermissionDenied);
         assert!(member.unwrap_err().message().contains("read-only"));
-        assert_eq!(
-            may(
-                as_member(role(RoomRole::Moderator)),
-                Action::Post,
-                read_only
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            may(as_member(role(RoomRole::Owner)), Action::Post, read_only),
-            Ok(())
-        );
-        assert_eq!(
-            may(admin(Standing::Outsider), Action::Post, read_only),
-            Ok(())
-        );
+        assert_eq!(may(as_member(role(RoomRole::Moderator)), Action::Post, read_only), Ok(()));
+        assert_eq!(may(as_member(role(RoomRole::Owner)), Action::Post, read_only), Ok(()));
+        assert_eq!(may(admin(Standing::Outsider), Action::Post, read_only), Ok(()));
         // Direct rooms ignore the flag: both users can always post.
-        let direct = RoomFacts {
-            visibility: Visibility::Direct,
-            read_only: true,
-        };
-        assert_eq!(
-            may(as_member(role(RoomRole::Member)), Action::Post, direct),
-            Ok(())
-        );
+        let direct = RoomFacts { visibility: Visibility::Direct, read_only: true };
+        assert_eq!(may(as_member(role(RoomRole::Member)), Action::Post, direct), Ok(()));
     }
 
     #[test]
@@ -996,64 +864,34 @@ mod tests {
         for action in [
             Action::Remove { target: peer },
             Action::Ban { target: peer },
-            Action::SetRole {
-                target: peer,
-                to: RoomRole::Member,
-            },
+            Action::SetRole { target: peer, to: RoomRole::Member },
         ] {
-            assert_eq!(
-                outcome(may(moderator, action, public)),
-                Outcome::PermissionDenied
-            );
+            assert_eq!(outcome(may(moderator, action, public)), Outcome::PermissionDenied);
         }
         // Below them, a moderator may kick and set reader/member, but not promote.
         let member = role(RoomRole::Member);
-        assert_eq!(
-            may(moderator, Action::Remove { target: member }, public),
-            Ok(())
-        );
-        let demote = Action::SetRole {
-            target: member,
-            to: RoomRole::Reader,
-        };
+        assert_eq!(may(moderator, Action::Remove { target: member }, public), Ok(()));
+        let demote = Action::SetRole { target: member, to: RoomRole::Reader };
         assert_eq!(may(moderator, demote, public), Ok(()));
-        let promote = Action::SetRole {
-            target: member,
-            to: RoomRole::Moderator,
-        };
-        assert_eq!(
-            outcome(may(moderator, promote, public)),
-            Outcome::PermissionDenied
-        );
+        let promote = Action::SetRole { target: member, to: RoomRole::Moderator };
+        assert_eq!(outcome(may(moderator, promote, public)), Outcome::PermissionDenied);
         // The owner may promote to moderator and hand over ownership.
         let owner = as_member(role(RoomRole::Owner));
         assert_eq!(may(owner, promote, public), Ok(()));
-        let hand_over = Action::SetRole {
-            target: member,
-            to: RoomRole::Owner,
-        };
+        let hand_over = Action::SetRole { target: member, to: RoomRole::Owner };
         assert_eq!(may(owner, hand_over, public), Ok(()));
     }
 
     #[test]
     fn demoting_the_owner_is_a_failed_precondition() {
         let public = room(Visibility::Public);
-        let demote = Action::SetRole {
-            target: role(RoomRole::Owner),
-            to: RoomRole::Moderator,
-        };
-        let expected = Err(Denied::FailedPrecondition(
-            "demoting the owner: hand over ownership first",
-        ));
-        assert_eq!(
-            may(as_member(role(RoomRole::Owner)), demote, public),
-            expected
-        );
+        let demote = Action::SetRole { target: role(RoomRole::Owner), to: RoomRole::Moderator };
+        let expected =
+            Err(Denied::FailedPrecondition("demoting the owner: hand over ownership first"));
+        assert_eq!(may(as_member(role(RoomRole::Owner)), demote, public), expected);
         assert_eq!(may(admin(Standing::Outsider), demote, public), expected);
         // Removing or banning the owner: refused by rank for members, by state for an admin.
-        let kick = Action::Remove {
-            target: role(RoomRole::Owner),
-        };
+        let kick = Action::Remove { target: role(RoomRole::Owner) };
         let by_moderator = may(as_member(role(RoomRole::Moderator)), kick, public);
         assert_eq!(outcome(by_moderator), Outcome::PermissionDenied);
         assert_eq!(
@@ -1067,34 +905,18 @@ mod tests {
         let direct = room(Visibility::Direct);
         for action in every_action() {
             let result = may(admin(Standing::Outsider), action, direct);
-            assert_eq!(
-                result,
-                Err(Denied::NotFound("room not found")),
-                "{action:?}"
-            );
+            assert_eq!(result, Err(Denied::NotFound("room not found")), "{action:?}");
         }
         // An admin who is one of the two users is an ordinary member there.
         let inside = admin(role(RoomRole::Member));
         assert_eq!(may(inside, Action::Post, direct), Ok(()));
         let others = Action::DeleteMessage { own: false };
-        assert_eq!(
-            outcome(may(inside, others, direct)),
-            Outcome::PermissionDenied
-        );
-        assert_eq!(
-            outcome(may(inside, Action::UpdateRoom, direct)),
-            Outcome::FailedPrecondition
-        );
-        assert_eq!(
-            outcome(may(inside, Action::Leave, direct)),
-            Outcome::FailedPrecondition
-        );
+        assert_eq!(outcome(may(inside, others, direct)), Outcome::PermissionDenied);
+        assert_eq!(outcome(may(inside, Action::UpdateRoom, direct)), Outcome::FailedPrecondition);
+        assert_eq!(outcome(may(inside, Action::Leave, direct)), Outcome::FailedPrecondition);
         // Elsewhere the admin acts as owner without being a member.
         let private = room(Visibility::Private);
-        assert_eq!(
-            may(admin(Standing::Outsider), Action::Read, private),
-            Ok(())
-        );
+        assert_eq!(may(admin(Standing::Outsider), Action::Read, private), Ok(()));
         assert_eq!(may(admin(Standing::Banned), Action::Join, private), Ok(()));
     }
 
@@ -1102,16 +924,10 @@ mod tests {
     fn guest_cannot_create_rooms() {
         for visibility in [Visibility::Public, Visibility::Private] {
             let result = may_create_room(GlobalRole::Guest, visibility, true);
-            assert_eq!(
-                result,
-                Err(Denied::PermissionDenied("guests may not create rooms"))
-            );
+            assert_eq!(result, Err(Denied::PermissionDenied("guests may not create rooms")));
         }
         // A guest who is in a room talks like anyone else with that room role.
-        let guest = Actor {
-            global: GlobalRole::Guest,
-            standing: role(RoomRole::Member),
-        };
+        let guest = Actor { global: GlobalRole::Guest, standing: role(RoomRole::Member) };
         assert_eq!(may(guest, Action::Post, room(Visibility::Public)), Ok(()));
     }
 
@@ -1129,9 +945,7 @@ mod tests {
             let direct = may_create_room(global, Direct, true);
             assert_eq!(
                 direct,
-                Err(Denied::PermissionDenied(
-                    "direct rooms are opened with OpenDirect"
-                ))
+                Err(Denied::PermissionDenied("direct rooms are opened with OpenDirect"))
             );
         }
     }

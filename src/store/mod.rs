@@ -9,7 +9,9 @@
 //! Reads take a [`redb::ReadTransaction`] from [`Store::read`] and call the typed functions in
 //! the submodules.
 
+pub mod events;
 mod records;
+pub mod rooms;
 mod tables;
 pub mod users;
 mod writer;
@@ -19,8 +21,9 @@ use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable};
 
-pub use records::{FamilyRecord, RefreshRecord, UserRecord};
-pub use writer::{JobResult, Writer};
+pub use records::{BanRecord, FamilyRecord, MemberRecord, RefreshRecord, RoomRecord, UserRecord};
+pub use users::Snapshot;
+pub use writer::{JobResult, Publisher, WriteCtx, Writer};
 
 /// The schema this build reads and writes. Bump it (and add a migration) whenever a table's key
 /// or value encoding changes incompatibly.
@@ -102,16 +105,12 @@ impl Store {
     /// Opens (creating if missing) the database at `path`, checks its schema version and
     /// creates every table, so readers never see a missing table.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
-        let db = redb::Database::builder()
-            .set_cache_size(cache_bytes)
-            .create(path)
-            .map_err(|e| match e {
+        let db = redb::Database::builder().set_cache_size(cache_bytes).create(path).map_err(
+            |e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.into()),
-                other => StoreError::Open {
-                    path: path.into(),
-                    message: other.to_string(),
-                },
-            })?;
+                other => StoreError::Open { path: path.into(), message: other.to_string() },
+            },
+        )?;
         let tx = db.begin_write()?;
         {
             let mut meta = tx.open_table(tables::META)?;
@@ -132,10 +131,7 @@ impl Store {
         }
         tables::create_all(&tx)?;
         tx.commit()?;
-        Ok(Store {
-            db: Arc::new(db),
-            path: path.to_path_buf(),
-        })
+        Ok(Store { db: Arc::new(db), path: path.to_path_buf() })
     }
 
     /// The database file.
@@ -148,19 +144,17 @@ impl Store {
         Ok(self.db.begin_read()?)
     }
 
-    /// Starts the group-commit writer thread for this store.
-    pub fn start_writer(&self) -> Writer {
-        Writer::start(self.db.clone())
+    /// Starts the group-commit writer thread for this store; `publisher` receives every
+    /// committed batch's room events.
+    pub fn start_writer(&self, publisher: Publisher) -> Writer {
+        Writer::start(self.db.clone(), publisher)
     }
 
     /// The schema version stored in the file.
     pub fn schema_version(&self) -> Result<u64, StoreError> {
         let tx = self.read()?;
         let meta = tx.open_table(tables::META)?;
-        Ok(meta
-            .get(tables::META_SCHEMA_VERSION)?
-            .map(|v| v.value())
-            .unwrap_or(0))
+        Ok(meta.get(tables::META_SCHEMA_VERSION)?.map(|v| v.value()).unwrap_or(0))
     }
 }
 
@@ -177,10 +171,7 @@ pub fn new_id(prefix: char) -> String {
 }
 
 fn decode<M: prost::Message + Default>(table: &'static str, bytes: &[u8]) -> Result<M, StoreError> {
-    M::decode(bytes).map_err(|e| StoreError::Corrupt {
-        table,
-        message: e.to_string(),
-    })
+    M::decode(bytes).map_err(|e| StoreError::Corrupt { table, message: e.to_string() })
 }
 
 #[cfg(test)]

@@ -72,3 +72,67 @@ pub struct FamilyRecord {
     #[prost(int64, tag = "3")]
     pub created_at_ms: i64,
 }
+
+/// A room (`rooms`). The room's last seq is not stored here: it is the last key of the room's
+/// events (see `events`), so it cannot drift from the log.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RoomRecord {
+    /// Stable id.
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// Display name (for direct rooms: empty; each side sees the other's username).
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// Topic.
+    #[prost(string, tag = "3")]
+    pub topic: String,
+    /// `proto::Visibility` as i32.
+    #[prost(int32, tag = "4")]
+    pub visibility: i32,
+    /// Only moderators and above may post.
+    #[prost(bool, tag = "5")]
+    pub read_only: bool,
+    /// Creation time.
+    #[prost(int64, tag = "6")]
+    pub created_at_ms: i64,
+    /// Creator.
+    #[prost(string, tag = "7")]
+    pub created_by: String,
+    /// Number of members now.
+    #[prost(uint32, tag = "8")]
+    pub member_count: u32,
+    /// For direct rooms: the two user ids.
+    #[prost(string, repeated, tag = "9")]
+    pub direct_pair: Vec<String>,
+}
+
+/// One member of one room (`room_members`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberRecord {
+    /// `proto::RoomRole` as i32.
+    #[prost(int32, tag = "1")]
+    pub role: i32,
+    /// When they joined.
+    #[prost(int64, tag = "2")]
+    pub joined_at_ms: i64,
+    /// The seq of their join event: orders members by how long they have been in the room.
+    #[prost(uint64, tag = "3")]
+    pub joined_seq: u64,
+    /// Their read marker (0 when they join; never moves backwards).
+    #[prost(uint64, tag = "4")]
+    pub read_seq: u64,
+}
+
+/// A ban (`room_bans`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BanRecord {
+    /// Who banned.
+    #[prost(string, tag = "1")]
+    pub by: String,
+    /// Why.
+    #[prost(string, tag = "2")]
+    pub reason: String,
+    /// When.
+    #[prost(int64, tag = "3")]
+    pub at_ms: i64,
+}

@@ -19,6 +19,31 @@ pub(super) const REFRESH_TOKENS: TableDefinition<&[u8], &[u8]> =
 pub(super) const REFRESH_FAMILIES: TableDefinition<&str, &[u8]> =
     TableDefinition::new("refresh_families");
 
+/// `rooms`: room id -> `RoomRecord`.
+pub(super) const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
+/// `public_rooms`: room id -> () for every public room (ListRooms without a full scan).
+pub(super) const PUBLIC_ROOMS: TableDefinition<&str, ()> = TableDefinition::new("public_rooms");
+/// `room_members`: (room id, user id) -> `MemberRecord`.
+pub(super) const ROOM_MEMBERS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("room_members");
+/// `user_rooms`: (user id, room id) -> () — the rooms a user is in.
+pub(super) const USER_ROOMS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_rooms");
+/// `room_bans`: (room id, user id) -> `BanRecord`.
+pub(super) const ROOM_BANS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("room_bans");
+/// `room_invites`: (room id, invited user id) -> inviter user id.
+pub(super) const ROOM_INVITES: TableDefinition<(&str, &str), &str> =
+    TableDefinition::new("room_invites");
+/// `user_invites`: (invited user id, room id) -> () — the rooms a user is invited to.
+pub(super) const USER_INVITES: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("user_invites");
+/// `direct_rooms`: "smaller user id/larger user id" -> room id. One direct room per pair.
+pub(super) const DIRECT_ROOMS: TableDefinition<&str, &str> = TableDefinition::new("direct_rooms");
+/// `room_events`: (room id, seq) -> `proto::RoomEvent`. Seqs are gapless per room: 1, 2, ...
+/// and the last key is the room's last seq.
+pub(super) const ROOM_EVENTS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("room_events");
+
 /// Opens every table once so that later read transactions find them all.
 pub(super) fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::TableError> {
     tx.open_table(META)?;
@@ -26,5 +51,14 @@ pub(super) fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::TableE
     tx.open_table(USER_BY_NAME)?;
     tx.open_table(REFRESH_TOKENS)?;
     tx.open_table(REFRESH_FAMILIES)?;
+    tx.open_table(ROOMS)?;
+    tx.open_table(PUBLIC_ROOMS)?;
+    tx.open_table(ROOM_MEMBERS)?;
+    tx.open_table(USER_ROOMS)?;
+    tx.open_table(ROOM_BANS)?;
+    tx.open_table(ROOM_INVITES)?;
+    tx.open_table(USER_INVITES)?;
+    tx.open_table(DIRECT_ROOMS)?;
+    tx.open_table(ROOM_EVENTS)?;
     Ok(())
 }

@@ -33,6 +33,15 @@ impl Snapshot for redb::WriteTransaction {
     }
 }
 
+impl Snapshot for super::WriteCtx<'_> {
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<K, V>,
+    ) -> Result<impl ReadableTable<K, V> + '_, StoreError> {
+        Ok(self.open_table(def)?)
+    }
+}
+
 /// The user with this id.
 pub fn user(s: &impl Snapshot, id: &str) -> Result<Option<UserRecord>, StoreError> {
     let t = s.table(USERS)?;
@@ -79,10 +88,7 @@ pub fn create_user(tx: &redb::WriteTransaction, rec: &UserRecord) -> Result<bool
 /// Replaces a user record (the username must not change).
 pub fn put_user(tx: &redb::WriteTransaction, rec: &UserRecord) -> Result<(), StoreError> {
     let mut t = tx.open_table(USERS)?;
-    t.insert(
-        rec.id.as_str(),
-        prost::Message::encode_to_vec(rec).as_slice(),
-    )?;
+    t.insert(rec.id.as_str(), prost::Message::encode_to_vec(rec).as_slice())?;
     Ok(())
 }
 
@@ -103,10 +109,7 @@ pub fn put_refresh_token(
     rec: &RefreshRecord,
 ) -> Result<(), StoreError> {
     let mut t = tx.open_table(REFRESH_TOKENS)?;
-    t.insert(
-        hash.as_slice(),
-        prost::Message::encode_to_vec(rec).as_slice(),
-    )?;
+    t.insert(hash.as_slice(), prost::Message::encode_to_vec(rec).as_slice())?;
     Ok(())
 }
 

@@ -1,7 +1,11 @@
 //! The single writer: one thread owns every write transaction and commits whatever jobs are
 //! waiting in one transaction (group commit), so N concurrent writers pay about one fsync.
 //!
-//! A job is a closure run inside the shared transaction. Invariants a job must keep:
+//! A job is a closure run inside the shared transaction, given a [`WriteCtx`]: the transaction
+//! and a place to emit the room events it appended. After the commit is durable, the batch's
+//! events go to the publisher (the fan-out hub) in commit order, then the jobs' results are
+//! released: no subscriber sees an event and no sender gets an ack before it is on disk.
+//! Invariants a job must keep:
 //! - it does all its checks before its first write, so a job that returns a domain error has
 //!   written nothing (later jobs in the batch see the transaction as if it never ran);
 //! - it never blocks or does slow work (hash passwords before submitting).
@@ -15,6 +19,31 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
+use crate::proto::RoomEvent;
+
+/// Receives every committed batch's room events, in seq order per room, on the writer thread.
+/// It must not block (the hub hands events to bounded per-subscriber queues).
+pub type Publisher = Box<dyn FnMut(&[RoomEvent]) + Send>;
+
+/// What a job works with: the batch's write transaction and its list of emitted events.
+pub struct WriteCtx<'a> {
+    tx: &'a redb::WriteTransaction,
+    events: &'a mut Vec<RoomEvent>,
+}
+
+impl WriteCtx<'_> {
+    /// Queues a committed-to-be event for the publisher.
+    pub fn emit(&mut self, event: RoomEvent) {
+        self.events.push(event);
+    }
+}
+
+impl std::ops::Deref for WriteCtx<'_> {
+    type Target = redb::WriteTransaction;
+    fn deref(&self) -> &redb::WriteTransaction {
+        self.tx
+    }
+}
 
 /// Jobs waiting for the writer; when full, submitters wait (backpressure on senders).
 const QUEUE_BOUND: usize = 4096;
@@ -24,7 +53,7 @@ const MAX_BATCH: usize = 1024;
 /// A job erased to a trait object so the queue can carry jobs of any result type.
 trait Job: Send {
     /// Runs inside the batch's transaction. `Err` only for storage failures.
-    fn apply(&mut self, tx: &redb::WriteTransaction) -> Result<(), StoreError>;
+    fn apply(&mut self, ctx: &mut WriteCtx<'_>) -> Result<(), StoreError>;
     /// Runs after the batch committed (`Ok`) or failed (`Err`), on the writer thread.
     fn finish(self: Box<Self>, committed: Result<(), &StoreError>);
 }
@@ -47,15 +76,21 @@ struct ClosureJob<F, T, E> {
 
 impl<F, T, E> Job for ClosureJob<F, T, E>
 where
-    F: FnOnce(&redb::WriteTransaction) -> JobResult<T, E> + Send,
+    F: FnOnce(&mut WriteCtx<'_>) -> JobResult<T, E> + Send,
     T: Send,
     E: From<StoreError> + Send,
 {
-    fn apply(&mut self, tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+    fn apply(&mut self, ctx: &mut WriteCtx<'_>) -> Result<(), StoreError> {
         let Some(run) = self.run.take() else {
             return Ok(());
         };
-        self.outcome = Some(run(tx)?);
+        let emitted_before = ctx.events.len();
+        let outcome = run(ctx)?;
+        if outcome.is_err() {
+            // A refused job wrote nothing (its checks come first); it publishes nothing either.
+            ctx.events.truncate(emitted_before);
+        }
+        self.outcome = Some(outcome);
         Ok(())
     }
 
@@ -71,11 +106,11 @@ where
 }
 
 impl Writer {
-    pub(super) fn start(db: Arc<redb::Database>) -> Writer {
+    pub(super) fn start(db: Arc<redb::Database>, publisher: Publisher) -> Writer {
         let (queue, rx) = mpsc::channel(QUEUE_BOUND);
         std::thread::Builder::new()
             .name("edgechat-writer".into())
-            .spawn(move || run(db, rx))
+            .spawn(move || run(db, rx, publisher))
             .expect("spawning the writer thread");
         Writer { queue }
     }
@@ -84,26 +119,20 @@ impl Writer {
     /// transaction is durably committed.
     pub async fn write<T, E, F>(&self, job: F) -> Result<T, E>
     where
-        F: FnOnce(&redb::WriteTransaction) -> JobResult<T, E> + Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> JobResult<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let job = Box::new(ClosureJob {
-            run: Some(job),
-            outcome: None,
-            reply,
-        });
-        self.queue
-            .send(job)
-            .await
-            .map_err(|_| E::from(StoreError::WriterGone))?;
+        let job = Box::new(ClosureJob { run: Some(job), outcome: None, reply });
+        self.queue.send(job).await.map_err(|_| E::from(StoreError::WriterGone))?;
         rx.await.map_err(|_| E::from(StoreError::WriterGone))?
     }
 }
 
-fn run(db: Arc<redb::Database>, mut rx: mpsc::Receiver<Box<dyn Job>>) {
+fn run(db: Arc<redb::Database>, mut rx: mpsc::Receiver<Box<dyn Job>>, mut publisher: Publisher) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut events = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -112,17 +141,30 @@ fn run(db: Arc<redb::Database>, mut rx: mpsc::Receiver<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
-        let result = commit_batch(&db, &mut batch);
+        let result = commit_batch(&db, &mut batch, &mut events);
+        match &result {
+            Ok(()) if !events.is_empty() => publisher(&events),
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(error = %e, jobs = batch.len(), "commit failed; batch refused")
+            }
+        }
+        events.clear();
         for job in batch.drain(..) {
             job.finish(result.as_ref().map(|_| ()));
         }
     }
 }
 
-fn commit_batch(db: &redb::Database, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+fn commit_batch(
+    db: &redb::Database,
+    batch: &mut [Box<dyn Job>],
+    events: &mut Vec<RoomEvent>,
+) -> Result<(), StoreError> {
     let tx = db.begin_write()?;
+    let mut ctx = WriteCtx { tx: &tx, events };
     for job in batch.iter_mut() {
-        if let Err(e) = job.apply(&tx) {
+        if let Err(e) = job.apply(&mut ctx) {
             tx.abort().ok();
             return Err(e);
         }

@@ -113,18 +113,9 @@ pub fn accept_tls(
                             .peer_certificates()
                             .and_then(|c| c.first())
                             .and_then(super::tls::cert_common_name);
-                        let info = PeerInfo {
-                            remote_addr: Some(peer),
-                            client_cert_name,
-                            transport: "h2",
-                        };
-                        let _ = tx
-                            .send(Ok(Conn {
-                                io: tls,
-                                info,
-                                _permit: permit,
-                            }))
-                            .await;
+                        let info =
+                            PeerInfo { remote_addr: Some(peer), client_cert_name, transport: "h2" };
+                        let _ = tx.send(Ok(Conn { io: tls, info, _permit: permit })).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -145,20 +136,9 @@ pub fn accept_plain(
     let limit = Arc::new(Semaphore::new(max_connections));
     tokio::spawn(async move {
         while let Some((stream, peer, permit)) = next(&listener, &limit, &shutdown).await {
-            let info = PeerInfo {
-                remote_addr: Some(peer),
-                client_cert_name: None,
-                transport: "h2c",
-            };
-            if tx
-                .send(Ok(Conn {
-                    io: stream,
-                    info,
-                    _permit: permit,
-                }))
-                .await
-                .is_err()
-            {
+            let info =
+                PeerInfo { remote_addr: Some(peer), client_cert_name: None, transport: "h2c" };
+            if tx.send(Ok(Conn { io: stream, info, _permit: permit })).await.is_err() {
                 break;
             }
         }

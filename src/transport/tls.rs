@@ -33,10 +33,7 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Reads every certificate in a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let err = |message: String| TlsError::File {
-        path: path.to_path_buf(),
-        message,
-    };
+    let err = |message: String| TlsError::File { path: path.to_path_buf(), message };
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
         .map_err(|e| err(format!("cannot read certificates: {e}")))?
         .collect::<Result<_, _>>()
@@ -78,21 +75,14 @@ pub fn server_config(tls: &TlsConfig, alpn: &[&[u8]]) -> Result<rustls::ServerCo
         mode => {
             let roots = Arc::new(load_roots(&tls.client_ca)?);
             let v = WebPkiClientVerifier::builder_with_provider(roots, provider);
-            let v = if mode == ClientAuth::Optional {
-                v.allow_unauthenticated()
-            } else {
-                v
-            };
+            let v = if mode == ClientAuth::Optional { v.allow_unauthenticated() } else { v };
             builder
                 .with_client_cert_verifier(v.build().map_err(|e| TlsError::Rustls(e.to_string()))?)
         }
     };
     let mut config = builder
         .with_single_cert(load_certs(&tls.cert)?, load_key(&tls.key)?)
-        .map_err(|e| TlsError::File {
-            path: tls.key.clone(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| TlsError::File { path: tls.key.clone(), message: e.to_string() })?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
@@ -100,11 +90,5 @@ pub fn server_config(tls: &TlsConfig, alpn: &[&[u8]]) -> Result<rustls::ServerCo
 /// The subject common name of a (verified) client certificate.
 pub fn cert_common_name(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    parsed
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()
-        .map(str::to_string)
+    parsed.subject().iter_common_name().next()?.as_str().ok().map(str::to_string)
 }

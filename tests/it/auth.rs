@@ -30,10 +30,7 @@ async fn register_login_whoami_refresh_logout() {
 
     let mut anon = client::auth_client(ch.clone(), None);
     let login = anon
-        .login(proto::LoginRequest {
-            username: "ALICE".into(),
-            password: PW.into(),
-        })
+        .login(proto::LoginRequest { username: "ALICE".into(), password: PW.into() })
         .await
         .unwrap()
         .into_inner();
@@ -41,9 +38,7 @@ async fn register_login_whoami_refresh_logout() {
 
     // Refresh rotates: the new pair works, the old refresh token is spent.
     let r1 = anon
-        .refresh(proto::RefreshRequest {
-            refresh_token: login.refresh_token.clone(),
-        })
+        .refresh(proto::RefreshRequest { refresh_token: login.refresh_token.clone() })
         .await
         .unwrap()
         .into_inner();
@@ -55,25 +50,17 @@ async fn register_login_whoami_refresh_logout() {
 
     // Presenting the spent token again revokes the family: the newest token dies too.
     let m = expect_code(
-        anon.refresh(proto::RefreshRequest {
-            refresh_token: login.refresh_token.clone(),
-        })
-        .await,
+        anon.refresh(proto::RefreshRequest { refresh_token: login.refresh_token.clone() }).await,
         Code::Unauthenticated,
     );
     assert!(m.contains("already used"), "{m}");
     expect_code(
-        anon.refresh(proto::RefreshRequest {
-            refresh_token: r1.refresh_token.clone(),
-        })
-        .await,
+        anon.refresh(proto::RefreshRequest { refresh_token: r1.refresh_token.clone() }).await,
         Code::Unauthenticated,
     );
     // The other login (the registration's family) is unaffected.
     let r2 = anon
-        .refresh(proto::RefreshRequest {
-            refresh_token: reg.refresh_token.clone(),
-        })
+        .refresh(proto::RefreshRequest { refresh_token: reg.refresh_token.clone() })
         .await
         .unwrap()
         .into_inner();
@@ -88,34 +75,22 @@ async fn register_login_whoami_refresh_logout() {
         .await
         .unwrap();
     expect_code(
-        anon.refresh(proto::RefreshRequest {
-            refresh_token: r2.refresh_token.clone(),
-        })
-        .await,
+        anon.refresh(proto::RefreshRequest { refresh_token: r2.refresh_token.clone() }).await,
         Code::Unauthenticated,
     );
     authed.who_am_i(proto::WhoAmIRequest {}).await.unwrap();
 
     // Logout everywhere: every access token ends at once, and every refresh token.
     let other = anon
-        .login(proto::LoginRequest {
-            username: "alice".into(),
-            password: PW.into(),
-        })
+        .login(proto::LoginRequest { username: "alice".into(), password: PW.into() })
         .await
         .unwrap()
         .into_inner();
     authed
-        .logout(proto::LogoutRequest {
-            refresh_token: String::new(),
-            all_devices: true,
-        })
+        .logout(proto::LogoutRequest { refresh_token: String::new(), all_devices: true })
         .await
         .unwrap();
-    expect_code(
-        authed.who_am_i(proto::WhoAmIRequest {}).await,
-        Code::Unauthenticated,
-    );
+    expect_code(authed.who_am_i(proto::WhoAmIRequest {}).await, Code::Unauthenticated);
     expect_code(
         client::auth_client(ch.clone(), Some(&other.access_token))
             .who_am_i(proto::WhoAmIRequest {})
@@ -123,10 +98,7 @@ async fn register_login_whoami_refresh_logout() {
         Code::Unauthenticated,
     );
     expect_code(
-        anon.refresh(proto::RefreshRequest {
-            refresh_token: other.refresh_token,
-        })
-        .await,
+        anon.refresh(proto::RefreshRequest { refresh_token: other.refresh_token }).await,
         Code::Unauthenticated,
     );
 }
@@ -138,11 +110,8 @@ async fn a_refresh_token_of_another_user_is_invalid_argument_on_logout() {
     let bob = s.register("bob").await;
     let mut c = client::auth_client(s.channel().await, Some(&alice.access_token));
     let m = expect_code(
-        c.logout(proto::LogoutRequest {
-            refresh_token: bob.refresh_token,
-            all_devices: false,
-        })
-        .await,
+        c.logout(proto::LogoutRequest { refresh_token: bob.refresh_token, all_devices: false })
+            .await,
         Code::InvalidArgument,
     );
     assert!(m.contains("another user"), "{m}");
@@ -182,10 +151,7 @@ async fn wrong_passwords_are_throttled_without_a_permanent_lockout() {
     let s = TestServer::start().await;
     s.register("erin").await;
     let mut c = client::auth_client(s.channel().await, None);
-    let bad = || proto::LoginRequest {
-        username: "erin".into(),
-        password: "wrong password".into(),
-    };
+    let bad = || proto::LoginRequest { username: "erin".into(), password: "wrong password".into() };
     for _ in 0..5 {
         let m = expect_code(c.login(bad()).await, Code::Unauthenticated);
         assert_eq!(m, "wrong username or password");
@@ -194,11 +160,7 @@ async fn wrong_passwords_are_throttled_without_a_permanent_lockout() {
     assert!(m.contains("retry in"), "{m}");
     // Unknown users answer exactly like wrong passwords.
     let m = expect_code(
-        c.login(proto::LoginRequest {
-            username: "nobody".into(),
-            password: PW.into(),
-        })
-        .await,
+        c.login(proto::LoginRequest { username: "nobody".into(), password: PW.into() }).await,
         Code::Unauthenticated,
     );
     assert_eq!(m, "wrong username or password");
@@ -235,10 +197,7 @@ async fn forged_and_broken_tokens_are_unauthenticated() {
     let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": kid});
     // The forging helper itself produces a valid token.
     let good = forge(&s, header.clone(), claims.clone());
-    client::auth_client(ch.clone(), Some(&good))
-        .who_am_i(proto::WhoAmIRequest {})
-        .await
-        .unwrap();
+    client::auth_client(ch.clone(), Some(&good)).who_am_i(proto::WhoAmIRequest {}).await.unwrap();
 
     let with = |k: &str, v: serde_json::Value| {
         let mut c = claims.clone();
@@ -252,82 +211,27 @@ async fn forged_and_broken_tokens_are_unauthenticated() {
     };
     let real_payload = good.split('.').nth(1).unwrap().to_string();
     let mut cases: Vec<(&str, String)> = vec![
-        (
-            "alg none",
-            format!(
-                "{}.{}.",
-                URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#),
-                real_payload
-            ),
-        ),
-        (
-            "expired",
-            forge(
-                &s,
-                header.clone(),
-                with("exp", serde_json::json!(now - 120)),
-            ),
-        ),
-        (
-            "wrong aud",
-            forge(&s, header.clone(), with("aud", serde_json::json!("other"))),
-        ),
-        (
-            "wrong iss",
-            forge(&s, header.clone(), with("iss", serde_json::json!("other"))),
-        ),
+        ("alg none", format!("{}.{}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#), real_payload)),
+        ("expired", forge(&s, header.clone(), with("exp", serde_json::json!(now - 120)))),
+        ("wrong aud", forge(&s, header.clone(), with("aud", serde_json::json!("other")))),
+        ("wrong iss", forge(&s, header.clone(), with("iss", serde_json::json!("other")))),
         (
             "float exp",
-            forge(
-                &s,
-                header.clone(),
-                with("exp", serde_json::json!((now + 600) as f64 + 0.5)),
-            ),
+            forge(&s, header.clone(), with("exp", serde_json::json!((now + 600) as f64 + 0.5))),
         ),
         (
             "string exp",
-            forge(
-                &s,
-                header.clone(),
-                with("exp", serde_json::json!((now + 600).to_string())),
-            ),
+            forge(&s, header.clone(), with("exp", serde_json::json!((now + 600).to_string()))),
         ),
-        (
-            "future iat",
-            forge(
-                &s,
-                header.clone(),
-                with("iat", serde_json::json!(now + 3600)),
-            ),
-        ),
-        (
-            "stale version",
-            forge(&s, header.clone(), with("ver", serde_json::json!(7))),
-        ),
-        (
-            "unknown user",
-            forge(&s, header.clone(), with("sub", serde_json::json!("u0000"))),
-        ),
-        (
-            "refresh typ",
-            forge(
-                &s,
-                header.clone(),
-                with("typ", serde_json::json!("refresh")),
-            ),
-        ),
+        ("future iat", forge(&s, header.clone(), with("iat", serde_json::json!(now + 3600)))),
+        ("stale version", forge(&s, header.clone(), with("ver", serde_json::json!(7)))),
+        ("unknown user", forge(&s, header.clone(), with("sub", serde_json::json!("u0000")))),
+        ("refresh typ", forge(&s, header.clone(), with("typ", serde_json::json!("refresh")))),
         (
             "unknown kid",
-            forge(
-                &s,
-                serde_json::json!({"alg": "EdDSA", "kid": "nope"}),
-                claims.clone(),
-            ),
+            forge(&s, serde_json::json!({"alg": "EdDSA", "kid": "nope"}), claims.clone()),
         ),
-        (
-            "no kid",
-            forge(&s, serde_json::json!({"alg": "EdDSA"}), claims.clone()),
-        ),
+        ("no kid", forge(&s, serde_json::json!({"alg": "EdDSA"}), claims.clone())),
         ("9 KiB", "a".repeat(9 * 1024)),
         ("garbage", "not-a-jwt".into()),
         ("refresh token as access", reg.refresh_token.clone()),
@@ -340,13 +244,7 @@ async fn forged_and_broken_tokens_are_unauthenticated() {
     parts[1] = URL_SAFE_NO_PAD.encode(with("role", serde_json::json!("admin")).to_string());
     cases.push(("tampered", parts.join(".")));
     // HS256 signed with the public key bytes.
-    let public = s
-        .keyring()
-        .active()
-        .decoding
-        .try_get_as_bytes()
-        .unwrap()
-        .to_vec();
+    let public = s.keyring().active().decoding.try_get_as_bytes().unwrap().to_vec();
     let hs_msg = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": "HS256", "kid": kid}).to_string()),
@@ -361,9 +259,7 @@ async fn forged_and_broken_tokens_are_unauthenticated() {
     cases.push(("HS256 with public key", format!("{hs_msg}.{hs_sig}")));
 
     for (what, t) in &cases {
-        let r = client::auth_client(ch.clone(), Some(t))
-            .who_am_i(proto::WhoAmIRequest {})
-            .await;
+        let r = client::auth_client(ch.clone(), Some(t)).who_am_i(proto::WhoAmIRequest {}).await;
         let m = expect_code(r, Code::Unauthenticated);
         eprintln!("{what}: {m}");
     }
@@ -371,14 +267,9 @@ async fn forged_and_broken_tokens_are_unauthenticated() {
     // (RESOURCE_EXHAUSTED) before anything decodes it, and the server keeps serving.
     const { assert!(token::MAX_TOKEN_BYTES < 9 * 1024) };
     let huge = "a".repeat(64 * 1024);
-    let r = client::auth_client(ch.clone(), Some(&huge))
-        .who_am_i(proto::WhoAmIRequest {})
-        .await;
+    let r = client::auth_client(ch.clone(), Some(&huge)).who_am_i(proto::WhoAmIRequest {}).await;
     let code = r.unwrap_err().code();
-    assert!(
-        matches!(code, Code::ResourceExhausted | Code::Unauthenticated),
-        "{code:?}"
-    );
+    assert!(matches!(code, Code::ResourceExhausted | Code::Unauthenticated), "{code:?}");
     client::auth_client(s.channel().await, Some(&good))
         .who_am_i(proto::WhoAmIRequest {})
         .await
@@ -394,22 +285,14 @@ async fn missing_duplicate_and_garbage_authorization_metadata() {
     let call = |values: Vec<&'static str>| {
         let mut req = tonic::Request::new(Vec::<u8>::new());
         for v in values {
-            req.metadata_mut()
-                .append("authorization", v.parse().unwrap());
+            req.metadata_mut().append("authorization", v.parse().unwrap());
         }
         req
     };
     let path = http::uri::PathAndQuery::from_static("/edgechat.v1.AuthService/WhoAmI");
-    for values in [
-        vec![],
-        vec!["Basic Zm9vOmJhcg=="],
-        vec!["Bearer"],
-        vec!["garbage"],
-    ] {
+    for values in [vec![], vec!["Basic Zm9vOmJhcg=="], vec!["Bearer"], vec!["garbage"]] {
         grpc.ready().await.unwrap();
-        let r = grpc
-            .unary(call(values.clone()), path.clone(), crate::support::RawCodec)
-            .await;
+        let r = grpc.unary(call(values.clone()), path.clone(), crate::support::RawCodec).await;
         expect_code(r, Code::Unauthenticated);
     }
     // Two authorization headers, even two valid ones.
@@ -420,8 +303,7 @@ async fn missing_duplicate_and_garbage_authorization_metadata() {
     req.metadata_mut().append("authorization", v);
     grpc.ready().await.unwrap();
     let m = expect_code(
-        grpc.unary(req, path.clone(), crate::support::RawCodec)
-            .await,
+        grpc.unary(req, path.clone(), crate::support::RawCodec).await,
         Code::Unauthenticated,
     );
     assert!(m.contains("more than one"), "{m}");
@@ -439,11 +321,7 @@ async fn malformed_and_oversized_requests() {
     // 100 KiB: over the 64 KiB message limit.
     let mut big = vec![0x1a];
     let n = 100 * 1024;
-    big.extend([
-        (n & 0x7f) as u8 | 0x80,
-        ((n >> 7) & 0x7f) as u8 | 0x80,
-        (n >> 14) as u8,
-    ]);
+    big.extend([(n & 0x7f) as u8 | 0x80, ((n >> 7) & 0x7f) as u8 | 0x80, (n >> 14) as u8]);
     big.extend(std::iter::repeat_n(b'x', n));
     let r = raw_call(ch.clone(), "/edgechat.v1.AuthService/Register", big, None).await;
     expect_code(r, Code::ResourceExhausted);
@@ -468,39 +346,23 @@ async fn registration_closed_and_admin_service() {
         .unwrap()
         .into_inner();
     assert_eq!(made.display_name, "Ivan");
-    let users = admin
-        .list_users(proto::ListUsersRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .users;
+    let users = admin.list_users(proto::ListUsersRequest {}).await.unwrap().into_inner().users;
     assert_eq!(users.len(), 2);
 
     let mut anon = client::auth_client(ch.clone(), None);
     let ivan = anon
-        .login(proto::LoginRequest {
-            username: "ivan".into(),
-            password: PW.into(),
-        })
+        .login(proto::LoginRequest { username: "ivan".into(), password: PW.into() })
         .await
         .unwrap()
         .into_inner();
     // Non-admins may not use AdminService.
     let mut as_ivan = client::admin_client(ch.clone(), Some(&ivan.access_token));
-    expect_code(
-        as_ivan.list_users(proto::ListUsersRequest {}).await,
-        Code::PermissionDenied,
-    );
+    expect_code(as_ivan.list_users(proto::ListUsersRequest {}).await, Code::PermissionDenied);
 
     // Bad role values.
     for role in [0, 99] {
         expect_code(
-            admin
-                .set_user_role(proto::SetUserRoleRequest {
-                    user_id: made.id.clone(),
-                    role,
-                })
-                .await,
+            admin.set_user_role(proto::SetUserRoleRequest { user_id: made.id.clone(), role }).await,
             Code::InvalidArgument,
         );
     }
@@ -524,28 +386,17 @@ async fn registration_closed_and_admin_service() {
         .into_inner();
     assert_eq!(u.role, proto::GlobalRole::Guest as i32);
     let mut ivan_auth = client::auth_client(ch.clone(), Some(&ivan.access_token));
-    expect_code(
-        ivan_auth.who_am_i(proto::WhoAmIRequest {}).await,
-        Code::Unauthenticated,
-    );
+    expect_code(ivan_auth.who_am_i(proto::WhoAmIRequest {}).await, Code::Unauthenticated);
     let refreshed = anon
-        .refresh(proto::RefreshRequest {
-            refresh_token: ivan.refresh_token.clone(),
-        })
+        .refresh(proto::RefreshRequest { refresh_token: ivan.refresh_token.clone() })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        refreshed.user.unwrap().role,
-        proto::GlobalRole::Guest as i32
-    );
+    assert_eq!(refreshed.user.unwrap().role, proto::GlobalRole::Guest as i32);
 
     // Disabling: tokens die, login and refresh are refused.
     admin
-        .disable_user(proto::DisableUserRequest {
-            user_id: made.id.clone(),
-            disabled: true,
-        })
+        .disable_user(proto::DisableUserRequest { user_id: made.id.clone(), disabled: true })
         .await
         .unwrap();
     expect_code(
@@ -555,33 +406,18 @@ async fn registration_closed_and_admin_service() {
         Code::Unauthenticated,
     );
     expect_code(
-        anon.login(proto::LoginRequest {
-            username: "ivan".into(),
-            password: PW.into(),
-        })
-        .await,
+        anon.login(proto::LoginRequest { username: "ivan".into(), password: PW.into() }).await,
         Code::PermissionDenied,
     );
     expect_code(
-        anon.refresh(proto::RefreshRequest {
-            refresh_token: refreshed.refresh_token,
-        })
-        .await,
+        anon.refresh(proto::RefreshRequest { refresh_token: refreshed.refresh_token }).await,
         Code::Unauthenticated,
     );
     admin
-        .disable_user(proto::DisableUserRequest {
-            user_id: made.id.clone(),
-            disabled: false,
-        })
+        .disable_user(proto::DisableUserRequest { user_id: made.id.clone(), disabled: false })
         .await
         .unwrap();
-    anon.login(proto::LoginRequest {
-        username: "ivan".into(),
-        password: PW.into(),
-    })
-    .await
-    .unwrap();
+    anon.login(proto::LoginRequest { username: "ivan".into(), password: PW.into() }).await.unwrap();
 
     let closed = TestServer::start_with(|c| c.auth.registration = "closed".into()).await;
     let mut c = client::auth_client(closed.channel().await, None);
@@ -603,8 +439,7 @@ async fn later_milestones_answer_unimplemented_with_a_message() {
     let reg = s.register("kate").await;
     let mut chat = client::chat_client(s.channel().await, Some(&reg.access_token));
     expect_code(
-        chat.get_presence(proto::GetPresenceRequest { user_ids: vec![] })
-            .await,
+        chat.get_presence(proto::GetPresenceRequest { user_ids: vec![] }).await,
         Code::Unimplemented,
     );
 }

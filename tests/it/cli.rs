@@ -12,27 +12,14 @@ fn edgechat() -> Command {
 
 fn user_add(dir: &std::path::Path, name: &str, role: &str, password: &str) -> std::process::Output {
     let mut child = edgechat()
-        .args([
-            "user",
-            "add",
-            name,
-            "--role",
-            role,
-            "--password-stdin",
-            "--data-dir",
-        ])
+        .args(["user", "add", name, "--role", role, "--password-stdin", "--data-dir"])
         .arg(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -46,11 +33,7 @@ async fn user_add_works_while_stopped_and_refuses_while_running() {
     assert!(err.contains("in use by another process"), "{err}");
     s.stop().await;
     let out = user_add(&dir, "Boss", "admin", "a-long-password");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("created user boss (admin)"));
     let out = user_add(&dir, "boss", "admin", "a-long-password");
     assert!(String::from_utf8_lossy(&out.stderr).contains("taken"));
@@ -62,16 +45,8 @@ async fn user_add_works_while_stopped_and_refuses_while_running() {
 fn init_then_serve_rejects_a_bad_config_key_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
-    let out = edgechat()
-        .args(["init", "--data-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = edgechat().args(["init", "--data-dir"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(dir.join("certs/client.pem").exists());
     let out = edgechat()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -81,10 +56,7 @@ fn init_then_serve_rejects_a_bad_config_key_by_name() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("tls.client_auth") && err.contains("maybe"),
-        "{err}"
-    );
+    assert!(err.contains("tls.client_auth") && err.contains("maybe"), "{err}");
     let out = edgechat()
         .args(["serve", "--client-auth", "sometimes", "--data-dir"])
         .arg(&dir)

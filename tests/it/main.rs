@@ -4,5 +4,6 @@
 
 mod auth;
 mod cli;
+mod rooms;
 mod support;
 mod transport;

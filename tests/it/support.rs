@@ -38,15 +38,8 @@ impl TestServer {
         tweak(&mut raw);
         let config = raw.validate().expect("test config is valid");
         let plaintext = config.tls.insecure_plaintext;
-        let running = edgechat::server::start(config)
-            .await
-            .expect("server starts");
-        TestServer {
-            addr: running.addr,
-            running: Some(running),
-            dir,
-            plaintext,
-        }
+        let running = edgechat::server::start(config).await.expect("server starts");
+        TestServer { addr: running.addr, running: Some(running), dir, plaintext }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -64,10 +57,7 @@ impl TestServer {
 
     /// TLS files trusting the server's CA, without a client certificate.
     pub fn tls(&self) -> TlsFiles {
-        TlsFiles {
-            ca: Some(self.ca()),
-            client_cert: None,
-        }
+        TlsFiles { ca: Some(self.ca()), client_cert: None }
     }
 
     /// TLS files with the data directory's client certificate.
@@ -81,9 +71,7 @@ impl TestServer {
 
     /// A connected channel.
     pub async fn channel(&self) -> Channel {
-        client::connect(&self.url(), &self.tls())
-            .await
-            .expect("connect")
+        client::connect(&self.url(), &self.tls()).await.expect("connect")
     }
 
     /// Registers `name` and returns the tokens.
@@ -97,6 +85,47 @@ impl TestServer {
         .await
         .unwrap_or_else(|e| panic!("register {name}: {e}"))
         .into_inner()
+    }
+
+    /// Registers `name` and returns a connected user.
+    pub async fn user(&self, name: &str) -> User {
+        let r = self.register(name).await;
+        User {
+            id: r.user.unwrap().id,
+            name: name.to_lowercase(),
+            token: r.access_token,
+            ch: self.channel().await,
+        }
+    }
+
+    /// Creates a global admin directly and logs them in.
+    pub async fn admin(&self, name: &str) -> User {
+        let api = self.running.as_ref().expect("server running").api();
+        api.accounts
+            .create_user(
+                name,
+                "correct horse battery",
+                "",
+                edgechat::config::Role::Admin,
+                edgechat::clock::now_ms(),
+            )
+            .await
+            .expect("create admin");
+        let mut c = client::auth_client(self.channel().await, None);
+        let r = c
+            .login(proto::LoginRequest {
+                username: name.into(),
+                password: "correct horse battery".into(),
+            })
+            .await
+            .expect("admin login")
+            .into_inner();
+        User {
+            id: r.user.unwrap().id,
+            name: name.into(),
+            token: r.access_token,
+            ch: self.channel().await,
+        }
     }
 
     /// The server's signing keys, for forging tokens in tests.
@@ -191,15 +220,33 @@ pub async fn raw_call(
     token: Option<&str>,
 ) -> Result<Vec<u8>, tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(ch);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let mut req = tonic::Request::new(body);
     if let Some(t) = token {
-        req.metadata_mut()
-            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
     }
     grpc.unary(req, http::uri::PathAndQuery::from_static(path), RawCodec)
         .await
         .map(|r| r.into_inner())
+}
+
+/// A logged-in user with a channel.
+#[derive(Clone)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub token: String,
+    pub ch: Channel,
+}
+
+impl User {
+    pub fn rooms(&self) -> proto::room_service_client::RoomServiceClient<client::Authed> {
+        client::rooms_client(self.ch.clone(), Some(&self.token))
+    }
+    pub fn chat(&self) -> proto::chat_service_client::ChatServiceClient<client::Authed> {
+        client::chat_client(self.ch.clone(), Some(&self.token))
+    }
+    pub fn auth(&self) -> proto::auth_service_client::AuthServiceClient<client::Authed> {
+        client::auth_client(self.ch.clone(), Some(&self.token))
+    }
 }

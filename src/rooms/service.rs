@@ -1,0 +1,755 @@
+//! Room operations (DESIGN.md "Rooms and permissions"): each reads the current state inside
+//! the writer's transaction, asks [`permissions::may`], and only then writes, so a refused
+//! operation writes nothing. Every membership change and room update becomes a `RoomEvent`
+//! with the room's next seq, appended to the log and emitted for fan-out.
+
+use std::sync::Arc;
+
+use super::permissions::{
+    self, Action, Actor, Denied, GlobalRole, RoomFacts, RoomRole, Standing, Visibility,
+};
+use crate::auth::Principal;
+use crate::config::Role;
+use crate::proto::{self, room_event::Kind};
+use crate::store::{
+    self, BanRecord, MemberRecord, RoomRecord, Snapshot, StoreError, WriteCtx, Writer, events,
+    rooms, users,
+};
+
+/// Longest room name, in characters.
+pub const MAX_NAME_CHARS: usize = 80;
+/// Longest topic, in bytes.
+pub const MAX_TOPIC_BYTES: usize = 1024;
+/// Longest ban reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// Why a room operation failed; mapped to a status in `api::status`.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    /// The permission model said no.
+    #[error("{0}")]
+    Denied(#[from] Denied),
+    /// Bad input.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Unknown room or user.
+    #[error("{0}")]
+    NotFound(String),
+    /// Conflicts with the current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+const ROOM_NOT_FOUND: &str = "room not found";
+
+fn not_found() -> RoomError {
+    RoomError::Denied(Denied::NotFound(ROOM_NOT_FOUND))
+}
+
+/// The room operations. Cheap to clone.
+#[derive(Clone)]
+pub struct Rooms {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: store::Store,
+    writer: Writer,
+    members_may_create_private: bool,
+}
+
+/// The global role as the permission model names it.
+pub fn global(role: Role) -> GlobalRole {
+    match role {
+        Role::Guest => GlobalRole::Guest,
+        Role::Member => GlobalRole::Member,
+        Role::Admin => GlobalRole::Admin,
+    }
+}
+
+/// A stored/wire room role.
+pub fn role_from_i32(v: i32) -> Option<RoomRole> {
+    match proto::RoomRole::try_from(v).ok()? {
+        proto::RoomRole::Reader => Some(RoomRole::Reader),
+        proto::RoomRole::Member => Some(RoomRole::Member),
+        proto::RoomRole::Moderator => Some(RoomRole::Moderator),
+        proto::RoomRole::Owner => Some(RoomRole::Owner),
+        proto::RoomRole::Unspecified => None,
+    }
+}
+
+/// The wire value of a room role.
+pub fn role_to_i32(r: RoomRole) -> i32 {
+    (match r {
+        RoomRole::Reader => proto::RoomRole::Reader,
+        RoomRole::Member => proto::RoomRole::Member,
+        RoomRole::Moderator => proto::RoomRole::Moderator,
+        RoomRole::Owner => proto::RoomRole::Owner,
+    }) as i32
+}
+
+/// The permission model's facts about a stored room.
+pub fn facts(room: &RoomRecord) -> RoomFacts {
+    let visibility = match proto::Visibility::try_from(room.visibility) {
+        Ok(proto::Visibility::Private) => Visibility::Private,
+        Ok(proto::Visibility::Direct) => Visibility::Direct,
+        _ => Visibility::Public,
+    };
+    RoomFacts { visibility, read_only: room.read_only }
+}
+
+/// Where `user` stands with `room`, read from the store.
+pub fn standing(s: &impl Snapshot, room: &str, user: &str) -> Result<Standing, StoreError> {
+    if let Some(m) = rooms::member(s, room, user)? {
+        return Ok(Standing::In(role_from_i32(m.role).unwrap_or(RoomRole::Reader)));
+    }
+    if rooms::ban(s, room, user)?.is_some() {
+        return Ok(Standing::Banned);
+    }
+    if rooms::invite(s, room, user)?.is_some() {
+        return Ok(Standing::Invited);
+    }
+    Ok(Standing::Outsider)
+}
+
+/// A room and where the caller stands with it, loaded for a decision.
+pub struct Loaded {
+    /// The room.
+    pub room: RoomRecord,
+    /// The caller.
+    pub actor: Actor,
+}
+
+/// Loads a room for `who`; an unknown id is `NotFound` exactly like an invisible room.
+pub fn load(s: &impl Snapshot, who: &Principal, room_id: &str) -> Result<Loaded, RoomError> {
+    if room_id.is_empty() {
+        return Err(RoomError::InvalidArgument("room_id is empty".into()));
+    }
+    let room = rooms::room(s, room_id)?.ok_or_else(not_found)?;
+    let actor = Actor { global: global(who.role), standing: standing(s, room_id, &who.user_id)? };
+    Ok(Loaded { room, actor })
+}
+
+/// Whether `actor` may see that `room` exists (GetRoom, ListRooms).
+fn visible(actor: Actor, room: &RoomRecord) -> bool {
+    match facts(room).visibility {
+        Visibility::Public => true,
+        Visibility::Private => {
+            matches!(actor.standing, Standing::In(_) | Standing::Invited)
+                || actor.global == GlobalRole::Admin
+        }
+        Visibility::Direct => matches!(actor.standing, Standing::In(_)),
+    }
+}
+
+fn event(room_id: &str, actor_id: &str, at_ms: i64, kind: Kind) -> proto::RoomEvent {
+    proto::RoomEvent {
+        room_id: room_id.into(),
+        seq: 0,
+        at_ms,
+        actor_id: actor_id.into(),
+        kind: Some(kind),
+    }
+}
+
+fn member_event(user_id: &str, role: Option<RoomRole>) -> proto::MemberChanged {
+    proto::MemberChanged {
+        user_id: user_id.into(),
+        role: role.map(role_to_i32).unwrap_or(0),
+        ..Default::default()
+    }
+}
+
+/// Appends and emits one event; returns its seq.
+fn record(ctx: &mut WriteCtx<'_>, mut ev: proto::RoomEvent) -> Result<u64, StoreError> {
+    let seq = events::append(ctx, &mut ev)?;
+    ctx.emit(ev);
+    Ok(seq)
+}
+
+/// Builds the wire `Room` as `viewer` sees it.
+pub fn room_view(
+    s: &impl Snapshot,
+    room: &RoomRecord,
+    viewer: &str,
+) -> Result<proto::Room, StoreError> {
+    let member = rooms::member(s, &room.id, viewer)?;
+    let last_seq = events::last_seq(s, &room.id)?;
+    let name = if room.visibility == proto::Visibility::Direct as i32 {
+        let other = room.direct_pair.iter().find(|u| *u != viewer).or(room.direct_pair.first());
+        match other {
+            Some(id) => users::user(s, id)?.map(|u| u.username).unwrap_or_default(),
+            None => String::new(),
+        }
+    } else {
+        room.name.clone()
+    };
+    Ok(proto::Room {
+        id: room.id.clone(),
+        name,
+        topic: room.topic.clone(),
+        visibility: room.visibility,
+        read_only: room.read_only,
+        my_role: member.as_ref().map(|m| m.role).unwrap_or(0),
+        last_seq,
+        unread_count: 0,
+        member_count: room.member_count,
+        created_at_ms: room.created_at_ms,
+        mention_count: 0,
+        first_seq: 1,
+    })
+}
+
+fn check_name(name: &str) -> Result<String, RoomError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(RoomError::InvalidArgument("name is empty".into()));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(RoomError::InvalidArgument(format!(
+            "name is longer than {MAX_NAME_CHARS} characters"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(RoomError::InvalidArgument("name contains control characters".into()));
+    }
+    Ok(name.to_string())
+}
+
+fn check_topic(topic: &str) -> Result<(), RoomError> {
+    if topic.len() > MAX_TOPIC_BYTES {
+        return Err(RoomError::InvalidArgument(format!(
+            "topic is longer than {MAX_TOPIC_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn check_user_id(id: &str) -> Result<(), RoomError> {
+    if id.is_empty() {
+        return Err(RoomError::InvalidArgument("user_id is empty".into()));
+    }
+    Ok(())
+}
+
+/// The target user must exist; returns their record.
+fn target_user(s: &impl Snapshot, id: &str) -> Result<store::UserRecord, RoomError> {
+    users::user(s, id)?.ok_or_else(|| RoomError::NotFound(format!("no user with id `{id}`")))
+}
+
+impl Rooms {
+    /// The room service over a store and its writer.
+    pub fn new(store: store::Store, writer: Writer, members_may_create_private: bool) -> Rooms {
+        Rooms { inner: Arc::new(Inner { store, writer, members_may_create_private }) }
+    }
+
+    /// A read snapshot.
+    pub fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.inner.store.read()
+    }
+
+    /// `CreateRoom`: the caller becomes owner; their join is seq 1.
+    pub async fn create(
+        &self,
+        who: &Principal,
+        name: &str,
+        topic: &str,
+        visibility: i32,
+        read_only: bool,
+        now_ms: i64,
+    ) -> Result<proto::Room, RoomError> {
+        let name = check_name(name)?;
+        check_topic(topic)?;
+        let vis = match proto::Visibility::try_from(visibility) {
+            Ok(proto::Visibility::Public) => Visibility::Public,
+            Ok(proto::Visibility::Private) => Visibility::Private,
+            Ok(proto::Visibility::Direct) => {
+                return Err(RoomError::InvalidArgument(
+                    "visibility DIRECT: direct rooms are opened with OpenDirect".into(),
+                ));
+            }
+            _ => {
+                return Err(RoomError::InvalidArgument(format!(
+                    "visibility {visibility} is not PUBLIC or PRIVATE"
+                )));
+            }
+        };
+        permissions::may_create_room(global(who.role), vis, self.inner.members_may_create_private)?;
+        let rec = RoomRecord {
+            id: store::new_id('r'),
+            name,
+            topic: topic.to_string(),
+            visibility,
+            read_only,
+            created_at_ms: now_ms,
+            created_by: who.user_id.clone(),
+            member_count: 1,
+            direct_pair: vec![],
+        };
+        let user = who.user_id.clone();
+        self.inner
+            .writer
+            .write(move |ctx| {
+                let mut joined = member_event(&user, Some(RoomRole::Owner));
+                joined.joined = true;
+                let seq = record(ctx, event(&rec.id, &user, now_ms, Kind::Member(joined)))?;
+                let owner = MemberRecord {
+                    role: role_to_i32(RoomRole::Owner),
+                    joined_at_ms: now_ms,
+                    joined_seq: seq,
+                    read_seq: 0,
+                };
+                rooms::put_member(ctx, &rec.id, &user, &owner)?;
+                rooms::put_room(ctx, &rec, vis == Visibility::Public)?;
+                Ok(Ok(room_view(&**ctx, &rec, &user)?))
+            })
+            .await
+    }
+
+    /// `GetRoom`.
+    pub fn get(&self, who: &Principal, room_id: &str) -> Result<proto::Room, RoomError> {
+        let tx = self.read()?;
+        let l = load(&tx, who, room_id)?;
+        if !visible(l.actor, &l.room) {
+            return Err(not_found());
+        }
+        Ok(room_view(&tx, &l.room, &who.user_id)?)
+    }
+
+    /// `ListRooms`: every public room with members, every room the caller is in, every private
+    /// room the caller is invited to.
+    pub fn list(&self, who: &Principal) -> Result<Vec<proto::Room>, RoomError> {
+        let tx = self.read()?;
+        let mut ids = rooms::user_room_ids(&tx, &who.user_id)?;
+        ids.extend(rooms::invited_room_ids(&tx, &who.user_id)?);
+        ids.extend(rooms::public_room_ids(&tx)?);
+        ids.sort();
+        ids.dedup();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(room) = rooms::room(&tx, &id)? else { continue };
+            let is_member = rooms::member(&tx, &id, &who.user_id)?.is_some();
+            let invited = !is_member && rooms::invite(&tx, &id, &who.user_id)?.is_some();
+            // A room nobody is left in is kept (history intact) but listed nowhere.
+            if !is_member && !invited && room.member_count == 0 {
+                continue;
+            }
+            if !is_member && !invited && room.visibility != proto::Visibility::Public as i32 {
+                continue;
+            }
+            out.push(room_view(&tx, &room, &who.user_id)?);
+        }
+        Ok(out)
+    }
+
+    /// `ListMembers`: members only (and admins outside direct rooms).
+    pub fn members(&self, who: &Principal, room_id: &str) -> Result<Vec<proto::Member>, RoomError> {
+        let tx = self.read()?;
+        let l = load(&tx, who, room_id)?;
+        permissions::may(l.actor, Action::Read, facts(&l.room))?;
+        let mut list = rooms::members(&tx, room_id)?;
+        list.sort_by(|a, b| b.1.role.cmp(&a.1.role).then(a.1.joined_seq.cmp(&b.1.joined_seq)));
+        let mut out = Vec::with_capacity(list.len());
+        for (user_id, m) in list {
+            let Some(u) = users::user(&tx, &user_id)? else { continue };
+            out.push(proto::Member {
+                user: Some(crate::auth::accounts::user_to_proto(&u)),
+                role: m.role,
+                presence: proto::PresenceStatus::Offline as i32,
+                last_seen_ms: u.last_seen_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs a room operation in the writer: loads the room and the caller inside the
+    /// transaction, then `op` decides and writes.
+    async fn in_room<T: Send + 'static>(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        op: impl FnOnce(&mut WriteCtx<'_>, Loaded, &str) -> Result<T, RoomError> + Send + 'static,
+    ) -> Result<T, RoomError> {
+        let who = who.clone();
+        let room_id = room_id.to_string();
+        self.inner
+            .writer
+            .write(move |ctx| {
+                let loaded = match load(&**ctx, &who, &room_id) {
+                    Ok(l) => l,
+                    Err(RoomError::Store(e)) => return Err(e),
+                    Err(e) => return Ok(Err(e)),
+                };
+                match op(ctx, loaded, &who.user_id) {
+                    Err(RoomError::Store(e)) => Err(e),
+                    other => Ok(other),
+                }
+            })
+            .await
+    }
+
+    /// `JoinRoom`.
+    pub async fn join(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        now_ms: i64,
+    ) -> Result<proto::Room, RoomError> {
+        self.in_room(who, room_id, move |ctx, mut l, me| {
+            permissions::may(l.actor, Action::Join, facts(&l.room))?;
+            let mut joined = member_event(me, Some(RoomRole::Member));
+            joined.joined = true;
+            let seq = record(ctx, event(&l.room.id, me, now_ms, Kind::Member(joined)))?;
+            rooms::delete_invite(ctx, &l.room.id, me)?;
+            let rec = MemberRecord {
+                role: role_to_i32(RoomRole::Member),
+                joined_at_ms: now_ms,
+                joined_seq: seq,
+                read_seq: 0,
+            };
+            rooms::put_member(ctx, &l.room.id, me, &rec)?;
+            l.room.member_count += 1;
+            rooms::put_room(ctx, &l.room, false)?;
+            Ok(room_view(&**ctx, &l.room, me)?)
+        })
+        .await
+    }
+
+    /// `LeaveRoom`. The last owner's ownership passes to the longest-standing moderator, else
+    /// the longest-standing member; the leaver's pending invites are withdrawn.
+    pub async fn leave(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        now_ms: i64,
+    ) -> Result<(), RoomError> {
+        self.in_room(who, room_id, move |ctx, mut l, me| {
+            permissions::may(l.actor, Action::Leave, facts(&l.room))?;
+            let was_owner = l.actor.standing == Standing::In(RoomRole::Owner);
+            let mut left = member_event(me, None);
+            left.left = true;
+            record(ctx, event(&l.room.id, me, now_ms, Kind::Member(left)))?;
+            rooms::delete_member(ctx, &l.room.id, me)?;
+            rooms::delete_invites_by(ctx, &l.room.id, me)?;
+            l.room.member_count = l.room.member_count.saturating_sub(1);
+            rooms::put_room(ctx, &l.room, false)?;
+            if was_owner {
+                hand_over_ownership(ctx, &l.room.id, me, now_ms)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// `InviteMember`.
+    pub async fn invite(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<(), RoomError> {
+        check_user_id(user_id)?;
+        let target = user_id.to_string();
+        self.in_room(who, room_id, move |ctx, l, me| {
+            let target_standing = standing(&**ctx, &l.room.id, &target)?;
+            // Visibility first: an outsider of a private room must not learn about the target.
+            permissions::may(l.actor, Action::Invite { target: target_standing }, facts(&l.room))?;
+            let user = target_user(&**ctx, &target)?;
+            if user.disabled {
+                return Err(RoomError::FailedPrecondition(format!(
+                    "user `{}` is disabled",
+                    user.username
+                )));
+            }
+            rooms::put_invite(ctx, &l.room.id, &target, me)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `SetMemberRole`. Setting OWNER hands ownership over: the previous owner becomes a
+    /// moderator.
+    pub async fn set_role(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        user_id: &str,
+        role: i32,
+        now_ms: i64,
+    ) -> Result<proto::Member, RoomError> {
+        check_user_id(user_id)?;
+        let to = role_from_i32(role).ok_or_else(|| {
+            RoomError::InvalidArgument(format!(
+                "role {role} is not READER, MEMBER, MODERATOR or OWNER"
+            ))
+        })?;
+        let target = user_id.to_string();
+        self.in_room(who, room_id, move |ctx, l, me| {
+            let target_standing = standing(&**ctx, &l.room.id, &target)?;
+            permissions::may(
+                l.actor,
+                Action::SetRole { target: target_standing, to },
+                facts(&l.room),
+            )?;
+            let user = target_user(&**ctx, &target)?;
+            let Some(mut rec) = rooms::member(&**ctx, &l.room.id, &target)? else {
+                return Err(RoomError::FailedPrecondition(
+                    "user is not a member of this room".into(),
+                ));
+            };
+            if rec.role == role_to_i32(to) {
+                return Ok(member_view(&user, &rec));
+            }
+            if to == RoomRole::Owner {
+                // Demote the current owner(s) to moderator first.
+                for (uid, mut m) in rooms::members(&**ctx, &l.room.id)? {
+                    if m.role == role_to_i32(RoomRole::Owner) {
+                        m.role = role_to_i32(RoomRole::Moderator);
+                        record(
+                            ctx,
+                            event(
+                                &l.room.id,
+                                me,
+                                now_ms,
+                                Kind::Member(member_event(&uid, Some(RoomRole::Moderator))),
+                            ),
+                        )?;
+                        rooms::put_member(ctx, &l.room.id, &uid, &m)?;
+                    }
+                }
+            }
+            rec.role = role_to_i32(to);
+            record(
+                ctx,
+                event(&l.room.id, me, now_ms, Kind::Member(member_event(&target, Some(to)))),
+            )?;
+            rooms::put_member(ctx, &l.room.id, &target, &rec)?;
+            Ok(member_view(&user, &rec))
+        })
+        .await
+    }
+
+    /// `RemoveMember`: kick, or ban with a reason (a ban also works on a non-member, and
+    /// withdraws their invite).
+    pub async fn remove(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        user_id: &str,
+        ban: bool,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<(), RoomError> {
+        check_user_id(user_id)?;
+        if user_id == who.user_id {
+            return Err(RoomError::InvalidArgument("use LeaveRoom to leave a room".into()));
+        }
+        if reason.len() > MAX_REASON_BYTES {
+            return Err(RoomError::InvalidArgument(format!(
+                "reason is longer than {MAX_REASON_BYTES} bytes"
+            )));
+        }
+        let target = user_id.to_string();
+        let reason = reason.to_string();
+        self.in_room(who, room_id, move |ctx, mut l, me| {
+            let target_standing = standing(&**ctx, &l.room.id, &target)?;
+            let action = if ban {
+                Action::Ban { target: target_standing }
+            } else {
+                Action::Remove { target: target_standing }
+            };
+            permissions::may(l.actor, action, facts(&l.room))?;
+            target_user(&**ctx, &target)?;
+            let was_member = matches!(target_standing, Standing::In(_));
+            let mut changed = member_event(&target, None);
+            changed.removed = was_member;
+            changed.banned = ban;
+            changed.reason = reason.clone();
+            record(ctx, event(&l.room.id, me, now_ms, Kind::Member(changed)))?;
+            if was_member {
+                rooms::delete_member(ctx, &l.room.id, &target)?;
+                rooms::delete_invites_by(ctx, &l.room.id, &target)?;
+                l.room.member_count = l.room.member_count.saturating_sub(1);
+                rooms::put_room(ctx, &l.room, false)?;
+            }
+            if ban {
+                rooms::delete_invite(ctx, &l.room.id, &target)?;
+                rooms::put_ban(
+                    ctx,
+                    &l.room.id,
+                    &target,
+                    &BanRecord { by: me.to_string(), reason, at_ms: now_ms },
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// `UnbanMember`: the user may join again (public) or be invited again (private).
+    pub async fn unban(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<(), RoomError> {
+        check_user_id(user_id)?;
+        let target = user_id.to_string();
+        self.in_room(who, room_id, move |ctx, l, me| {
+            let target_standing = standing(&**ctx, &l.room.id, &target)?;
+            permissions::may(l.actor, Action::Unban { target: target_standing }, facts(&l.room))?;
+            let mut changed = member_event(&target, None);
+            changed.unbanned = true;
+            record(ctx, event(&l.room.id, me, now_ms, Kind::Member(changed)))?;
+            rooms::delete_ban(ctx, &l.room.id, &target)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `UpdateRoom`: topic and/or read-only flag; a `RoomUpdated` event.
+    pub async fn update(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        topic: Option<String>,
+        read_only: Option<bool>,
+        now_ms: i64,
+    ) -> Result<proto::Room, RoomError> {
+        if let Some(t) = &topic {
+            check_topic(t)?;
+        }
+        self.in_room(who, room_id, move |ctx, mut l, me| {
+            permissions::may(l.actor, Action::UpdateRoom, facts(&l.room))?;
+            if topic.is_none() && read_only.is_none() {
+                return Err(RoomError::InvalidArgument(
+                    "nothing to update: set topic and/or read_only".into(),
+                ));
+            }
+            if let Some(t) = topic {
+                l.room.topic = t;
+            }
+            if let Some(r) = read_only {
+                l.room.read_only = r;
+            }
+            rooms::put_room(ctx, &l.room, false)?;
+            let mut view = room_view(&**ctx, &l.room, "")?;
+            view.my_role = 0;
+            view.last_seq += 1;
+            record(
+                ctx,
+                event(
+                    &l.room.id,
+                    me,
+                    now_ms,
+                    Kind::RoomUpdated(proto::RoomUpdated { room: Some(view) }),
+                ),
+            )?;
+            Ok(room_view(&**ctx, &l.room, me)?)
+        })
+        .await
+    }
+
+    /// `OpenDirect`: the one direct room of the caller and `user_id`, created on first use
+    /// (two joins, seq 1 and 2), the same room from either side afterwards.
+    pub async fn open_direct(
+        &self,
+        who: &Principal,
+        user_id: &str,
+        now_ms: i64,
+    ) -> Result<proto::Room, RoomError> {
+        check_user_id(user_id)?;
+        if user_id == who.user_id {
+            return Err(RoomError::InvalidArgument(
+                "cannot open a direct room with yourself".into(),
+            ));
+        }
+        let me = who.user_id.clone();
+        let other = user_id.to_string();
+        self.inner
+            .writer
+            .write(move |ctx| {
+                let Some(other_user) = users::user(&**ctx, &other)? else {
+                    return Ok(Err(RoomError::NotFound(format!("no user with id `{other}`"))));
+                };
+                let key = rooms::direct_key(&me, &other);
+                if let Some(id) = rooms::direct_room_id(&**ctx, &key)?
+                    && let Some(room) = rooms::room(&**ctx, &id)?
+                {
+                    return Ok(Ok(room_view(&**ctx, &room, &me)?));
+                }
+                if other_user.disabled {
+                    return Ok(Err(RoomError::FailedPrecondition(format!(
+                        "user `{}` is disabled",
+                        other_user.username
+                    ))));
+                }
+                let rec = RoomRecord {
+                    id: store::new_id('r'),
+                    name: String::new(),
+                    topic: String::new(),
+                    visibility: proto::Visibility::Direct as i32,
+                    read_only: false,
+                    created_at_ms: now_ms,
+                    created_by: me.clone(),
+                    member_count: 2,
+                    direct_pair: vec![me.clone(), other.clone()],
+                };
+                for uid in [&me, &other] {
+                    let mut joined = member_event(uid, Some(RoomRole::Member));
+                    joined.joined = true;
+                    let seq = record(ctx, event(&rec.id, &me, now_ms, Kind::Member(joined)))?;
+                    let m = MemberRecord {
+                        role: role_to_i32(RoomRole::Member),
+                        joined_at_ms: now_ms,
+                        joined_seq: seq,
+                        read_seq: 0,
+                    };
+                    rooms::put_member(ctx, &rec.id, uid, &m)?;
+                }
+                rooms::put_room(ctx, &rec, false)?;
+                rooms::put_direct_room(ctx, &key, &rec.id)?;
+                Ok(Ok(room_view(&**ctx, &rec, &me)?))
+            })
+            .await
+    }
+}
+
+fn member_view(user: &store::UserRecord, rec: &MemberRecord) -> proto::Member {
+    proto::Member {
+        user: Some(crate::auth::accounts::user_to_proto(user)),
+        role: rec.role,
+        presence: proto::PresenceStatus::Offline as i32,
+        last_seen_ms: user.last_seen_ms,
+    }
+}
+
+/// After the owner left: the longest-standing moderator, else the longest-standing member
+/// (else reader) becomes owner. Nobody left: the room stays, ownerless and unlisted.
+fn hand_over_ownership(
+    ctx: &mut WriteCtx<'_>,
+    room_id: &str,
+    leaver: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let members = rooms::members(&**ctx, room_id)?;
+    if members.iter().any(|(_, m)| m.role == role_to_i32(RoomRole::Owner)) {
+        return Ok(());
+    }
+    let heir = members
+        .into_iter()
+        .max_by(|(_, a), (_, b)| a.role.cmp(&b.role).then(b.joined_seq.cmp(&a.joined_seq)));
+    if let Some((uid, mut m)) = heir {
+        m.role = role_to_i32(RoomRole::Owner);
+        record(
+            ctx,
+            event(room_id, leaver, now_ms, Kind::Member(member_event(&uid, Some(RoomRole::Owner)))),
+        )?;
+        rooms::put_member(ctx, room_id, &uid, &m)?;
+    }
+    Ok(())
+}
