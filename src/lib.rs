@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -71,7 +71,10 @@ impl Running {
 
     /// Waits until the server has stopped.
     pub async fn wait(self) -> Result<(), ServeError> {
-        self.task.await.map_err(|e| ServeError::Transport(e.to_string()))?
+        let served = self.task.await.map_err(|e| ServeError::Transport(e.to_string()));
+        // Every commit queued while serving is finished before we report stopped.
+        self.api.messages.writer().flush().await;
+        served?
     }
 }
 
@@ -85,17 +88,29 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     }
     let keys = Keyring::load(&config.data_dir.join("keys"))?;
     let store = Store::open(&config.data_dir.join(DB_FILE_NAME), config.store_cache_bytes)?;
-    let writer = store.start_writer(Box::new(|_| {}));
+    let hub = crate::chat::Hub::new();
+    let publisher = hub.clone();
+    let writer = store.start_writer(Box::new(move |events| publisher.publish(events)));
     let accounts = Accounts::new(config.auth.clone(), keys, store.clone(), writer.clone());
-    let rooms = crate::rooms::Rooms::new(store, writer, config.members_may_create_private);
-    let api = Api { accounts, rooms, config: config.clone() };
+    let rooms =
+        crate::rooms::Rooms::new(store.clone(), writer.clone(), config.members_may_create_private);
+    let l = &config.limits;
+    let messages = crate::chat::Messages::new(
+        store,
+        writer,
+        l.max_text_bytes,
+        l.send_rate_per_sec,
+        l.send_burst,
+    );
+    let shutdown = CancellationToken::new();
+    let api =
+        Api { accounts, rooms, messages, hub, shutdown: shutdown.clone(), config: config.clone() };
     let routes = api::routes(api.clone());
 
     let listener = tcp::bind(config.listen)
         .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
     let addr =
         listener.local_addr().map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-    let shutdown = CancellationToken::new();
     let limits = &config.limits;
     let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams)

@@ -51,6 +51,7 @@ impl AdminService for AdminApi {
         let r = req.into_inner();
         let role = role_arg(r.role)?;
         let u = self.0.accounts.set_role(user_id_arg(&r.user_id)?, role).await?;
+        self.0.revoke_streams(&u.id, "global role changed; log in again (or refresh)");
         Ok(Response::new(user_to_proto(&u)))
     }
 
@@ -64,6 +65,9 @@ impl AdminService for AdminApi {
             return Err(Status::failed_precondition("an admin cannot disable themselves"));
         }
         let u = self.0.accounts.set_disabled(user_id_arg(&r.user_id)?, r.disabled).await?;
+        if u.disabled {
+            self.0.revoke_streams(&u.id, "this account has been disabled");
+        }
         Ok(Response::new(user_to_proto(&u)))
     }
 

@@ -1,11 +1,69 @@
-//! `ChatService`: the Connect stream, sends, history (not yet implemented: every RPC answers
-//! `UNIMPLEMENTED` until the messaging milestone lands).
+//! `ChatService`: the `Connect` stream and the unary message RPCs, thin over [`crate::chat`].
 
-use super::Api;
-use crate::proto::chat_service_server::ChatService;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Api, principal};
+use crate::chat::stream;
+use crate::clock::now_ms;
+use crate::proto::{self, chat_service_server::ChatService};
 
 /// The `ChatService` handlers.
 pub struct ChatApi(pub Api);
 
 #[tonic::async_trait]
-impl ChatService for ChatApi {}
+impl ChatService for ChatApi {
+    async fn connect(
+        &self,
+        req: Request<Streaming<proto::ClientFrame>>,
+    ) -> Result<Response<tonic::codegen::BoxStream<proto::ServerFrame>>, Status> {
+        let who = principal(&req)?;
+        let out = stream::open(self.0.stream_deps(), who, req.into_inner())?;
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn send_message(
+        &self,
+        req: Request<proto::SendMessageRequest>,
+    ) -> Result<Response<proto::Message>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        // Without a client_message_id the send is not idempotent; give it a fresh one.
+        let cmid = if r.client_message_id.is_empty() {
+            crate::store::new_id('m')
+        } else {
+            r.client_message_id
+        };
+        let m = self.0.messages.send(&who, &r.room_id, &cmid, &r.text, now_ms()).await?;
+        Ok(Response::new(m))
+    }
+
+    async fn history(
+        &self,
+        req: Request<proto::HistoryRequest>,
+    ) -> Result<Response<proto::HistoryResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let (events, has_more) =
+            self.0.messages.history(&who, &r.room_id, r.before_seq, r.after_seq, r.limit)?;
+        Ok(Response::new(proto::HistoryResponse { events, has_more }))
+    }
+
+    async fn edit_message(
+        &self,
+        req: Request<proto::EditMessageRequest>,
+    ) -> Result<Response<proto::Message>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        Ok(Response::new(self.0.messages.edit(&who, &r.room_id, r.seq, &r.text, now_ms()).await?))
+    }
+
+    async fn delete_message(
+        &self,
+        req: Request<proto::DeleteMessageRequest>,
+    ) -> Result<Response<proto::DeleteMessageResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        self.0.messages.delete(&who, &r.room_id, r.seq, now_ms()).await?;
+        Ok(Response::new(proto::DeleteMessageResponse {}))
+    }
+}

@@ -24,8 +24,35 @@ pub struct Api {
     pub accounts: Accounts,
     /// Rooms and membership.
     pub rooms: crate::rooms::Rooms,
+    /// Messages.
+    pub messages: crate::chat::Messages,
+    /// Live fan-out.
+    pub hub: std::sync::Arc<crate::chat::Hub>,
+    /// Cancelled when the server drains.
+    pub shutdown: tokio_util::sync::CancellationToken,
     /// The validated configuration.
     pub config: Arc<Config>,
+}
+
+impl Api {
+    /// What each `Connect` stream needs.
+    pub fn stream_deps(&self) -> crate::chat::stream::StreamDeps {
+        let l = &self.config.limits;
+        crate::chat::stream::StreamDeps {
+            messages: self.messages.clone(),
+            accounts: self.accounts.clone(),
+            hub: self.hub.clone(),
+            shutdown: self.shutdown.clone(),
+            max_subscriptions: l.max_subscriptions_per_stream,
+            max_streams_per_user: l.max_streams_per_user,
+            stuck_timeout: l.stuck_stream_timeout,
+        }
+    }
+
+    /// Ends every open stream of a user whose tokens were just revoked.
+    pub fn revoke_streams(&self, user_id: &str, why: &'static str) {
+        self.hub.signal_user(user_id, crate::chat::hub::UserSignal::Revoked(why));
+    }
 }
 
 /// The caller of an authenticated RPC, put into the request by [`layer::AuthLayer`].

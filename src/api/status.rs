@@ -3,6 +3,7 @@
 use tonic::Status;
 
 use crate::auth::AuthError;
+use crate::chat::ChatError;
 use crate::rooms::RoomError;
 use crate::rooms::permissions::Denied;
 use crate::store::StoreError;
@@ -16,14 +17,14 @@ impl From<AuthError> for Status {
             AuthError::NotFound(m) => Status::not_found(m),
             AuthError::AlreadyExists(m) => Status::already_exists(m),
             AuthError::ResourceExhausted(m) => Status::resource_exhausted(m),
-            AuthError::Store(e) => store_status(e),
+            AuthError::Store(e) => store_status(&e),
         }
     }
 }
 
 /// A storage failure: logged here, reported as `UNAVAILABLE` (the client may retry; nothing
 /// was acknowledged).
-pub fn store_status(e: StoreError) -> Status {
+pub fn store_status(e: &StoreError) -> Status {
     tracing::error!(error = %e, "storage failure");
     match e {
         StoreError::WriterGone => Status::unavailable("server is shutting down"),
@@ -44,12 +45,34 @@ impl From<Denied> for Status {
 
 impl From<RoomError> for Status {
     fn from(e: RoomError) -> Status {
-        match e {
-            RoomError::Denied(d) => d.into(),
-            RoomError::InvalidArgument(m) => Status::invalid_argument(m),
-            RoomError::NotFound(m) => Status::not_found(m),
-            RoomError::FailedPrecondition(m) => Status::failed_precondition(m),
-            RoomError::Store(e) => store_status(e),
-        }
+        room_status(&e)
+    }
+}
+
+/// The status of a room error (by reference: stream errors are reported, not consumed).
+pub fn room_status(e: &RoomError) -> Status {
+    match e {
+        RoomError::Denied(d) => (*d).into(),
+        RoomError::InvalidArgument(m) => Status::invalid_argument(m.clone()),
+        RoomError::NotFound(m) => Status::not_found(m.clone()),
+        RoomError::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
+        RoomError::Store(e) => store_status(e),
+    }
+}
+
+impl From<ChatError> for Status {
+    fn from(e: ChatError) -> Status {
+        chat_status(&e)
+    }
+}
+
+/// The status of a chat error.
+pub fn chat_status(e: &ChatError) -> Status {
+    match e {
+        ChatError::Room(r) => room_status(r),
+        ChatError::InvalidArgument(m) => Status::invalid_argument(m.clone()),
+        ChatError::NotFound(m) => Status::not_found(m.clone()),
+        ChatError::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
+        ChatError::ResourceExhausted(m) => Status::resource_exhausted(m.clone()),
     }
 }

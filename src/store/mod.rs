@@ -12,6 +12,7 @@
 pub mod events;
 mod records;
 pub mod rooms;
+pub mod sent;
 mod tables;
 pub mod users;
 mod writer;
@@ -21,7 +22,9 @@ use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable};
 
-pub use records::{BanRecord, FamilyRecord, MemberRecord, RefreshRecord, RoomRecord, UserRecord};
+pub use records::{
+    BanRecord, FamilyRecord, MemberRecord, RefreshRecord, RoomRecord, SentRecord, UserRecord,
+};
 pub use users::Snapshot;
 pub use writer::{JobResult, Publisher, WriteCtx, Writer};
 

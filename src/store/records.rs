@@ -136,3 +136,17 @@ pub struct BanRecord {
     #[prost(int64, tag = "3")]
     pub at_ms: i64,
 }
+
+/// What a `(sender, client_message_id)` produced (`sent_ids`), so a retry returns it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SentRecord {
+    /// Room the message went to.
+    #[prost(string, tag = "1")]
+    pub room_id: String,
+    /// Its seq.
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    /// When it was stored.
+    #[prost(int64, tag = "3")]
+    pub at_ms: i64,
+}

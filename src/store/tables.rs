@@ -44,6 +44,10 @@ pub(super) const DIRECT_ROOMS: TableDefinition<&str, &str> = TableDefinition::ne
 pub(super) const ROOM_EVENTS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("room_events");
 
+/// `sent_ids`: (sender user id, client_message_id) -> `SentRecord`. Written in the same
+/// transaction as the message, so a retry after a lost ack finds it, across restarts.
+pub(super) const SENT_IDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sent_ids");
+
 /// Opens every table once so that later read transactions find them all.
 pub(super) fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::TableError> {
     tx.open_table(META)?;
@@ -60,5 +64,6 @@ pub(super) fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::TableE
     tx.open_table(USER_INVITES)?;
     tx.open_table(DIRECT_ROOMS)?;
     tx.open_table(ROOM_EVENTS)?;
+    tx.open_table(SENT_IDS)?;
     Ok(())
 }

@@ -123,10 +123,30 @@ impl Writer {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        self.submit(job).await?.await
+    }
+
+    /// Waits until every job queued before this call is committed (or refused).
+    pub async fn flush(&self) {
+        let _ = self.write(|_| Ok(Ok::<(), StoreError>(()))).await;
+    }
+
+    /// Queues `job` (waiting only for queue space) and returns a future of its committed
+    /// result. Jobs run in the order they were queued, so a stream that queues its sends one
+    /// after another gets seqs in that order while their commits are still in flight.
+    pub async fn submit<T, E, F>(
+        &self,
+        job: F,
+    ) -> Result<impl Future<Output = Result<T, E>> + Send + 'static, E>
+    where
+        F: FnOnce(&mut WriteCtx<'_>) -> JobResult<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let job = Box::new(ClosureJob { run: Some(job), outcome: None, reply });
         self.queue.send(job).await.map_err(|_| E::from(StoreError::WriterGone))?;
-        rx.await.map_err(|_| E::from(StoreError::WriterGone))?
+        Ok(async move { rx.await.map_err(|_| E::from(StoreError::WriterGone))? })
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod auth;
 mod cli;
+mod messaging;
 mod rooms;
 mod support;
 mod transport;

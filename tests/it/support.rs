@@ -250,3 +250,207 @@ impl User {
         client::auth_client(self.ch.clone(), Some(&self.token))
     }
 }
+
+/// A client's end of one `Connect` stream.
+pub struct Conn {
+    tx: tokio::sync::mpsc::Sender<proto::ClientFrame>,
+    rx: tonic::Streaming<proto::ServerFrame>,
+}
+
+impl Conn {
+    /// Opens a stream for `user`.
+    pub async fn open(user: &User) -> Conn {
+        Self::try_open(user).await.expect("Connect opens")
+    }
+
+    /// Opens a stream, returning the status if the server refuses it.
+    pub async fn try_open(user: &User) -> Result<Conn, tonic::Status> {
+        Self::open_with_token(user, &user.token.clone()).await
+    }
+
+    /// Opens a stream with a specific token.
+    pub async fn open_with_token(user: &User, token: &str) -> Result<Conn, tonic::Status> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let mut c = client::chat_client(user.ch.clone(), Some(token));
+        let resp = c.connect(tokio_stream::wrappers::ReceiverStream::new(rx)).await?;
+        Ok(Conn { tx, rx: resp.into_inner() })
+    }
+
+    /// Sends a frame.
+    pub async fn frame(&self, kind: proto::client_frame::Kind) {
+        self.tx.send(proto::ClientFrame { kind: Some(kind) }).await.expect("stream open");
+    }
+
+    /// Sends a whole frame (possibly an empty one).
+    pub async fn frame_raw(&self, frame: proto::ClientFrame) {
+        self.tx.send(frame).await.expect("stream open");
+    }
+
+    /// The next frame (fails the test after [`WAIT`]); `Err` when the stream ended with a
+    /// status, `Ok(None)` when it ended cleanly.
+    pub async fn next(&mut self) -> Result<Option<proto::server_frame::Kind>, tonic::Status> {
+        match tokio::time::timeout(WAIT, self.rx.message()).await {
+            Ok(r) => r.map(|f| f.and_then(|f| f.kind)),
+            Err(_) => panic!("no frame within {WAIT:?}"),
+        }
+    }
+
+    /// The next frame, which must exist.
+    pub async fn expect_frame(&mut self) -> proto::server_frame::Kind {
+        self.next().await.expect("stream alive").expect("stream not ended")
+    }
+
+    /// Skips frames until `pick` returns `Some`.
+    pub async fn until<T>(
+        &mut self,
+        mut pick: impl FnMut(&proto::server_frame::Kind) -> Option<T>,
+    ) -> T {
+        loop {
+            let f = self.expect_frame().await;
+            if let Some(t) = pick(&f) {
+                return t;
+            }
+        }
+    }
+
+    /// The next `StreamError` (skipping other frames).
+    pub async fn error(&mut self) -> proto::StreamError {
+        self.until(
+            |f| if let proto::server_frame::Kind::Error(e) = f { Some(e.clone()) } else { None },
+        )
+        .await
+    }
+
+    /// Subscribes and waits for `Subscribed`.
+    pub async fn subscribe(&mut self, room: &str, after_seq: Option<u64>) -> proto::Subscribed {
+        self.frame(proto::client_frame::Kind::Subscribe(proto::Subscribe {
+            room_id: room.into(),
+            after_seq,
+        }))
+        .await;
+        self.until(|f| match f {
+            proto::server_frame::Kind::Subscribed(s) => Some(s.clone()),
+            proto::server_frame::Kind::Error(e) => panic!("subscribe failed: {e:?}"),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Sends a message frame.
+    pub async fn send(&self, room: &str, cmid: &str, text: &str) {
+        self.frame(proto::client_frame::Kind::Send(proto::Send {
+            room_id: room.into(),
+            client_message_id: cmid.into(),
+            text: text.into(),
+        }))
+        .await;
+    }
+
+    /// The next room event (skipping other frames).
+    pub async fn event(&mut self) -> proto::RoomEvent {
+        self.until(|f| match f {
+            proto::server_frame::Kind::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Round-trips a ping: every frame the server queued before it has been received.
+    pub async fn ping(&mut self, nonce: u64) {
+        self.frame(proto::client_frame::Kind::Ping(proto::Ping { nonce })).await;
+        self.until(|f| {
+            matches!(f, proto::server_frame::Kind::Pong(p) if p.nonce == nonce).then_some(())
+        })
+        .await;
+    }
+
+    /// Closes the client side.
+    pub fn close(self) {}
+}
+
+/// Text of a message event.
+pub fn message_text(e: &proto::RoomEvent) -> Option<&str> {
+    match &e.kind {
+        Some(proto::room_event::Kind::Message(m)) => Some(&m.text),
+        _ => None,
+    }
+}
+
+/// A server whose send rate limit is out of the way (for volume tests).
+pub async fn fast_server() -> TestServer {
+    TestServer::start_with(|c| {
+        c.limits.send_rate_per_sec = 1e9;
+        c.limits.send_burst = 100_000;
+    })
+    .await
+}
+
+/// Creates a public room owned by `owner` and has `others` join it.
+pub async fn room_with(owner: &User, others: &[&User]) -> String {
+    let room = owner
+        .rooms()
+        .create_room(proto::CreateRoomRequest {
+            name: "room".into(),
+            topic: String::new(),
+            visibility: proto::Visibility::Public as i32,
+            read_only: false,
+        })
+        .await
+        .expect("create room")
+        .into_inner();
+    for u in others {
+        u.rooms()
+            .join_room(proto::JoinRoomRequest { room_id: room.id.clone() })
+            .await
+            .expect("join");
+    }
+    room.id
+}
+
+/// Sends with the unary RPC.
+pub async fn send_rpc(
+    u: &User,
+    room: &str,
+    cmid: &str,
+    text: &str,
+) -> Result<proto::Message, tonic::Status> {
+    u.chat()
+        .send_message(proto::SendMessageRequest {
+            room_id: room.into(),
+            client_message_id: cmid.into(),
+            text: text.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// A History call.
+pub async fn history(
+    u: &User,
+    room: &str,
+    before_seq: u64,
+    after_seq: u64,
+    limit: u32,
+) -> Result<proto::HistoryResponse, tonic::Status> {
+    u.chat()
+        .history(proto::HistoryRequest { room_id: room.into(), before_seq, after_seq, limit })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Every event of a room, through History paging forwards (`after_seq = 0` alone means
+/// "newest", so the first page is "below 2").
+pub async fn all_events(u: &User, room: &str) -> Vec<proto::RoomEvent> {
+    let mut out = history(u, room, 2, 0, 1).await.expect("history").events;
+    loop {
+        let after = out.last().map(|e| e.seq).unwrap_or(0);
+        if after == 0 {
+            return out;
+        }
+        let r = history(u, room, 0, after, 500).await.expect("history");
+        out.extend(r.events);
+        if !r.has_more {
+            return out;
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The fan-out hub: the one owner of who listens to what.
+//!
+//! - Room feeds: one `broadcast` ring per room with live subscribers. The writer publishes each
+//!   committed event once (`Arc`, shared by every subscriber); a subscriber is a cursor into
+//!   the ring, so memory is per room, not per subscriber, whatever the publish rate. A
+//!   subscriber that falls more than [`ROOM_RING`] events behind gets `Lagged` and catches up
+//!   from the store (see `stream`); nothing is lost and the room never waits for it.
+//! - User signals: per-user `broadcast` of things every stream of that user must hear (revoked
+//!   tokens, notifications, presence, read markers).
+//! - Stream counts per user, for the per-user stream limit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+use crate::proto::{self, RoomEvent};
+
+/// Events a room's ring holds for slow subscribers before they must catch up from the store.
+pub const ROOM_RING: usize = 1024;
+/// Signals a user's ring holds.
+const USER_RING: usize = 256;
+
+/// Something every open stream of one user must act on.
+#[derive(Debug, Clone)]
+pub enum UserSignal {
+    /// Tokens revoked (logout everywhere, disabled, role changed): end with UNAUTHENTICATED.
+    Revoked(&'static str),
+    /// A frame to forward as is (notification, presence, read marker).
+    Frame(Arc<proto::ServerFrame>),
+}
+
+/// The hub. Cheap to share (`Arc`).
+#[derive(Default)]
+pub struct Hub {
+    rooms: Mutex<HashMap<String, broadcast::Sender<Arc<RoomEvent>>>>,
+    users: Mutex<HashMap<String, broadcast::Sender<UserSignal>>>,
+    streams: Mutex<HashMap<String, usize>>,
+}
+
+/// Holds one of a user's stream slots; released on drop.
+pub struct StreamSlot {
+    hub: Arc<Hub>,
+    user: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.hub.streams.lock().expect("hub lock");
+        if let Some(n) = streams.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                streams.remove(&self.user);
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// A new, empty hub.
+    pub fn new() -> Arc<Hub> {
+        Arc::new(Hub::default())
+    }
+
+    /// Publishes committed events (called by the writer, in commit order). Never blocks.
+    pub fn publish(&self, events: &[RoomEvent]) {
+        let mut rooms = self.rooms.lock().expect("hub lock");
+        for ev in events {
+            if let Some(tx) = rooms.get(&ev.room_id)
+                && tx.send(Arc::new(ev.clone())).is_err()
+            {
+                // Nobody listens any more.
+                rooms.remove(&ev.room_id);
+            }
+        }
+    }
+
+    /// A live feed of a room's committed events, from now on.
+    pub fn subscribe_room(&self, room_id: &str) -> broadcast::Receiver<Arc<RoomEvent>> {
+        let mut rooms = self.rooms.lock().expect("hub lock");
+        rooms
+            .entry(room_id.to_string())
+            .or_insert_with(|| broadcast::channel(ROOM_RING).0)
+            .subscribe()
+    }
+
+    /// A feed of signals for one user's streams.
+    pub fn subscribe_user(&self, user_id: &str) -> broadcast::Receiver<UserSignal> {
+        let mut users = self.users.lock().expect("hub lock");
+        users
+            .entry(user_id.to_string())
+            .or_insert_with(|| broadcast::channel(USER_RING).0)
+            .subscribe()
+    }
+
+    /// Sends a signal to every open stream of a user (no-op when none is open).
+    pub fn signal_user(&self, user_id: &str, signal: UserSignal) {
+        let mut users = self.users.lock().expect("hub lock");
+        if let Some(tx) = users.get(user_id)
+            && tx.send(signal).is_err()
+        {
+            users.remove(user_id);
+        }
+    }
+
+    /// Takes one of the user's stream slots, or `None` when they already hold `max`.
+    pub fn open_stream(self: &Arc<Self>, user_id: &str, max: usize) -> Option<StreamSlot> {
+        let mut streams = self.streams.lock().expect("hub lock");
+        let n = streams.entry(user_id.to_string()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot { hub: self.clone(), user: user_id.to_string() })
+    }
+
+    /// How many streams the user has open.
+    pub fn open_streams(&self, user_id: &str) -> usize {
+        self.streams.lock().expect("hub lock").get(user_id).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(room: &str, seq: u64) -> RoomEvent {
+        RoomEvent { room_id: room.into(), seq, ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn events_reach_only_that_rooms_subscribers_in_order() {
+        let hub = Hub::new();
+        let mut a = hub.subscribe_room("a");
+        let mut b = hub.subscribe_room("b");
+        hub.publish(&[ev("a", 1), ev("b", 1), ev("a", 2), ev("c", 1)]);
+        assert_eq!(a.recv().await.unwrap().seq, 1);
+        assert_eq!(a.recv().await.unwrap().seq, 2);
+        assert_eq!(b.recv().await.unwrap().seq, 1);
+        assert!(a.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_lags_instead_of_blocking_the_room() {
+        let hub = Hub::new();
+        let mut slow = hub.subscribe_room("a");
+        for seq in 1..=(ROOM_RING as u64 + 10) {
+            hub.publish(&[ev("a", seq)]);
+        }
+        assert!(matches!(slow.recv().await, Err(broadcast::error::RecvError::Lagged(10))));
+        assert_eq!(slow.recv().await.unwrap().seq, 11);
+    }
+
+    #[test]
+    fn stream_slots_are_bounded_and_released() {
+        let hub = Hub::new();
+        let s1 = hub.open_stream("u", 2).unwrap();
+        let _s2 = hub.open_stream("u", 2).unwrap();
+        assert!(hub.open_stream("u", 2).is_none());
+        drop(s1);
+        assert_eq!(hub.open_streams("u"), 1);
+        assert!(hub.open_stream("u", 2).is_some());
+    }
+}

@@ -1,0 +1,420 @@
+//! Messages: durable sends (idempotent per sender and `client_message_id`), history paging,
+//! edits and deletes. Every change is a room event appended in the writer's transaction and
+//! published only after the commit is durable.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use super::ratelimit::RateLimiter;
+use super::text;
+use crate::auth::Principal;
+use crate::proto::{self, room_event::Kind};
+use crate::rooms::RoomError;
+use crate::rooms::permissions::{self, Action, Denied, Standing};
+use crate::rooms::service::{facts, load};
+use crate::store::{
+    self, SentRecord, Snapshot, StoreError, WriteCtx, Writer, events, rooms, sent, users,
+};
+
+/// Longest `client_message_id`, in characters.
+pub const MAX_CLIENT_MESSAGE_ID: usize = 64;
+/// History page size when the request says 0.
+pub const DEFAULT_PAGE: u32 = 50;
+/// Largest history page.
+pub const MAX_PAGE: u32 = 500;
+
+/// Why a chat operation failed; mapped to a status in `api::status` (and to a `StreamError`
+/// on `Connect`).
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// A room-level refusal (permission, unknown room, bad ids).
+    #[error(transparent)]
+    Room(#[from] RoomError),
+    /// Bad input.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No such message.
+    #[error("{0}")]
+    NotFound(String),
+    /// Conflicts with the message's state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Rate limited.
+    #[error("{0}")]
+    ResourceExhausted(String),
+}
+
+impl From<StoreError> for ChatError {
+    fn from(e: StoreError) -> Self {
+        ChatError::Room(RoomError::Store(e))
+    }
+}
+
+impl From<Denied> for ChatError {
+    fn from(d: Denied) -> Self {
+        ChatError::Room(RoomError::Denied(d))
+    }
+}
+
+impl From<text::TextError> for ChatError {
+    fn from(e: text::TextError) -> Self {
+        ChatError::InvalidArgument(e.to_string())
+    }
+}
+
+/// The message operations. Cheap to clone.
+#[derive(Clone)]
+pub struct Messages {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: store::Store,
+    writer: Writer,
+    max_text_bytes: usize,
+    limiter: Mutex<RateLimiter>,
+}
+
+fn message_of(ev: &proto::RoomEvent) -> Option<&proto::Message> {
+    match &ev.kind {
+        Some(Kind::Message(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// Checks a `client_message_id`: 1-64 characters.
+pub fn check_client_message_id(id: &str) -> Result<(), ChatError> {
+    if id.is_empty() {
+        return Err(ChatError::InvalidArgument("client_message_id is empty".into()));
+    }
+    if id.chars().count() > MAX_CLIENT_MESSAGE_ID {
+        return Err(ChatError::InvalidArgument(format!(
+            "client_message_id is longer than {MAX_CLIENT_MESSAGE_ID} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Resolves `@name` mentions to the ids of room members, each once.
+fn resolve_mentions(
+    s: &impl Snapshot,
+    room_id: &str,
+    text: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut ids = Vec::new();
+    for name in text::mentioned_names(text) {
+        if let Some(u) = users::user_by_name(s, &name)?
+            && rooms::member(s, room_id, &u.id)?.is_some()
+            && !ids.contains(&u.id)
+        {
+            ids.push(u.id);
+        }
+    }
+    Ok(ids)
+}
+
+/// Turns a job's `Result<T, ChatError>` into the writer's two-level result (storage errors
+/// abort the batch; everything else is this job's answer).
+fn job<T>(r: Result<T, ChatError>) -> store::JobResult<T, ChatError> {
+    match r {
+        Err(ChatError::Room(RoomError::Store(e))) => Err(e),
+        other => Ok(other),
+    }
+}
+
+impl Messages {
+    /// The message service.
+    pub fn new(
+        store: store::Store,
+        writer: Writer,
+        max_text_bytes: usize,
+        rate: f64,
+        burst: u32,
+    ) -> Messages {
+        Messages {
+            inner: Arc::new(Inner {
+                store,
+                writer,
+                max_text_bytes,
+                limiter: Mutex::new(RateLimiter::new(rate, burst)),
+            }),
+        }
+    }
+
+    /// Queues a send and returns the future of its durably stored message. A retry of an
+    /// earlier `client_message_id` returns the original message (whatever the text) and does
+    /// not count against the rate limit. Validation and the rate limit are checked before
+    /// queueing, so refusals are immediate.
+    pub async fn submit_send(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        client_message_id: &str,
+        text: &str,
+        now_ms: i64,
+    ) -> Result<impl Future<Output = Result<proto::Message, ChatError>> + Send + 'static, ChatError>
+    {
+        check_client_message_id(client_message_id)?;
+        if room_id.is_empty() {
+            return Err(ChatError::InvalidArgument("room_id is empty".into()));
+        }
+        let earlier = sent::get(&self.inner.store.read()?, &who.user_id, client_message_id)?;
+        if earlier.is_none() {
+            text::check_text(text, self.inner.max_text_bytes)?;
+            let mut limiter = self.inner.limiter.lock().expect("limiter lock");
+            if let Err(wait) = limiter.take(&who.user_id, now_ms) {
+                return Err(ChatError::ResourceExhausted(format!(
+                    "sending too fast; retry in {} ms (retrying with the same client_message_id is safe)",
+                    wait.as_millis().max(1)
+                )));
+            }
+            if now_ms % 64 == 0 {
+                limiter.forget_idle(now_ms);
+            }
+        }
+        let who = who.clone();
+        let room_id = room_id.to_string();
+        let cmid = client_message_id.to_string();
+        let text = text.to_string();
+        let done = self
+            .inner
+            .writer
+            .submit(move |ctx: &mut WriteCtx<'_>| {
+                job(send_in(ctx, &who, &room_id, &cmid, text, now_ms))
+            })
+            .await?;
+        Ok(done)
+    }
+
+    /// Sends and waits for the durable result.
+    pub async fn send(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        client_message_id: &str,
+        text: &str,
+        now_ms: i64,
+    ) -> Result<proto::Message, ChatError> {
+        self.submit_send(who, room_id, client_message_id, text, now_ms).await?.await
+    }
+
+    /// `History`, paged as API.md says.
+    pub fn history(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        before_seq: u64,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<(Vec<proto::RoomEvent>, bool), ChatError> {
+        let limit = match limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        } as usize;
+        if before_seq != 0 && after_seq != 0 && after_seq.saturating_add(1) >= before_seq {
+            return Err(ChatError::InvalidArgument(format!(
+                "after_seq {after_seq} must be below before_seq {before_seq} - 1"
+            )));
+        }
+        let tx = self.inner.store.read()?;
+        let l = load(&tx, who, room_id)?;
+        permissions::may(l.actor, Action::Read, facts(&l.room))?;
+        let before = if before_seq == 0 { u64::MAX } else { before_seq };
+        // Only `after` alone pages forwards; everything else picks the newest of its range.
+        let newest = !(after_seq != 0 && before_seq == 0);
+        Ok(events::range(&tx, room_id, after_seq, before, limit, newest)?)
+    }
+
+    /// `EditMessage`: the sender replaces the text; the message shows the latest text with
+    /// `edited_at_ms`, and the edit is its own event.
+    pub async fn edit(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        seq: u64,
+        text: &str,
+        now_ms: i64,
+    ) -> Result<proto::Message, ChatError> {
+        text::check_text(text, self.inner.max_text_bytes)?;
+        let (who, room_id, text) = (who.clone(), room_id.to_string(), text.to_string());
+        self.inner
+            .writer
+            .write(move |ctx: &mut WriteCtx<'_>| {
+                job((|| {
+                    let (l, mut ev, msg) = target(ctx, &who, &room_id, seq)?;
+                    permissions::may(
+                        l.actor,
+                        Action::EditMessage { own: msg.sender_id == who.user_id },
+                        facts(&l.room),
+                    )?;
+                    if msg.deleted {
+                        return Err(ChatError::FailedPrecondition(format!(
+                            "message {seq} is deleted"
+                        )));
+                    }
+                    let mentions = resolve_mentions(&**ctx, &room_id, &text)?;
+                    let Some(Kind::Message(m)) = &mut ev.kind else {
+                        unreachable!("target() returns messages")
+                    };
+                    m.text = text.clone();
+                    m.edited_at_ms = now_ms;
+                    m.mention_user_ids = mentions;
+                    let updated = m.clone();
+                    events::replace(ctx, &ev)?;
+                    record(
+                        ctx,
+                        &room_id,
+                        &who.user_id,
+                        now_ms,
+                        Kind::Edited(proto::MessageEdited { target_seq: seq, text }),
+                    )?;
+                    Ok(updated)
+                })())
+            })
+            .await
+    }
+
+    /// `DeleteMessage`: the sender, or a moderator and above; the message becomes a tombstone
+    /// and the delete is its own event. Deleting a tombstone again changes nothing.
+    pub async fn delete(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        seq: u64,
+        now_ms: i64,
+    ) -> Result<(), ChatError> {
+        let (who, room_id) = (who.clone(), room_id.to_string());
+        self.inner
+            .writer
+            .write(move |ctx: &mut WriteCtx<'_>| {
+                job((|| {
+                    let (l, mut ev, msg) = target(ctx, &who, &room_id, seq)?;
+                    permissions::may(
+                        l.actor,
+                        Action::DeleteMessage { own: msg.sender_id == who.user_id },
+                        facts(&l.room),
+                    )?;
+                    if msg.deleted {
+                        return Ok(());
+                    }
+                    let Some(Kind::Message(m)) = &mut ev.kind else {
+                        unreachable!("target() returns messages")
+                    };
+                    m.deleted = true;
+                    m.text.clear();
+                    m.mention_user_ids.clear();
+                    events::replace(ctx, &ev)?;
+                    record(
+                        ctx,
+                        &room_id,
+                        &who.user_id,
+                        now_ms,
+                        Kind::Deleted(proto::MessageDeleted { target_seq: seq }),
+                    )?;
+                    Ok(())
+                })())
+            })
+            .await
+    }
+
+    /// The group-commit writer.
+    pub fn writer(&self) -> &Writer {
+        &self.inner.writer
+    }
+
+    /// The store (for stream catch-up reads).
+    pub fn store(&self) -> &store::Store {
+        &self.inner.store
+    }
+}
+
+/// Loads the room and the message at `seq` for an edit or delete.
+fn target(
+    ctx: &WriteCtx<'_>,
+    who: &Principal,
+    room_id: &str,
+    seq: u64,
+) -> Result<(crate::rooms::service::Loaded, proto::RoomEvent, proto::Message), ChatError> {
+    let l = load(ctx, who, room_id)?;
+    permissions::may(l.actor, Action::Read, facts(&l.room))?;
+    let not_found = || ChatError::NotFound(format!("no message at seq {seq} in this room"));
+    let ev = events::get(ctx, room_id, seq)?.ok_or_else(not_found)?;
+    let msg = message_of(&ev).cloned().ok_or_else(not_found)?;
+    Ok((l, ev, msg))
+}
+
+fn record(
+    ctx: &mut WriteCtx<'_>,
+    room_id: &str,
+    actor: &str,
+    at_ms: i64,
+    kind: Kind,
+) -> Result<u64, StoreError> {
+    let mut ev = proto::RoomEvent {
+        room_id: room_id.into(),
+        seq: 0,
+        at_ms,
+        actor_id: actor.into(),
+        kind: Some(kind),
+    };
+    let seq = events::append(ctx, &mut ev)?;
+    ctx.emit(ev);
+    Ok(seq)
+}
+
+/// The send itself, inside the writer's transaction.
+fn send_in(
+    ctx: &mut WriteCtx<'_>,
+    who: &Principal,
+    room_id: &str,
+    cmid: &str,
+    text: String,
+    now_ms: i64,
+) -> Result<proto::Message, ChatError> {
+    if let Some(earlier) = sent::get(&**ctx, &who.user_id, cmid)? {
+        // A retry: the original message, whatever this text says.
+        let ev = events::get(&**ctx, &earlier.room_id, earlier.seq)?;
+        return ev.as_ref().and_then(message_of).cloned().ok_or_else(|| {
+            ChatError::FailedPrecondition("the original message is no longer stored".into())
+        });
+    }
+    let l = load(&**ctx, who, room_id)?;
+    permissions::may(l.actor, Action::Post, facts(&l.room))?;
+    debug_assert!(
+        matches!(l.actor.standing, Standing::In(_))
+            || l.actor.global == permissions::GlobalRole::Admin
+    );
+    let mention_user_ids = resolve_mentions(&**ctx, room_id, &text)?;
+    let mut msg = proto::Message {
+        room_id: room_id.to_string(),
+        seq: 0,
+        sender_id: who.user_id.clone(),
+        text,
+        sent_at_ms: now_ms,
+        client_message_id: cmid.to_string(),
+        mention_user_ids,
+        edited_at_ms: 0,
+        deleted: false,
+    };
+    let mut ev = proto::RoomEvent {
+        room_id: room_id.to_string(),
+        seq: 0,
+        at_ms: now_ms,
+        actor_id: who.user_id.clone(),
+        kind: Some(Kind::Message(msg.clone())),
+    };
+    // The seq is known only once appended; store the message with its own seq inside.
+    let seq = events::last_seq(&**ctx, room_id)? + 1;
+    msg.seq = seq;
+    ev.kind = Some(Kind::Message(msg.clone()));
+    let appended = events::append(ctx, &mut ev)?;
+    debug_assert_eq!(appended, seq);
+    sent::put(
+        ctx,
+        &who.user_id,
+        cmid,
+        &SentRecord { room_id: room_id.to_string(), seq, at_ms: now_ms },
+    )?;
+    ctx.emit(ev);
+    Ok(msg)
+}

@@ -1,0 +1,74 @@
+//! Per-user send rate limiting: a token bucket (rate per second, burst). Pure: time is an
+//! argument.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// One bucket.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at_ms: i64,
+}
+
+/// Token buckets per key (user id).
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: HashMap<String, Bucket>,
+}
+
+impl RateLimiter {
+    /// `rate` tokens per second, at most `burst` saved up.
+    pub fn new(rate: f64, burst: u32) -> Self {
+        RateLimiter { rate, burst: f64::from(burst), buckets: HashMap::new() }
+    }
+
+    /// Takes one token for `key` at `now_ms`, or says how long until one is available.
+    pub fn take(&mut self, key: &str, now_ms: i64) -> Result<(), Duration> {
+        let (rate, burst) = (self.rate, self.burst);
+        let b =
+            self.buckets.entry(key.to_string()).or_insert(Bucket { tokens: burst, at_ms: now_ms });
+        let elapsed = (now_ms - b.at_ms).max(0) as f64 / 1000.0;
+        b.tokens = (b.tokens + elapsed * rate).min(burst);
+        b.at_ms = now_ms;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / rate))
+        }
+    }
+
+    /// Forgets buckets that have refilled completely (they behave exactly like new ones), so
+    /// memory follows active senders, not every user ever seen.
+    pub fn forget_idle(&mut self, now_ms: i64) {
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets
+            .retain(|_, b| b.tokens + (now_ms - b.at_ms).max(0) as f64 / 1000.0 * rate < burst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_rate() {
+        let mut r = RateLimiter::new(20.0, 50);
+        for _ in 0..50 {
+            r.take("u", 0).unwrap();
+        }
+        let wait = r.take("u", 0).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(50));
+        // 100 ms later: two more tokens.
+        r.take("u", 100).unwrap();
+        r.take("u", 100).unwrap();
+        assert!(r.take("u", 100).is_err());
+        // Others are independent.
+        r.take("v", 100).unwrap();
+        r.forget_idle(100_000);
+        assert!(r.buckets.is_empty());
+    }
+}
