@@ -266,6 +266,9 @@ async fn user_add(
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let running = crate::server::start(config).await?;
+    // One machine-readable line on stdout (scripts and tests read the port from it when
+    // listening on port 0); everything else goes to the log on stderr.
+    println!("edgechat listening on {}", running.addr);
     let token = running.shutdown_token();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -4,6 +4,7 @@
 
 mod auth;
 mod cli;
+mod crash;
 mod messaging;
 mod rooms;
 mod support;

@@ -518,3 +518,60 @@ async fn direct_rooms_carry_messages() {
     let outsider = s.user("cal").await;
     expect_code(send_rpc(&outsider, &room.id, "d2", "hi").await, Code::NotFound);
 }
+
+#[tokio::test]
+async fn a_frame_that_does_not_decode_gets_a_stream_error() {
+    use crate::support::RawCodec;
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    let mut grpc = tonic::client::Grpc::new(alice.ch.clone());
+    grpc.ready().await.unwrap();
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut().insert("authorization", format!("Bearer {}", alice.token).parse().unwrap());
+    // A Send frame (field 3) whose text (field 3) is invalid UTF-8.
+    tx.send(vec![0x1a, 0x04, 0x1a, 0x02, 0xff, 0xfe]).await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/edgechat.v1.ChatService/Connect");
+    let mut resp = grpc.streaming(req, path, RawCodec).await.unwrap().into_inner();
+    let first =
+        tokio::time::timeout(crate::support::WAIT, resp.message()).await.unwrap().unwrap().unwrap();
+    let frame: proto::ServerFrame = prost::Message::decode(first.as_slice()).unwrap();
+    let Some(S::Error(e)) = frame.kind else { panic!("{frame:?}") };
+    assert_eq!(e.code, "INVALID_ARGUMENT", "{e:?}");
+    assert!(e.message.contains("decode"), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_stream_stuck_past_the_deadline_is_closed_with_resource_exhausted() {
+    let s = TestServer::start_with(|c| {
+        c.limits.send_rate_per_sec = 1e9;
+        c.limits.send_burst = 100_000;
+        c.limits.stuck_stream_timeout_secs = 1;
+    })
+    .await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = room_with(&alice, &[&bob]).await;
+    let mut stuck = Conn::open(&bob).await;
+    stuck.subscribe(&room, None).await;
+    // Bob stops reading; 6 MB of 4 KB messages overflow the client's 2 MB HTTP/2 window, the
+    // server's send buffer and the stream's queue.
+    let big = "x".repeat(4000);
+    let mut a = Conn::open(&alice).await;
+    for i in 0..1500 {
+        a.send(&room, &format!("big{i}"), &big).await;
+    }
+    acks(&mut a, 1500).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ended = loop {
+        match stuck.next().await {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    assert_eq!(ended.unwrap_err().code(), Code::ResourceExhausted);
+    // The room and the sender were never held up; the reader resumes on a new stream.
+    let mut again = Conn::open(&bob).await;
+    again.subscribe(&room, Some(3)).await;
+    assert_eq!(again.event().await.seq, 4);
+}
