@@ -198,6 +198,10 @@ pub struct RawLimits {
     pub max_streams_per_user: usize,
     /// A stream whose outbound side is stuck this long is closed, seconds.
     pub stuck_stream_timeout_secs: u64,
+    /// Notifications kept per user; the oldest are dropped.
+    pub max_notifications_per_user: usize,
+    /// Seconds a user stays online after their last stream closed.
+    pub presence_grace_secs: u64,
 }
 
 impl Default for RawLimits {
@@ -216,6 +220,8 @@ impl Default for RawLimits {
             max_subscriptions_per_stream: 500,
             max_streams_per_user: 16,
             stuck_stream_timeout_secs: 30,
+            max_notifications_per_user: 10_000,
+            presence_grace_secs: 15,
         }
     }
 }
@@ -386,6 +392,10 @@ pub struct Limits {
     pub max_streams_per_user: usize,
     /// Stuck outbound stream deadline.
     pub stuck_stream_timeout: Duration,
+    /// Notifications kept per user.
+    pub max_notifications_per_user: usize,
+    /// Presence grace period.
+    pub presence_grace: Duration,
 }
 
 impl RawConfig {
@@ -505,6 +515,13 @@ impl RawConfig {
         )?;
         in_range("limits.max_streams_per_user", l.max_streams_per_user as u64, 1, 10_000)?;
         in_range("limits.stuck_stream_timeout_secs", l.stuck_stream_timeout_secs, 1, 3600)?;
+        in_range(
+            "limits.max_notifications_per_user",
+            l.max_notifications_per_user as u64,
+            1,
+            10_000_000,
+        )?;
+        in_range("limits.presence_grace_secs", l.presence_grace_secs, 0, 3600)?;
         let limits = Limits {
             max_concurrent_streams: l.max_concurrent_streams,
             keepalive_interval: Duration::from_secs(l.keepalive_interval_secs),
@@ -519,6 +536,8 @@ impl RawConfig {
             max_subscriptions_per_stream: l.max_subscriptions_per_stream,
             max_streams_per_user: l.max_streams_per_user,
             stuck_stream_timeout: Duration::from_secs(l.stuck_stream_timeout_secs),
+            max_notifications_per_user: l.max_notifications_per_user,
+            presence_grace: Duration::from_secs(l.presence_grace_secs),
         };
         in_range("store.cache_mib", self.store.cache_mib as u64, 1, 64 * 1024)?;
         Ok(Config {

@@ -14,6 +14,8 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod init;
+pub mod notifications;
+pub mod presence;
 pub mod proto;
 pub mod rooms;
 pub mod server;

@@ -90,21 +90,46 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let store = Store::open(&config.data_dir.join(DB_FILE_NAME), config.store_cache_bytes)?;
     let hub = crate::chat::Hub::new();
     let publisher = hub.clone();
-    let writer = store.start_writer(Box::new(move |events| publisher.publish(events)));
+    let writer = store.start_writer(Box::new(move |committed| publisher.publish(committed)));
     let accounts = Accounts::new(config.auth.clone(), keys, store.clone(), writer.clone());
-    let rooms =
-        crate::rooms::Rooms::new(store.clone(), writer.clone(), config.members_may_create_private);
+    let rooms = crate::rooms::Rooms::new(
+        store.clone(),
+        writer.clone(),
+        config.members_may_create_private,
+        config.limits.max_notifications_per_user,
+    );
     let l = &config.limits;
     let messages = crate::chat::Messages::new(
-        store,
-        writer,
+        store.clone(),
+        writer.clone(),
         l.max_text_bytes,
         l.send_rate_per_sec,
         l.send_burst,
+        l.max_notifications_per_user,
     );
     let shutdown = CancellationToken::new();
-    let api =
-        Api { accounts, rooms, messages, hub, shutdown: shutdown.clone(), config: config.clone() };
+    let presence = crate::presence::Presence::start(
+        l.presence_grace,
+        hub.clone(),
+        store.clone(),
+        writer.clone(),
+        shutdown.clone(),
+    );
+    let notifications = crate::notifications::Notifications::new(store, writer);
+    let typing = Arc::new(std::sync::Mutex::new(crate::chat::ratelimit::TypingGate::new(
+        std::time::Duration::from_secs(2),
+    )));
+    let api = Api {
+        accounts,
+        rooms,
+        messages,
+        hub,
+        presence,
+        notifications,
+        typing,
+        shutdown: shutdown.clone(),
+        config: config.clone(),
+    };
     let routes = api::routes(api.clone());
 
     let listener = tcp::bind(config.listen)

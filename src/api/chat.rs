@@ -66,4 +66,65 @@ impl ChatService for ChatApi {
         self.0.messages.delete(&who, &r.room_id, r.seq, now_ms()).await?;
         Ok(Response::new(proto::DeleteMessageResponse {}))
     }
+
+    async fn mark_read(
+        &self,
+        req: Request<proto::MarkReadRequest>,
+    ) -> Result<Response<proto::MarkReadResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        self.0.messages.mark_read(&who, &r.room_id, r.seq).await?;
+        Ok(Response::new(proto::MarkReadResponse {}))
+    }
+
+    async fn list_notifications(
+        &self,
+        req: Request<proto::ListNotificationsRequest>,
+    ) -> Result<Response<proto::ListNotificationsResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let notifications = self.0.notifications.list(&who, r.after_id, r.limit)?;
+        Ok(Response::new(proto::ListNotificationsResponse { notifications }))
+    }
+
+    async fn mark_notifications_read(
+        &self,
+        req: Request<proto::MarkNotificationsReadRequest>,
+    ) -> Result<Response<proto::MarkNotificationsReadResponse>, Status> {
+        let who = principal(&req)?;
+        self.0.notifications.mark_read(&who, req.get_ref().up_to_id).await?;
+        Ok(Response::new(proto::MarkNotificationsReadResponse {}))
+    }
+
+    async fn get_presence(
+        &self,
+        req: Request<proto::GetPresenceRequest>,
+    ) -> Result<Response<proto::GetPresenceResponse>, Status> {
+        let who = principal(&req)?;
+        let ids = &req.get_ref().user_ids;
+        if ids.len() > 500 {
+            return Err(Status::invalid_argument("at most 500 user_ids per call"));
+        }
+        let tx = self.0.accounts.store().read().map_err(|e| super::status::store_status(&e))?;
+        let mut presences = Vec::with_capacity(ids.len());
+        for id in ids {
+            let known =
+                crate::store::users::user(&tx, id).map_err(|e| super::status::store_status(&e))?;
+            let visible = *id == who.user_id
+                || crate::presence::share_a_room(&tx, &who.user_id, id)
+                    .map_err(|e| super::status::store_status(&e))?;
+            let Some(user) = known.filter(|_| visible) else {
+                return Err(Status::not_found(format!(
+                    "no user `{id}` that shares a room with you"
+                )));
+            };
+            let (status, last_seen_ms) = self.0.presence.of(&user.id, user.last_seen_ms);
+            presences.push(proto::Presence {
+                user_id: user.id,
+                status: status as i32,
+                last_seen_ms,
+            });
+        }
+        Ok(Response::new(proto::GetPresenceResponse { presences }))
+    }
 }

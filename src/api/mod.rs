@@ -28,6 +28,12 @@ pub struct Api {
     pub messages: crate::chat::Messages,
     /// Live fan-out.
     pub hub: std::sync::Arc<crate::chat::Hub>,
+    /// Who is online.
+    pub presence: crate::presence::Presence,
+    /// Stored notifications.
+    pub notifications: crate::notifications::Notifications,
+    /// Typing notices per user and room.
+    pub typing: std::sync::Arc<std::sync::Mutex<crate::chat::ratelimit::TypingGate>>,
     /// Cancelled when the server drains.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The validated configuration.
@@ -42,6 +48,8 @@ impl Api {
             messages: self.messages.clone(),
             accounts: self.accounts.clone(),
             hub: self.hub.clone(),
+            presence: self.presence.clone(),
+            typing: self.typing.clone(),
             shutdown: self.shutdown.clone(),
             max_subscriptions: l.max_subscriptions_per_stream,
             max_streams_per_user: l.max_streams_per_user,

@@ -104,9 +104,15 @@ impl RoomService for RoomsApi {
         req: Request<proto::ListMembersRequest>,
     ) -> Result<Response<proto::ListMembersResponse>, Status> {
         let who = principal(&req)?;
-        Ok(Response::new(proto::ListMembersResponse {
-            members: self.0.rooms.members(&who, &req.get_ref().room_id)?,
-        }))
+        let mut members = self.0.rooms.members(&who, &req.get_ref().room_id)?;
+        for m in &mut members {
+            if let Some(u) = &m.user {
+                let (status, last_seen) = self.0.presence.of(&u.id, m.last_seen_ms);
+                m.presence = status as i32;
+                m.last_seen_ms = last_seen;
+            }
+        }
+        Ok(Response::new(proto::ListMembersResponse { members }))
     }
 
     async fn open_direct(

@@ -76,3 +76,14 @@ pub fn chat_status(e: &ChatError) -> Status {
         ChatError::ResourceExhausted(m) => Status::resource_exhausted(m.clone()),
     }
 }
+
+impl From<crate::notifications::NotificationError> for Status {
+    fn from(e: crate::notifications::NotificationError) -> Status {
+        match e {
+            crate::notifications::NotificationError::InvalidArgument(m) => {
+                Status::invalid_argument(m)
+            }
+            crate::notifications::NotificationError::Store(e) => store_status(&e),
+        }
+    }
+}

@@ -15,11 +15,22 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 use crate::proto::{self, RoomEvent};
+use crate::store::Committed;
 
 /// Events a room's ring holds for slow subscribers before they must catch up from the store.
 pub const ROOM_RING: usize = 1024;
 /// Signals a user's ring holds.
 const USER_RING: usize = 256;
+
+/// What a room's ring carries: committed events (each once, shared), and ephemeral typing
+/// notices (never stored, lost by a subscriber that lags, which is fine for typing).
+#[derive(Debug, Clone)]
+pub enum RoomFeed {
+    /// A committed room event.
+    Event(Arc<RoomEvent>),
+    /// A member is typing (their user id).
+    Typing(Arc<str>),
+}
 
 /// Something every open stream of one user must act on.
 #[derive(Debug, Clone)]
@@ -33,7 +44,7 @@ pub enum UserSignal {
 /// The hub. Cheap to share (`Arc`).
 #[derive(Default)]
 pub struct Hub {
-    rooms: Mutex<HashMap<String, broadcast::Sender<Arc<RoomEvent>>>>,
+    rooms: Mutex<HashMap<String, broadcast::Sender<RoomFeed>>>,
     users: Mutex<HashMap<String, broadcast::Sender<UserSignal>>>,
     streams: Mutex<HashMap<String, usize>>,
 }
@@ -63,20 +74,33 @@ impl Hub {
     }
 
     /// Publishes committed events (called by the writer, in commit order). Never blocks.
-    pub fn publish(&self, events: &[RoomEvent]) {
-        let mut rooms = self.rooms.lock().expect("hub lock");
-        for ev in events {
-            if let Some(tx) = rooms.get(&ev.room_id)
-                && tx.send(Arc::new(ev.clone())).is_err()
-            {
-                // Nobody listens any more.
-                rooms.remove(&ev.room_id);
+    pub fn publish(&self, committed: &Committed) {
+        {
+            let mut rooms = self.rooms.lock().expect("hub lock");
+            for ev in &committed.events {
+                if let Some(tx) = rooms.get(&ev.room_id)
+                    && tx.send(RoomFeed::Event(Arc::new(ev.clone()))).is_err()
+                {
+                    // Nobody listens any more.
+                    rooms.remove(&ev.room_id);
+                }
             }
+        }
+        for (user, frame) in &committed.signals {
+            self.signal_user(user, UserSignal::Frame(Arc::new(frame.clone())));
+        }
+    }
+
+    /// Tells a room's live subscribers that `user_id` is typing (no-op when nobody listens).
+    pub fn typing(&self, room_id: &str, user_id: &str) {
+        let rooms = self.rooms.lock().expect("hub lock");
+        if let Some(tx) = rooms.get(room_id) {
+            let _ = tx.send(RoomFeed::Typing(Arc::from(user_id)));
         }
     }
 
     /// A live feed of a room's committed events, from now on.
-    pub fn subscribe_room(&self, room_id: &str) -> broadcast::Receiver<Arc<RoomEvent>> {
+    pub fn subscribe_room(&self, room_id: &str) -> broadcast::Receiver<RoomFeed> {
         let mut rooms = self.rooms.lock().expect("hub lock");
         rooms
             .entry(room_id.to_string())
@@ -128,15 +152,26 @@ mod tests {
         RoomEvent { room_id: room.into(), seq, ..Default::default() }
     }
 
+    fn batch(events: Vec<RoomEvent>) -> Committed {
+        Committed { events, signals: vec![] }
+    }
+
+    fn seq(f: RoomFeed) -> u64 {
+        match f {
+            RoomFeed::Event(e) => e.seq,
+            RoomFeed::Typing(_) => panic!("typing"),
+        }
+    }
+
     #[tokio::test]
     async fn events_reach_only_that_rooms_subscribers_in_order() {
         let hub = Hub::new();
         let mut a = hub.subscribe_room("a");
         let mut b = hub.subscribe_room("b");
-        hub.publish(&[ev("a", 1), ev("b", 1), ev("a", 2), ev("c", 1)]);
-        assert_eq!(a.recv().await.unwrap().seq, 1);
-        assert_eq!(a.recv().await.unwrap().seq, 2);
-        assert_eq!(b.recv().await.unwrap().seq, 1);
+        hub.publish(&batch(vec![ev("a", 1), ev("b", 1), ev("a", 2), ev("c", 1)]));
+        assert_eq!(seq(a.recv().await.unwrap()), 1);
+        assert_eq!(seq(a.recv().await.unwrap()), 2);
+        assert_eq!(seq(b.recv().await.unwrap()), 1);
         assert!(a.try_recv().is_err());
     }
 
@@ -145,10 +180,10 @@ mod tests {
         let hub = Hub::new();
         let mut slow = hub.subscribe_room("a");
         for seq in 1..=(ROOM_RING as u64 + 10) {
-            hub.publish(&[ev("a", seq)]);
+            hub.publish(&batch(vec![ev("a", seq)]));
         }
         assert!(matches!(slow.recv().await, Err(broadcast::error::RecvError::Lagged(10))));
-        assert_eq!(slow.recv().await.unwrap().seq, 11);
+        assert_eq!(self::seq(slow.recv().await.unwrap()), 11);
     }
 
     #[test]

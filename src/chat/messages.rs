@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex};
 use super::ratelimit::RateLimiter;
 use super::text;
 use crate::auth::Principal;
+use crate::notifications::{Cause, notify};
 use crate::proto::{self, room_event::Kind};
 use crate::rooms::RoomError;
-use crate::rooms::permissions::{self, Action, Denied, Standing};
+use crate::rooms::permissions::{self, Action, Denied};
 use crate::rooms::service::{facts, load};
 use crate::store::{
-    self, SentRecord, Snapshot, StoreError, WriteCtx, Writer, events, rooms, sent, users,
+    self, SentRecord, Snapshot, StoreError, WriteCtx, Writer, events, rooms, sent, unread, users,
 };
 
 /// Longest `client_message_id`, in characters.
@@ -73,6 +74,8 @@ struct Inner {
     writer: Writer,
     max_text_bytes: usize,
     limiter: Mutex<RateLimiter>,
+    /// Notifications kept per user.
+    keep: usize,
 }
 
 fn message_of(ev: &proto::RoomEvent) -> Option<&proto::Message> {
@@ -130,6 +133,7 @@ impl Messages {
         max_text_bytes: usize,
         rate: f64,
         burst: u32,
+        keep: usize,
     ) -> Messages {
         Messages {
             inner: Arc::new(Inner {
@@ -137,6 +141,7 @@ impl Messages {
                 writer,
                 max_text_bytes,
                 limiter: Mutex::new(RateLimiter::new(rate, burst)),
+                keep,
             }),
         }
     }
@@ -176,11 +181,12 @@ impl Messages {
         let room_id = room_id.to_string();
         let cmid = client_message_id.to_string();
         let text = text.to_string();
+        let keep = self.inner.keep;
         let done = self
             .inner
             .writer
             .submit(move |ctx: &mut WriteCtx<'_>| {
-                job(send_in(ctx, &who, &room_id, &cmid, text, now_ms))
+                job(send_in(ctx, keep, &who, &room_id, &cmid, text, now_ms))
             })
             .await?;
         Ok(done)
@@ -253,6 +259,8 @@ impl Messages {
                         )));
                     }
                     let mentions = resolve_mentions(&**ctx, &room_id, &text)?;
+                    unread::remove_mentions(ctx, &room_id, seq, &msg.mention_user_ids)?;
+                    unread::add_mentions(ctx, &room_id, seq, &mentions)?;
                     let Some(Kind::Message(m)) = &mut ev.kind else {
                         unreachable!("target() returns messages")
                     };
@@ -303,6 +311,8 @@ impl Messages {
                     m.deleted = true;
                     m.text.clear();
                     m.mention_user_ids.clear();
+                    unread::unindex_message(ctx, &room_id, seq)?;
+                    unread::remove_mentions(ctx, &room_id, seq, &msg.mention_user_ids)?;
                     events::replace(ctx, &ev)?;
                     record(
                         ctx,
@@ -312,6 +322,61 @@ impl Messages {
                         Kind::Deleted(proto::MessageDeleted { target_seq: seq }),
                     )?;
                     Ok(())
+                })())
+            })
+            .await
+    }
+
+    /// `MarkRead` (RPC and frame): moves the member's read marker to `seq`, clamped to the
+    /// room's last seq, never backwards. When it moves, every open stream of the user gets a
+    /// `ReadMarker` with the new counts (other devices update their badges).
+    pub async fn mark_read(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        seq: u64,
+    ) -> Result<proto::ReadMarker, ChatError> {
+        let (who, room_id) = (who.clone(), room_id.to_string());
+        self.inner
+            .writer
+            .write(move |ctx: &mut WriteCtx<'_>| {
+                job((|| {
+                    let l = load(&**ctx, &who, &room_id)?;
+                    permissions::may(l.actor, Action::Read, facts(&l.room))?;
+                    let Some(mut m) = rooms::member(&**ctx, &room_id, &who.user_id)? else {
+                        return Err(ChatError::FailedPrecondition(
+                            "only members have read markers".into(),
+                        ));
+                    };
+                    let target = seq.min(events::last_seq(&**ctx, &room_id)?);
+                    let moved = target > m.read_seq;
+                    if moved {
+                        m.read_seq = target;
+                        rooms::put_member(ctx, &room_id, &who.user_id, &m)?;
+                    }
+                    let marker = proto::ReadMarker {
+                        room_id: room_id.clone(),
+                        seq: m.read_seq,
+                        unread_count: unread::unread_count(
+                            &**ctx,
+                            &room_id,
+                            &who.user_id,
+                            m.read_seq,
+                        )?,
+                        mention_count: unread::mention_count(
+                            &**ctx,
+                            &who.user_id,
+                            &room_id,
+                            m.read_seq,
+                        )?,
+                    };
+                    if moved {
+                        let frame = proto::ServerFrame {
+                            kind: Some(proto::server_frame::Kind::ReadMarker(marker.clone())),
+                        };
+                        ctx.signal(&who.user_id, frame);
+                    }
+                    Ok(marker)
                 })())
             })
             .await
@@ -363,8 +428,10 @@ fn record(
 }
 
 /// The send itself, inside the writer's transaction.
+#[allow(clippy::too_many_arguments)]
 fn send_in(
     ctx: &mut WriteCtx<'_>,
+    keep: usize,
     who: &Principal,
     room_id: &str,
     cmid: &str,
@@ -380,12 +447,8 @@ fn send_in(
     }
     let l = load(&**ctx, who, room_id)?;
     permissions::may(l.actor, Action::Post, facts(&l.room))?;
-    debug_assert!(
-        matches!(l.actor.standing, Standing::In(_))
-            || l.actor.global == permissions::GlobalRole::Admin
-    );
     let mention_user_ids = resolve_mentions(&**ctx, room_id, &text)?;
-    let mut msg = proto::Message {
+    let msg = proto::Message {
         room_id: room_id.to_string(),
         seq: 0,
         sender_id: who.user_id.clone(),
@@ -401,20 +464,37 @@ fn send_in(
         seq: 0,
         at_ms: now_ms,
         actor_id: who.user_id.clone(),
-        kind: Some(Kind::Message(msg.clone())),
+        kind: Some(Kind::Message(msg)),
     };
-    // The seq is known only once appended; store the message with its own seq inside.
-    let seq = events::last_seq(&**ctx, room_id)? + 1;
-    msg.seq = seq;
-    ev.kind = Some(Kind::Message(msg.clone()));
-    let appended = events::append(ctx, &mut ev)?;
-    debug_assert_eq!(appended, seq);
+    let seq = events::append(ctx, &mut ev)?;
     sent::put(
         ctx,
         &who.user_id,
         cmid,
         &SentRecord { room_id: room_id.to_string(), seq, at_ms: now_ms },
     )?;
+    let Some(Kind::Message(msg)) = &ev.kind else { unreachable!("built above as a message") };
+    let msg = msg.clone();
+    unread::index_message(ctx, room_id, seq, &who.user_id)?;
+    unread::add_mentions(ctx, room_id, seq, &msg.mention_user_ids)?;
     ctx.emit(ev);
+    // Notify: the other side of a direct room, else everyone mentioned.
+    let direct = facts(&l.room).visibility == permissions::Visibility::Direct;
+    let (kind, targets) = if direct {
+        (proto::NotificationKind::DirectMessage, l.room.direct_pair.clone())
+    } else {
+        (proto::NotificationKind::Mention, msg.mention_user_ids.clone())
+    };
+    for user in targets {
+        let cause = Cause {
+            kind,
+            room_id,
+            seq,
+            from_user_id: &who.user_id,
+            text: msg.text.clone(),
+            at_ms: now_ms,
+        };
+        notify(ctx, keep, &user, cause)?;
+    }
     Ok(msg)
 }

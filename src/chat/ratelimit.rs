@@ -72,3 +72,48 @@ mod tests {
         assert!(r.buckets.is_empty());
     }
 }
+
+/// Typing notices: at most one per user and room every `every_ms` is forwarded.
+#[derive(Debug)]
+pub struct TypingGate {
+    every_ms: i64,
+    last: HashMap<(String, String), i64>,
+}
+
+impl TypingGate {
+    /// A gate letting one notice through per `every`.
+    pub fn new(every: Duration) -> Self {
+        TypingGate { every_ms: every.as_millis() as i64, last: HashMap::new() }
+    }
+
+    /// Whether a typing notice of `user` in `room` at `now_ms` is forwarded.
+    pub fn allow(&mut self, user: &str, room: &str, now_ms: i64) -> bool {
+        if self.last.len() > 10_000 {
+            let every = self.every_ms;
+            self.last.retain(|_, t| now_ms - *t < every);
+        }
+        let key = (user.to_string(), room.to_string());
+        match self.last.get(&key) {
+            Some(t) if now_ms - t < self.every_ms => false,
+            _ => {
+                self.last.insert(key, now_ms);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod typing_tests {
+    use super::*;
+
+    #[test]
+    fn one_typing_notice_per_two_seconds_per_user_and_room() {
+        let mut g = TypingGate::new(Duration::from_secs(2));
+        assert!(g.allow("u", "r", 0));
+        assert!(!g.allow("u", "r", 1999));
+        assert!(g.allow("u", "r2", 1999));
+        assert!(g.allow("v", "r", 1999));
+        assert!(g.allow("u", "r", 2000));
+    }
+}

@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::Status;
 
-use super::hub::{Hub, StreamSlot, UserSignal};
+use super::hub::{Hub, RoomFeed, StreamSlot, UserSignal};
 use super::messages::{ChatError, Messages};
 use crate::auth::{Accounts, Principal};
 use crate::proto::{self, client_frame, room_event::Kind, server_frame};
@@ -42,6 +42,10 @@ pub struct StreamDeps {
     pub accounts: Accounts,
     /// Live feeds.
     pub hub: Arc<Hub>,
+    /// Who is online.
+    pub presence: crate::presence::Presence,
+    /// Typing notices per user and room.
+    pub typing: Arc<Mutex<super::ratelimit::TypingGate>>,
     /// Server shutdown: streams say `GoingAway` and end.
     pub shutdown: CancellationToken,
     /// Rooms per stream.
@@ -182,7 +186,8 @@ pub fn open(
     let status = Arc::new(Mutex::new(None));
     let out = Out { tx, status: status.clone(), fatal: fatal.clone(), stuck: deps.stuck_timeout };
     let user_rx = deps.hub.subscribe_user(&who.user_id);
-    let session = Session { deps, who, out, follows: HashMap::new(), user_rx };
+    let online = deps.presence.connect(&who.user_id);
+    let session = Session { deps, who, out, follows: HashMap::new(), user_rx, _online: online };
     tokio::spawn(session.run(inbound));
     Ok(OutStream { rx, fatal: Box::pin(fatal.cancelled_owned()), status, done: false, _slot: slot })
 }
@@ -193,6 +198,8 @@ struct Session {
     out: Out,
     follows: HashMap<String, CancellationToken>,
     user_rx: broadcast::Receiver<UserSignal>,
+    /// Keeps the user online while this stream is open.
+    _online: crate::presence::Online,
 }
 
 impl Session {
@@ -279,17 +286,55 @@ impl Session {
                 self.out.send(server_frame::Kind::Pong(proto::Pong { nonce: p.nonce })).await
             }
             Some(F::Reauthenticate(r)) => self.reauthenticate(&r.access_token).await,
-            Some(F::Typing(_)) | Some(F::MarkRead(_)) | Some(F::SetPresence(_)) => {
-                let st = Status::unimplemented(
-                    "typing, read markers and presence frames are not implemented yet",
-                );
-                self.out.send(server_frame::Kind::Error(stream_error(&st, "", ""))).await
+            Some(F::Typing(t)) => self.typing(&t.room_id).await,
+            Some(F::MarkRead(m)) => {
+                match self.deps.messages.mark_read(&self.who, &m.room_id, m.seq).await {
+                    // The new marker reaches every stream of the user, this one included.
+                    Ok(_) => true,
+                    Err(e) => self.out.error(&e, &m.room_id, "").await,
+                }
             }
+            Some(F::SetPresence(p)) => match proto::PresenceStatus::try_from(p.status) {
+                Ok(proto::PresenceStatus::Online) => {
+                    self.deps.presence.set_away(&self.who.user_id, false);
+                    true
+                }
+                Ok(proto::PresenceStatus::Away) => {
+                    self.deps.presence.set_away(&self.who.user_id, true);
+                    true
+                }
+                _ => {
+                    let st = Status::invalid_argument(format!(
+                        "SetPresence status {} is not ONLINE or AWAY",
+                        p.status
+                    ));
+                    self.out.send(server_frame::Kind::Error(stream_error(&st, "", ""))).await
+                }
+            },
             None => {
                 let st = Status::invalid_argument("empty frame: set one of the ClientFrame kinds");
                 self.out.send(server_frame::Kind::Error(stream_error(&st, "", ""))).await
             }
         }
+    }
+
+    /// `Typing`: members who may post; at most one per user and room every 2 s goes out;
+    /// never stored.
+    async fn typing(&mut self, room_id: &str) -> bool {
+        let allowed = (|| -> Result<(), ChatError> {
+            let tx = self.deps.messages.store().read()?;
+            let l = load(&tx, &self.who, room_id)?;
+            permissions::may(l.actor, Action::Post, facts(&l.room))?;
+            Ok(())
+        })();
+        if let Err(e) = allowed {
+            return self.out.error(&e, room_id, "").await;
+        }
+        let now = crate::clock::now_ms();
+        if self.deps.typing.lock().expect("typing lock").allow(&self.who.user_id, room_id, now) {
+            self.deps.hub.typing(room_id, &self.who.user_id);
+        }
+        true
     }
 
     async fn reauthenticate(&mut self, token: &str) -> bool {
@@ -435,13 +480,26 @@ enum Next {
 }
 
 impl Follower {
-    async fn run(mut self, mut feed: broadcast::Receiver<Arc<proto::RoomEvent>>) {
+    async fn run(mut self, mut feed: broadcast::Receiver<RoomFeed>) {
         if let Next::Stop = self.catch_up(u64::MAX).await {
             return;
         }
         loop {
             match feed.recv().await {
-                Ok(ev) => {
+                Ok(RoomFeed::Typing(user)) => {
+                    if *user != *self.me
+                        && !self
+                            .out
+                            .send(server_frame::Kind::Typing(proto::TypingUpdate {
+                                room_id: self.room_id.clone(),
+                                user_id: user.to_string(),
+                            }))
+                            .await
+                    {
+                        return;
+                    }
+                }
+                Ok(RoomFeed::Event(ev)) => {
                     if ev.seq <= self.last {
                         continue;
                     }

@@ -10,7 +10,9 @@ use super::permissions::{
 };
 use crate::auth::Principal;
 use crate::config::Role;
+use crate::notifications::{Cause, notify};
 use crate::proto::{self, room_event::Kind};
+use crate::store::unread;
 use crate::store::{
     self, BanRecord, MemberRecord, RoomRecord, Snapshot, StoreError, WriteCtx, Writer, events,
     rooms, users,
@@ -59,6 +61,8 @@ struct Inner {
     store: store::Store,
     writer: Writer,
     members_may_create_private: bool,
+    /// Notifications kept per user.
+    keep: usize,
 }
 
 /// The global role as the permission model names it.
@@ -178,6 +182,13 @@ pub fn room_view(
 ) -> Result<proto::Room, StoreError> {
     let member = rooms::member(s, &room.id, viewer)?;
     let last_seq = events::last_seq(s, &room.id)?;
+    let (unread_count, mention_count) = match &member {
+        Some(m) => (
+            unread::unread_count(s, &room.id, viewer, m.read_seq)?,
+            unread::mention_count(s, viewer, &room.id, m.read_seq)?,
+        ),
+        None => (0, 0),
+    };
     let name = if room.visibility == proto::Visibility::Direct as i32 {
         let other = room.direct_pair.iter().find(|u| *u != viewer).or(room.direct_pair.first());
         match other {
@@ -195,10 +206,10 @@ pub fn room_view(
         read_only: room.read_only,
         my_role: member.as_ref().map(|m| m.role).unwrap_or(0),
         last_seq,
-        unread_count: 0,
+        unread_count,
         member_count: room.member_count,
         created_at_ms: room.created_at_ms,
-        mention_count: 0,
+        mention_count,
         first_seq: 1,
     })
 }
@@ -242,8 +253,13 @@ fn target_user(s: &impl Snapshot, id: &str) -> Result<store::UserRecord, RoomErr
 
 impl Rooms {
     /// The room service over a store and its writer.
-    pub fn new(store: store::Store, writer: Writer, members_may_create_private: bool) -> Rooms {
-        Rooms { inner: Arc::new(Inner { store, writer, members_may_create_private }) }
+    pub fn new(
+        store: store::Store,
+        writer: Writer,
+        members_may_create_private: bool,
+        keep: usize,
+    ) -> Rooms {
+        Rooms { inner: Arc::new(Inner { store, writer, members_may_create_private, keep }) }
     }
 
     /// A read snapshot.
@@ -453,6 +469,7 @@ impl Rooms {
     ) -> Result<(), RoomError> {
         check_user_id(user_id)?;
         let target = user_id.to_string();
+        let keep = self.inner.keep;
         self.in_room(who, room_id, move |ctx, l, me| {
             let target_standing = standing(&**ctx, &l.room.id, &target)?;
             // Visibility first: an outsider of a private room must not learn about the target.
@@ -465,6 +482,15 @@ impl Rooms {
                 )));
             }
             rooms::put_invite(ctx, &l.room.id, &target, me)?;
+            let cause = Cause {
+                kind: proto::NotificationKind::Invite,
+                room_id: &l.room.id,
+                seq: 0,
+                from_user_id: me,
+                text: l.room.name.clone(),
+                at_ms: crate::clock::now_ms(),
+            };
+            notify(ctx, keep, &target, cause)?;
             Ok(())
         })
         .await
@@ -487,6 +513,7 @@ impl Rooms {
             ))
         })?;
         let target = user_id.to_string();
+        let keep = self.inner.keep;
         self.in_room(who, room_id, move |ctx, l, me| {
             let target_standing = standing(&**ctx, &l.room.id, &target)?;
             permissions::may(
@@ -508,7 +535,7 @@ impl Rooms {
                 for (uid, mut m) in rooms::members(&**ctx, &l.room.id)? {
                     if m.role == role_to_i32(RoomRole::Owner) {
                         m.role = role_to_i32(RoomRole::Moderator);
-                        record(
+                        let seq = record(
                             ctx,
                             event(
                                 &l.room.id,
@@ -518,15 +545,18 @@ impl Rooms {
                             ),
                         )?;
                         rooms::put_member(ctx, &l.room.id, &uid, &m)?;
+                        let cause = role_cause(&l.room.id, seq, me, RoomRole::Moderator, now_ms);
+                        notify(ctx, keep, &uid, cause)?;
                     }
                 }
             }
             rec.role = role_to_i32(to);
-            record(
+            let seq = record(
                 ctx,
                 event(&l.room.id, me, now_ms, Kind::Member(member_event(&target, Some(to)))),
             )?;
             rooms::put_member(ctx, &l.room.id, &target, &rec)?;
+            notify(ctx, keep, &target, role_cause(&l.room.id, seq, me, to, now_ms))?;
             Ok(member_view(&user, &rec))
         })
         .await
@@ -554,6 +584,7 @@ impl Rooms {
         }
         let target = user_id.to_string();
         let reason = reason.to_string();
+        let keep = self.inner.keep;
         self.in_room(who, room_id, move |ctx, mut l, me| {
             let target_standing = standing(&**ctx, &l.room.id, &target)?;
             let action = if ban {
@@ -568,7 +599,24 @@ impl Rooms {
             changed.removed = was_member;
             changed.banned = ban;
             changed.reason = reason.clone();
-            record(ctx, event(&l.room.id, me, now_ms, Kind::Member(changed)))?;
+            let seq = record(ctx, event(&l.room.id, me, now_ms, Kind::Member(changed)))?;
+            if was_member || ban {
+                let text = match (ban, reason.is_empty()) {
+                    (true, true) => "banned".to_string(),
+                    (true, false) => format!("banned: {reason}"),
+                    (false, true) => "removed".to_string(),
+                    (false, false) => format!("removed: {reason}"),
+                };
+                let cause = Cause {
+                    kind: proto::NotificationKind::Removed,
+                    room_id: &l.room.id,
+                    seq,
+                    from_user_id: me,
+                    text,
+                    at_ms: now_ms,
+                };
+                notify(ctx, keep, &target, cause)?;
+            }
             if was_member {
                 rooms::delete_member(ctx, &l.room.id, &target)?;
                 rooms::delete_invites_by(ctx, &l.room.id, &target)?;
@@ -716,6 +764,29 @@ impl Rooms {
                 Ok(Ok(room_view(&**ctx, &rec, &me)?))
             })
             .await
+    }
+}
+
+fn role_cause<'a>(
+    room_id: &'a str,
+    seq: u64,
+    by: &'a str,
+    role: RoomRole,
+    at_ms: i64,
+) -> Cause<'a> {
+    let name = match role {
+        RoomRole::Reader => "reader",
+        RoomRole::Member => "member",
+        RoomRole::Moderator => "moderator",
+        RoomRole::Owner => "owner",
+    };
+    Cause {
+        kind: proto::NotificationKind::RoleChanged,
+        room_id,
+        seq,
+        from_user_id: by,
+        text: format!("your role is now {name}"),
+        at_ms,
     }
 }
 

@@ -21,10 +21,14 @@ pub fn last_seq(s: &impl Snapshot, room: &str) -> Result<u64, StoreError> {
     })
 }
 
-/// Appends `event` with the room's next seq (written into `event.seq`) and returns that seq.
+/// Appends `event` with the room's next seq (written into `event.seq`, and into the message's
+/// own `seq` for a message) and returns that seq.
 pub fn append(tx: &redb::WriteTransaction, event: &mut RoomEvent) -> Result<u64, StoreError> {
     let seq = last_seq(tx, &event.room_id)? + 1;
     event.seq = seq;
+    if let Some(crate::proto::room_event::Kind::Message(m)) = &mut event.kind {
+        m.seq = seq;
+    }
     let bytes = prost::Message::encode_to_vec(&*event);
     tx.open_table(ROOM_EVENTS)?.insert((event.room_id.as_str(), seq), bytes.as_slice())?;
     Ok(seq)

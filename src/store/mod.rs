@@ -10,10 +10,12 @@
 //! the submodules.
 
 pub mod events;
+pub mod notifications;
 mod records;
 pub mod rooms;
 pub mod sent;
 mod tables;
+pub mod unread;
 pub mod users;
 mod writer;
 
@@ -26,7 +28,7 @@ pub use records::{
     BanRecord, FamilyRecord, MemberRecord, RefreshRecord, RoomRecord, SentRecord, UserRecord,
 };
 pub use users::Snapshot;
-pub use writer::{JobResult, Publisher, WriteCtx, Writer};
+pub use writer::{Committed, JobResult, Publisher, WriteCtx, Writer};
 
 /// The schema this build reads and writes. Bump it (and add a migration) whenever a table's key
 /// or value encoding changes incompatibly.

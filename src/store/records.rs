@@ -36,6 +36,9 @@ pub struct UserRecord {
     /// (A role change bumps only `token_version`, so the user can refresh into the new role.)
     #[prost(uint64, tag = "10")]
     pub refresh_epoch: u64,
+    /// Notifications with an id up to this one are read.
+    #[prost(uint64, tag = "11")]
+    pub notifications_read_upto: u64,
 }
 
 /// One refresh token (`refresh_tokens`, keyed by the token's SHA-256; the token itself is never

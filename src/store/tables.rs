@@ -48,6 +48,18 @@ pub(super) const ROOM_EVENTS: TableDefinition<(&str, u64), &[u8]> =
 /// transaction as the message, so a retry after a lost ack finds it, across restarts.
 pub(super) const SENT_IDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sent_ids");
 
+/// `notifications`: (user id, id) -> `proto::Notification`. Ids are gapless per user: 1, 2,
+/// ...; the oldest are dropped past the per-user cap.
+pub(super) const NOTIFICATIONS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("notifications");
+/// `room_messages`: (room id, seq) -> sender id, for every message that is not deleted. Unread
+/// counts scan only the part after a reader's marker, never whole histories.
+pub(super) const ROOM_MESSAGES: TableDefinition<(&str, u64), &str> =
+    TableDefinition::new("room_messages");
+/// `mentions`: (user id, room id, seq) -> () for every live message mentioning the user.
+pub(super) const MENTIONS: TableDefinition<(&str, &str, u64), ()> =
+    TableDefinition::new("mentions");
+
 /// Opens every table once so that later read transactions find them all.
 pub(super) fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::TableError> {
     tx.open_table(META)?;
@@ -65,5 +77,8 @@ pub(super) fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::TableE
     tx.open_table(DIRECT_ROOMS)?;
     tx.open_table(ROOM_EVENTS)?;
     tx.open_table(SENT_IDS)?;
+    tx.open_table(NOTIFICATIONS)?;
+    tx.open_table(ROOM_MESSAGES)?;
+    tx.open_table(MENTIONS)?;
     Ok(())
 }

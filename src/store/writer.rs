@@ -19,22 +19,56 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
-use crate::proto::RoomEvent;
+use crate::proto::{RoomEvent, ServerFrame};
 
-/// Receives every committed batch's room events, in seq order per room, on the writer thread.
-/// It must not block (the hub hands events to bounded per-subscriber queues).
-pub type Publisher = Box<dyn FnMut(&[RoomEvent]) + Send>;
+/// What a committed batch announces: room events (in seq order per room) and frames for
+/// particular users (notifications). Handed to the publisher only after the commit.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Room events, in commit order.
+    pub events: Vec<RoomEvent>,
+    /// (user id, frame) to push to every open stream of that user.
+    pub signals: Vec<(String, ServerFrame)>,
+}
 
-/// What a job works with: the batch's write transaction and its list of emitted events.
+impl Committed {
+    fn len(&self) -> (usize, usize) {
+        (self.events.len(), self.signals.len())
+    }
+
+    fn truncate(&mut self, (events, signals): (usize, usize)) {
+        self.events.truncate(events);
+        self.signals.truncate(signals);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.signals.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.truncate((0, 0));
+    }
+}
+
+/// Receives every committed batch, on the writer thread. It must not block (the hub hands
+/// events to bounded rings).
+pub type Publisher = Box<dyn FnMut(&Committed) + Send>;
+
+/// What a job works with: the batch's write transaction and what the batch will announce.
 pub struct WriteCtx<'a> {
     tx: &'a redb::WriteTransaction,
-    events: &'a mut Vec<RoomEvent>,
+    out: &'a mut Committed,
 }
 
 impl WriteCtx<'_> {
     /// Queues a committed-to-be event for the publisher.
     pub fn emit(&mut self, event: RoomEvent) {
-        self.events.push(event);
+        self.out.events.push(event);
+    }
+
+    /// Queues a frame for every open stream of `user_id`, sent after the commit.
+    pub fn signal(&mut self, user_id: &str, frame: ServerFrame) {
+        self.out.signals.push((user_id.to_string(), frame));
     }
 }
 
@@ -84,11 +118,11 @@ where
         let Some(run) = self.run.take() else {
             return Ok(());
         };
-        let emitted_before = ctx.events.len();
+        let emitted_before = ctx.out.len();
         let outcome = run(ctx)?;
         if outcome.is_err() {
             // A refused job wrote nothing (its checks come first); it publishes nothing either.
-            ctx.events.truncate(emitted_before);
+            ctx.out.truncate(emitted_before);
         }
         self.outcome = Some(outcome);
         Ok(())
@@ -152,7 +186,7 @@ impl Writer {
 
 fn run(db: Arc<redb::Database>, mut rx: mpsc::Receiver<Box<dyn Job>>, mut publisher: Publisher) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
-    let mut events = Vec::new();
+    let mut out = Committed::default();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -161,15 +195,15 @@ fn run(db: Arc<redb::Database>, mut rx: mpsc::Receiver<Box<dyn Job>>, mut publis
                 Err(_) => break,
             }
         }
-        let result = commit_batch(&db, &mut batch, &mut events);
+        let result = commit_batch(&db, &mut batch, &mut out);
         match &result {
-            Ok(()) if !events.is_empty() => publisher(&events),
+            Ok(()) if !out.is_empty() => publisher(&out),
             Ok(()) => {}
             Err(e) => {
                 tracing::error!(error = %e, jobs = batch.len(), "commit failed; batch refused")
             }
         }
-        events.clear();
+        out.clear();
         for job in batch.drain(..) {
             job.finish(result.as_ref().map(|_| ()));
         }
@@ -179,10 +213,10 @@ fn run(db: Arc<redb::Database>, mut rx: mpsc::Receiver<Box<dyn Job>>, mut publis
 fn commit_batch(
     db: &redb::Database,
     batch: &mut [Box<dyn Job>],
-    events: &mut Vec<RoomEvent>,
+    out: &mut Committed,
 ) -> Result<(), StoreError> {
     let tx = db.begin_write()?;
-    let mut ctx = WriteCtx { tx: &tx, events };
+    let mut ctx = WriteCtx { tx: &tx, out };
     for job in batch.iter_mut() {
         if let Err(e) = job.apply(&mut ctx) {
             tx.abort().ok();

@@ -435,11 +435,9 @@ async fn registration_closed_and_admin_service() {
 
 #[tokio::test]
 async fn later_milestones_answer_unimplemented_with_a_message() {
-    let s = TestServer::start().await;
+    let s = TestServer::start_with(|c| c.auth.default_role = "admin".into()).await;
     let reg = s.register("kate").await;
-    let mut chat = client::chat_client(s.channel().await, Some(&reg.access_token));
-    expect_code(
-        chat.get_presence(proto::GetPresenceRequest { user_ids: vec![] }).await,
-        Code::Unimplemented,
-    );
+    let mut admin = client::admin_client(s.channel().await, Some(&reg.access_token));
+    let r = admin.backup(proto::BackupRequest {}).await;
+    expect_code(r.map(|_| ()), Code::Unimplemented);
 }

@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod crash;
 mod messaging;
+mod presence;
 mod rooms;
 mod support;
 mod transport;

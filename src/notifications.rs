@@ -1,0 +1,126 @@
+//! Notifications (DESIGN.md "Presence, typing, notifications, unread"): mention, direct
+//! message, invite, removed/banned, role changed. Each is stored per user with a gapless id in
+//! the same transaction as its cause and pushed live, after the commit, to every open stream
+//! of that user; `ListNotifications { after_id }` returns what a reconnecting client missed.
+//! Never to the author of the event.
+
+use std::sync::Arc;
+
+use crate::auth::Principal;
+use crate::proto::{self, NotificationKind, server_frame};
+use crate::store::{self, StoreError, WriteCtx, Writer, notifications, users};
+
+/// What caused a notification.
+pub struct Cause<'a> {
+    /// Kind.
+    pub kind: NotificationKind,
+    /// Room.
+    pub room_id: &'a str,
+    /// The room event, or 0.
+    pub seq: u64,
+    /// Who caused it.
+    pub from_user_id: &'a str,
+    /// Message text or a short description.
+    pub text: String,
+    /// When.
+    pub at_ms: i64,
+}
+
+/// Stores a notification for `user` and queues its live push. Skips the author.
+pub fn notify(
+    ctx: &mut WriteCtx<'_>,
+    keep: usize,
+    user: &str,
+    cause: Cause<'_>,
+) -> Result<(), StoreError> {
+    if user == cause.from_user_id {
+        return Ok(());
+    }
+    let mut n = proto::Notification {
+        id: 0,
+        kind: cause.kind as i32,
+        room_id: cause.room_id.to_string(),
+        seq: cause.seq,
+        from_user_id: cause.from_user_id.to_string(),
+        text: cause.text,
+        at_ms: cause.at_ms,
+        read: false,
+    };
+    notifications::append(ctx, user, &mut n, keep)?;
+    ctx.signal(user, proto::ServerFrame { kind: Some(server_frame::Kind::Notification(n)) });
+    Ok(())
+}
+
+/// Why listing or marking failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NotificationError {
+    /// Bad cursor.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Storage.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Reading and marking notifications. Cheap to clone.
+#[derive(Clone)]
+pub struct Notifications {
+    inner: Arc<(store::Store, Writer)>,
+}
+
+/// Page size when the request says 0, and the largest page.
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+impl Notifications {
+    /// The service.
+    pub fn new(store: store::Store, writer: Writer) -> Self {
+        Notifications { inner: Arc::new((store, writer)) }
+    }
+
+    /// `ListNotifications`: those after `after_id`, with `read` filled in.
+    pub fn list(
+        &self,
+        who: &Principal,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<proto::Notification>, NotificationError> {
+        let tx = self.inner.0.read()?;
+        let last = notifications::last_id(&tx, &who.user_id)?;
+        if after_id > last {
+            return Err(NotificationError::InvalidArgument(format!(
+                "after_id {after_id} is beyond your last notification id {last}"
+            )));
+        }
+        let limit = match limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        } as usize;
+        let read_upto =
+            users::user(&tx, &who.user_id)?.map(|u| u.notifications_read_upto).unwrap_or(0);
+        let mut list = notifications::after(&tx, &who.user_id, after_id, limit)?;
+        for n in &mut list {
+            n.read = n.id <= read_upto;
+        }
+        Ok(list)
+    }
+
+    /// `MarkNotificationsRead`: everything up to `up_to_id` (0 = all) is read; never moves back.
+    pub async fn mark_read(&self, who: &Principal, up_to_id: u64) -> Result<(), NotificationError> {
+        let user_id = who.user_id.clone();
+        self.inner
+            .1
+            .write(move |ctx| {
+                let last = notifications::last_id(&**ctx, &user_id)?;
+                let target = if up_to_id == 0 { last } else { up_to_id.min(last) };
+                if let Some(mut u) = users::user(&**ctx, &user_id)?
+                    && target > u.notifications_read_upto
+                {
+                    u.notifications_read_upto = target;
+                    users::put_user(ctx, &u)?;
+                }
+                Ok(Ok(()))
+            })
+            .await
+    }
+}

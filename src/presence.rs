@@ -1,0 +1,302 @@
+//! Presence (DESIGN.md "Presence, typing, notifications, unread"): a user is online while at
+//! least one `Connect` stream of theirs is open, over any transport; after the last closes
+//! they stay online for a grace period (so a phone changing networks does not flap), then go
+//! offline and their last-seen time is stored. A client may mark itself away. Changes are
+//! pushed to connected users who share a room with the user, never to strangers.
+//!
+//! [`PresenceBook`] is the pure state machine (time is an argument); [`Presence`] runs it:
+//! stream hooks, a timer task for grace expiry, the pushes, and the durable last-seen write.
+//! Presence lives in memory: after a restart everyone starts offline.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::chat::hub::{Hub, UserSignal};
+use crate::proto::{self, PresenceStatus};
+use crate::store::{self, Snapshot, StoreError, Writer, rooms, users};
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    streams: usize,
+    away: bool,
+    /// When the grace period of a user with no streams ends.
+    offline_at: Option<i64>,
+}
+
+/// Who is online, pure.
+#[derive(Debug)]
+pub struct PresenceBook {
+    grace_ms: i64,
+    users: HashMap<String, Entry>,
+}
+
+impl PresenceBook {
+    /// A book with the given grace period.
+    pub fn new(grace: Duration) -> Self {
+        PresenceBook { grace_ms: grace.as_millis() as i64, users: HashMap::new() }
+    }
+
+    /// A stream opened. Returns the new status if it changed (offline -> online).
+    pub fn connected(&mut self, user: &str) -> Option<PresenceStatus> {
+        let e = self.users.entry(user.to_string()).or_default();
+        let was_offline = e.streams == 0 && e.offline_at.is_none();
+        e.streams += 1;
+        e.offline_at = None;
+        was_offline.then_some(PresenceStatus::Online)
+    }
+
+    /// A stream closed: the last one starts the grace period.
+    pub fn disconnected(&mut self, user: &str, now_ms: i64) {
+        if let Some(e) = self.users.get_mut(user) {
+            e.streams = e.streams.saturating_sub(1);
+            if e.streams == 0 {
+                e.offline_at = Some(now_ms + self.grace_ms);
+            }
+        }
+    }
+
+    /// The client set itself away (or back online). Returns the new status if it changed.
+    pub fn set_away(&mut self, user: &str, away: bool) -> Option<PresenceStatus> {
+        let e = self.users.get_mut(user)?;
+        if e.away == away {
+            return None;
+        }
+        e.away = away;
+        Some(if away { PresenceStatus::Away } else { PresenceStatus::Online })
+    }
+
+    /// Users whose grace period is over at `now_ms`: they are offline now and forgotten.
+    pub fn expire(&mut self, now_ms: i64) -> Vec<String> {
+        let gone: Vec<String> = self
+            .users
+            .iter()
+            .filter(|(_, e)| e.offline_at.is_some_and(|t| t <= now_ms))
+            .map(|(u, _)| u.clone())
+            .collect();
+        for u in &gone {
+            self.users.remove(u);
+        }
+        gone
+    }
+
+    /// The earliest grace deadline, if any.
+    pub fn next_deadline(&self) -> Option<i64> {
+        self.users.values().filter_map(|e| e.offline_at).min()
+    }
+
+    /// A user's status now (inside the grace period: online).
+    pub fn status(&self, user: &str) -> PresenceStatus {
+        match self.users.get(user) {
+            None => PresenceStatus::Offline,
+            Some(e) if e.away => PresenceStatus::Away,
+            Some(_) => PresenceStatus::Online,
+        }
+    }
+
+    /// How many users are online or away.
+    pub fn online_count(&self) -> usize {
+        self.users.len()
+    }
+}
+
+/// The running presence service. Cheap to clone.
+#[derive(Clone)]
+pub struct Presence {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    book: Mutex<PresenceBook>,
+    /// Wakes the expiry task when a grace period starts.
+    wake: Notify,
+    hub: Arc<Hub>,
+    store: store::Store,
+    writer: Writer,
+}
+
+/// Holds a user online for as long as one of their streams is open.
+pub struct Online {
+    presence: Presence,
+    user: String,
+}
+
+impl Drop for Online {
+    fn drop(&mut self) {
+        let p = &self.presence.inner;
+        p.book.lock().expect("presence lock").disconnected(&self.user, crate::clock::now_ms());
+        p.wake.notify_one();
+    }
+}
+
+impl Presence {
+    /// Starts the service and its expiry task (which stops with `shutdown`).
+    pub fn start(
+        grace: Duration,
+        hub: Arc<Hub>,
+        store: store::Store,
+        writer: Writer,
+        shutdown: CancellationToken,
+    ) -> Presence {
+        let p = Presence {
+            inner: Arc::new(Inner {
+                book: Mutex::new(PresenceBook::new(grace)),
+                wake: Notify::new(),
+                hub,
+                store,
+                writer,
+            }),
+        };
+        tokio::spawn(p.clone().expire_loop(shutdown));
+        p
+    }
+
+    /// A stream of `user` opened; the returned guard keeps them online until dropped.
+    pub fn connect(&self, user: &str) -> Online {
+        let changed = self.inner.book.lock().expect("presence lock").connected(user);
+        if let Some(status) = changed {
+            self.push(user, status, 0);
+        }
+        Online { presence: self.clone(), user: user.to_string() }
+    }
+
+    /// `SetPresence`: away or back online.
+    pub fn set_away(&self, user: &str, away: bool) {
+        let changed = self.inner.book.lock().expect("presence lock").set_away(user, away);
+        if let Some(status) = changed {
+            self.push(user, status, 0);
+        }
+    }
+
+    /// A user's status and last-seen time (now, for online users).
+    pub fn of(&self, user: &str, stored_last_seen_ms: i64) -> (PresenceStatus, i64) {
+        match self.inner.book.lock().expect("presence lock").status(user) {
+            PresenceStatus::Offline => (PresenceStatus::Offline, stored_last_seen_ms),
+            s => (s, crate::clock::now_ms()),
+        }
+    }
+
+    /// How many users are online now.
+    pub fn online_count(&self) -> usize {
+        self.inner.book.lock().expect("presence lock").online_count()
+    }
+
+    /// Pushes a presence change to every user sharing a room with `user`.
+    fn push(&self, user: &str, status: PresenceStatus, last_seen_ms: i64) {
+        let frame = Arc::new(proto::ServerFrame {
+            kind: Some(proto::server_frame::Kind::Presence(proto::Presence {
+                user_id: user.to_string(),
+                status: status as i32,
+                last_seen_ms,
+            })),
+        });
+        match self.inner.store.read().and_then(|tx| co_members(&tx, user)) {
+            Ok(others) => {
+                for other in others {
+                    self.inner.hub.signal_user(&other, UserSignal::Frame(frame.clone()));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "presence push skipped"),
+        }
+    }
+
+    async fn expire_loop(self, shutdown: CancellationToken) {
+        loop {
+            let now = crate::clock::now_ms();
+            let (gone, next) = {
+                let mut book = self.inner.book.lock().expect("presence lock");
+                let gone = book.expire(now);
+                (gone, book.next_deadline())
+            };
+            for user in gone {
+                self.went_offline(&user, now).await;
+            }
+            let wait = next
+                .map(|t| Duration::from_millis((t - now).max(1) as u64))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.inner.wake.notified() => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn went_offline(&self, user: &str, now_ms: i64) {
+        let id = user.to_string();
+        let saved = self
+            .inner
+            .writer
+            .write(move |ctx| {
+                if let Some(mut u) = users::user(&**ctx, &id)? {
+                    u.last_seen_ms = now_ms;
+                    users::put_user(ctx, &u)?;
+                }
+                Ok(Ok::<(), StoreError>(()))
+            })
+            .await;
+        if let Err(e) = saved {
+            tracing::warn!(error = %e, user, "could not store last seen");
+        }
+        self.push(user, PresenceStatus::Offline, now_ms);
+    }
+}
+
+/// Everyone who shares at least one room with `user` (not `user`).
+pub fn co_members(s: &impl Snapshot, user: &str) -> Result<HashSet<String>, StoreError> {
+    let mut out = HashSet::new();
+    for room in rooms::user_room_ids(s, user)? {
+        for (member, _) in rooms::members(s, &room)? {
+            if member != user {
+                out.insert(member);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether two users share a room.
+pub fn share_a_room(s: &impl Snapshot, a: &str, b: &str) -> Result<bool, StoreError> {
+    let mine: HashSet<String> = rooms::user_room_ids(s, a)?.into_iter().collect();
+    Ok(rooms::user_room_ids(s, b)?.iter().any(|r| mine.contains(r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn online_through_grace_then_offline() {
+        let mut b = PresenceBook::new(Duration::from_secs(15));
+        assert_eq!(b.status("u"), PresenceStatus::Offline);
+        assert_eq!(b.connected("u"), Some(PresenceStatus::Online));
+        assert_eq!(b.connected("u"), None, "a second device changes nothing");
+        b.disconnected("u", 1_000);
+        assert_eq!(b.status("u"), PresenceStatus::Online);
+        b.disconnected("u", 2_000);
+        assert_eq!(b.next_deadline(), Some(17_000));
+        assert!(b.expire(16_999).is_empty());
+        assert_eq!(b.status("u"), PresenceStatus::Online, "inside the grace period");
+        // Reconnecting inside the grace period is not a change.
+        assert_eq!(b.connected("u"), None);
+        b.disconnected("u", 20_000);
+        assert_eq!(b.expire(35_000), vec!["u".to_string()]);
+        assert_eq!(b.status("u"), PresenceStatus::Offline);
+        assert_eq!(b.connected("u"), Some(PresenceStatus::Online));
+    }
+
+    #[test]
+    fn away_is_set_by_the_client() {
+        let mut b = PresenceBook::new(Duration::ZERO);
+        assert_eq!(b.set_away("u", true), None, "offline users cannot be away");
+        b.connected("u");
+        assert_eq!(b.set_away("u", true), Some(PresenceStatus::Away));
+        assert_eq!(b.set_away("u", true), None);
+        assert_eq!(b.status("u"), PresenceStatus::Away);
+        assert_eq!(b.set_away("u", false), Some(PresenceStatus::Online));
+        assert_eq!(b.online_count(), 1);
+    }
+}
