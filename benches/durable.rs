@@ -34,7 +34,7 @@ async fn start() -> Bench {
     Bench { _dir: dir, url, tls, running }
 }
 
-async fn user(b: &Bench, name: &str) -> (tonic::transport::Channel, String) {
+async fn user(b: &Bench, name: &str) -> (edgechat::client::GrpcChannel, String) {
     let ch = client::connect(&b.url, &b.tls).await.unwrap();
     let r = client::auth_client(ch.clone(), None)
         .register(proto::RegisterRequest {
@@ -58,7 +58,7 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 async fn durable(
     b: &Bench,
     room: &str,
-    tokens: &[(tonic::transport::Channel, String)],
+    tokens: &[(edgechat::client::GrpcChannel, String)],
     senders: usize,
     secs: f64,
 ) {

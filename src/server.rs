@@ -74,6 +74,19 @@ impl Running {
         let served = self.task.await.map_err(|e| ServeError::Transport(e.to_string()));
         // Every commit queued while serving is finished before we report stopped.
         self.api.messages.writer().flush().await;
+        let closed = self.api.messages.store().closed_watch();
+        drop(self.api);
+        // Streams, followers and timers let go of the database as they wind down; wait for
+        // the file to be closed (its lock released), but not forever.
+        for _ in 0..1000 {
+            if closed.is_closed() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if !closed.is_closed() {
+            tracing::warn!("the database was still in use 10 s after shutdown");
+        }
         served?
     }
 }

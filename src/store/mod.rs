@@ -139,6 +139,12 @@ impl Store {
         Ok(Store { db: Arc::new(db), path: path.to_path_buf() })
     }
 
+    /// A handle that tells when every user of this database is gone and the file is closed
+    /// (its lock released).
+    pub fn closed_watch(&self) -> ClosedWatch {
+        ClosedWatch(Arc::downgrade(&self.db))
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -160,6 +166,16 @@ impl Store {
         let tx = self.read()?;
         let meta = tx.open_table(tables::META)?;
         Ok(meta.get(tables::META_SCHEMA_VERSION)?.map(|v| v.value()).unwrap_or(0))
+    }
+}
+
+/// See [`Store::closed_watch`].
+pub struct ClosedWatch(std::sync::Weak<redb::Database>);
+
+impl ClosedWatch {
+    /// Whether the database has been closed.
+    pub fn is_closed(&self) -> bool {
+        self.0.strong_count() == 0
     }
 }
 

@@ -8,5 +8,6 @@ mod crash;
 mod messaging;
 mod presence;
 mod rooms;
+mod session;
 mod support;
 mod transport;

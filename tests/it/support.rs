@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use edgechat::client::GrpcChannel as Channel;
 use edgechat::client::{self, TlsFiles};
 use edgechat::config::RawConfig;
 use edgechat::proto;
-use tonic::transport::Channel;
 
 /// How long a test waits for anything before failing (generous: CI machines are loaded).
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -19,6 +19,7 @@ pub struct TestServer {
     pub addr: std::net::SocketAddr,
     running: Option<edgechat::server::Running>,
     pub plaintext: bool,
+    raw: RawConfig,
 }
 
 impl TestServer {
@@ -39,7 +40,27 @@ impl TestServer {
         let config = raw.validate().expect("test config is valid");
         let plaintext = config.tls.insecure_plaintext;
         let running = edgechat::server::start(config).await.expect("server starts");
-        TestServer { addr: running.addr, running: Some(running), dir, plaintext }
+        TestServer { addr: running.addr, running: Some(running), dir, plaintext, raw }
+    }
+
+    /// Stops the server and starts it again on the same data directory and port.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let mut raw = self.raw.clone();
+        raw.listen = self.addr.to_string();
+        let config = raw.validate().expect("test config is valid");
+        let running = tokio::time::timeout(WAIT, async {
+            loop {
+                match edgechat::server::start(config.clone()).await {
+                    Ok(r) => return r,
+                    // The port may take a moment to be free again.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        })
+        .await
+        .expect("server restarts");
+        self.running = Some(running);
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -1,0 +1,221 @@
+//! The client library: one way to reach an edgechat server over HTTP/2 (`https://host:port`,
+//! or `http://` for an h2c server behind a proxy) or HTTP/3 (`h3://host:port`), with a CA file
+//! and an optional client certificate; typed clients that add the bearer token; and a
+//! [`session`] helper that keeps a `Connect` stream alive across network failures. Tests,
+//! benches and the terminal client all use it.
+
+pub mod session;
+
+use std::path::{Path, PathBuf};
+
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tower::ServiceExt;
+
+use crate::proto;
+
+/// Boxed error of a transport.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A transport failure under a [`GrpcChannel`]. A concrete type rather than a bare
+/// `Box<dyn Error>`: async code that is generic over tonic's client bounds fails the
+/// compiler's higher-ranked lifetime check with the latter.
+#[derive(Debug)]
+pub struct ChannelError(BoxError);
+
+impl std::fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ChannelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// A gRPC channel over either transport: what every typed client here is built on.
+pub type GrpcChannel = tower::util::BoxCloneSyncService<
+    http::Request<tonic::body::Body>,
+    http::Response<tonic::body::Body>,
+    ChannelError,
+>;
+
+/// A client setup problem, naming the file or address.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A CA or certificate file could not be read or parsed.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The TLS setup is bad, or the server cannot be reached.
+    #[error("{0}")]
+    Transport(String),
+    /// The URL is not one of the accepted forms.
+    #[error("bad server URL `{0}`: use https://host:port, h3://host:port or http://host:port")]
+    Url(String),
+}
+
+/// TLS material for a connection.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// CA to trust for the server certificate.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (mutual TLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path)
+        .map_err(|e| ClientError::File { path: path.display().to_string(), message: e.to_string() })
+}
+
+/// Boxes any HTTP service speaking gRPC into a [`GrpcChannel`].
+pub fn boxed<S, B>(svc: S) -> GrpcChannel
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    GrpcChannel::new(
+        svc.map_response(|r| r.map(tonic::body::Body::new)).map_err(|e| ChannelError(e.into())),
+    )
+}
+
+/// Connects to `url`: `https://host:port` (HTTP/2 + TLS), `http://host:port` (h2c) or
+/// `h3://host:port` (HTTP/3 over QUIC). HTTP/2 connects eagerly, so an unreachable server
+/// or a bad certificate fails here.
+pub async fn connect(url: &str, tls: &TlsFiles) -> Result<GrpcChannel, ClientError> {
+    if url.starts_with("h3://") {
+        return Err(ClientError::Url(url.into()));
+    }
+    let channel =
+        endpoint(url, tls)?.connect().await.map_err(|e| ClientError::Transport(describe(&e)))?;
+    Ok(boxed(channel))
+}
+
+/// The whole chain of an error, for messages a user can act on.
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The HTTP/2 endpoint for `url` with TLS configured, without connecting.
+pub fn endpoint(url: &str, tls: &TlsFiles) -> Result<Endpoint, ClientError> {
+    let mut endpoint =
+        Endpoint::from_shared(url.to_string()).map_err(|_| ClientError::Url(url.into()))?;
+    if url.starts_with("https://") {
+        let mut cfg = ClientTlsConfig::new();
+        if let Some(ca) = &tls.ca {
+            cfg = cfg.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let Some((cert, key)) = &tls.client_cert {
+            cfg = cfg.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        cfg = cfg.domain_name(server_name(url));
+        endpoint = endpoint.tls_config(cfg).map_err(|e| ClientError::Transport(describe(&e)))?;
+    } else if !url.starts_with("http://") {
+        return Err(ClientError::Url(url.into()));
+    }
+    Ok(endpoint)
+}
+
+/// The TLS server name for a URL: its host, with loopback addresses mapped to `localhost`
+/// (the name the development certificate carries).
+pub fn server_name(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let host = if let Some(v6) = rest.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("localhost")
+    } else {
+        rest.split([':', '/']).next().unwrap_or("localhost")
+    };
+    match host {
+        "127.0.0.1" | "::1" | "" => "localhost".into(),
+        h => h.into(),
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Clone)]
+pub struct BearerAuth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl BearerAuth {
+    /// With a token (`None` sends no header).
+    pub fn new(token: Option<&str>) -> Self {
+        BearerAuth(token.and_then(|t| format!("Bearer {t}").parse().ok()))
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel with the bearer token attached.
+pub type Authed = InterceptedService<GrpcChannel, BearerAuth>;
+
+/// `AuthService` client.
+pub fn auth_client(
+    ch: GrpcChannel,
+    token: Option<&str>,
+) -> proto::auth_service_client::AuthServiceClient<Authed> {
+    proto::auth_service_client::AuthServiceClient::with_interceptor(ch, BearerAuth::new(token))
+}
+
+/// `RoomService` client.
+pub fn rooms_client(
+    ch: GrpcChannel,
+    token: Option<&str>,
+) -> proto::room_service_client::RoomServiceClient<Authed> {
+    proto::room_service_client::RoomServiceClient::with_interceptor(ch, BearerAuth::new(token))
+}
+
+/// `ChatService` client.
+pub fn chat_client(
+    ch: GrpcChannel,
+    token: Option<&str>,
+) -> proto::chat_service_client::ChatServiceClient<Authed> {
+    proto::chat_service_client::ChatServiceClient::with_interceptor(ch, BearerAuth::new(token))
+}
+
+/// `AdminService` client.
+pub fn admin_client(
+    ch: GrpcChannel,
+    token: Option<&str>,
+) -> proto::admin_service_client::AdminServiceClient<Authed> {
+    proto::admin_service_client::AdminServiceClient::with_interceptor(ch, BearerAuth::new(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names() {
+        assert_eq!(server_name("https://127.0.0.1:7443"), "localhost");
+        assert_eq!(server_name("h3://[::1]:7443"), "localhost");
+        assert_eq!(server_name("https://chat.example:443/"), "chat.example");
+        assert_eq!(server_name("h3://chat.example"), "chat.example");
+    }
+}

@@ -1,0 +1,473 @@
+//! A `Connect` session that survives the network: [`Client`] holds the server address, TLS
+//! files and tokens (refreshing the access token before it expires); [`ChatSession`] keeps
+//! one `Connect` stream open through a background task that
+//! - remembers each subscribed room's last seq and resubscribes with `after_seq` after any
+//!   failure, so the app sees every event once, in order, with no gap;
+//! - keeps every send until its `SendAck` and re-sends the unacknowledged ones with their
+//!   original `client_message_id` after reconnecting (the server deduplicates), so a flaky
+//!   network neither loses nor duplicates a message;
+//! - reconnects with exponential backoff (100 ms doubling to 5 s), and sends `Reauthenticate`
+//!   with a refreshed token before the access token expires.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{ClientError, GrpcChannel, TlsFiles};
+use crate::proto::{self, client_frame, server_frame};
+
+/// Refresh the access token this long before it expires.
+const REFRESH_AHEAD_MS: i64 = 60_000;
+/// Backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A server, how to reach it, and the logged-in user's tokens. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    url: String,
+    tls: TlsFiles,
+    channel: tokio::sync::Mutex<Option<GrpcChannel>>,
+    auth: Mutex<Option<proto::AuthResponse>>,
+}
+
+impl Client {
+    /// A client for `url` (see [`super::connect`] for the forms); nothing is dialled yet.
+    pub fn new(url: &str, tls: TlsFiles) -> Client {
+        Client {
+            inner: Arc::new(ClientInner {
+                url: url.to_string(),
+                tls,
+                channel: tokio::sync::Mutex::new(None),
+                auth: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The server URL.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// The current channel, dialling if there is none.
+    pub async fn channel(&self) -> Result<GrpcChannel, ClientError> {
+        let mut slot = self.inner.channel.lock().await;
+        if let Some(ch) = slot.as_ref() {
+            return Ok(ch.clone());
+        }
+        let ch = super::connect(&self.inner.url, &self.inner.tls).await?;
+        *slot = Some(ch.clone());
+        Ok(ch)
+    }
+
+    /// Forgets the channel so the next call dials again (after a transport failure).
+    pub async fn reset_channel(&self) {
+        *self.inner.channel.lock().await = None;
+    }
+
+    fn store(&self, r: proto::AuthResponse) -> proto::AuthResponse {
+        *self.inner.auth.lock().expect("auth lock") = Some(r.clone());
+        r
+    }
+
+    /// Logs in and keeps the tokens.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<proto::AuthResponse, ClientError> {
+        let ch = self.channel().await?;
+        let r = super::auth_client(ch, None)
+            .login(proto::LoginRequest { username: username.into(), password: password.into() })
+            .await
+            .map_err(status)?;
+        Ok(self.store(r.into_inner()))
+    }
+
+    /// Registers and keeps the tokens.
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<proto::AuthResponse, ClientError> {
+        let ch = self.channel().await?;
+        let r = super::auth_client(ch, None)
+            .register(proto::RegisterRequest {
+                username: username.into(),
+                password: password.into(),
+                display_name: String::new(),
+            })
+            .await
+            .map_err(status)?;
+        Ok(self.store(r.into_inner()))
+    }
+
+    /// Uses tokens obtained elsewhere (a saved refresh token, say).
+    pub fn set_tokens(&self, tokens: proto::AuthResponse) {
+        self.store(tokens);
+    }
+
+    /// The logged-in user's id.
+    pub fn user_id(&self) -> Option<String> {
+        self.inner
+            .auth
+            .lock()
+            .expect("auth lock")
+            .as_ref()
+            .and_then(|a| a.user.as_ref())
+            .map(|u| u.id.clone())
+    }
+
+    /// A valid access token, refreshed first if it expires within a minute.
+    pub async fn access_token(&self) -> Result<String, ClientError> {
+        let (token, refresh, expires) = {
+            let auth = self.inner.auth.lock().expect("auth lock");
+            let a = auth.as_ref().ok_or_else(|| ClientError::Transport("not logged in".into()))?;
+            (a.access_token.clone(), a.refresh_token.clone(), a.access_expires_at_ms)
+        };
+        if expires - crate::clock::now_ms() > REFRESH_AHEAD_MS {
+            return Ok(token);
+        }
+        let ch = self.channel().await?;
+        let r = super::auth_client(ch, None)
+            .refresh(proto::RefreshRequest { refresh_token: refresh })
+            .await
+            .map_err(status)?;
+        Ok(self.store(r.into_inner()).access_token)
+    }
+
+    /// When the current access token expires (ms), if logged in.
+    pub fn access_expires_at_ms(&self) -> Option<i64> {
+        self.inner.auth.lock().expect("auth lock").as_ref().map(|a| a.access_expires_at_ms)
+    }
+
+    /// A `ChatService` client with the current token.
+    pub async fn chat(
+        &self,
+    ) -> Result<proto::chat_service_client::ChatServiceClient<super::Authed>, ClientError> {
+        let token = self.access_token().await?;
+        Ok(super::chat_client(self.channel().await?, Some(&token)))
+    }
+
+    /// A `RoomService` client with the current token.
+    pub async fn rooms(
+        &self,
+    ) -> Result<proto::room_service_client::RoomServiceClient<super::Authed>, ClientError> {
+        let token = self.access_token().await?;
+        Ok(super::rooms_client(self.channel().await?, Some(&token)))
+    }
+}
+
+fn status(s: tonic::Status) -> ClientError {
+    ClientError::Transport(format!("{:?}: {}", s.code(), s.message()))
+}
+
+/// What the app hears from a session.
+#[derive(Debug, Clone)]
+pub enum SessionEvent {
+    /// The stream is (re)established and every room resubscribed.
+    Connected,
+    /// The stream failed; the session retries after `retry_in`.
+    Disconnected {
+        /// What went wrong.
+        error: String,
+        /// When the next attempt starts.
+        retry_in: Duration,
+    },
+    /// A server frame. Room events arrive once each, in seq order per room, across
+    /// reconnects.
+    Frame(server_frame::Kind),
+}
+
+enum Command {
+    Subscribe(String, Option<u64>),
+    Unsubscribe(String),
+    Send { room: String, cmid: String, text: String },
+    Frame(client_frame::Kind),
+}
+
+/// A resilient `Connect` stream (see the module doc).
+pub struct ChatSession {
+    commands: mpsc::UnboundedSender<Command>,
+    events: mpsc::Receiver<SessionEvent>,
+}
+
+impl ChatSession {
+    /// Starts the session for a logged-in client.
+    pub fn start(client: Client) -> ChatSession {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (tx, events) = mpsc::channel(1024);
+        let task = Task {
+            client,
+            rooms: HashMap::new(),
+            pending: Vec::new(),
+            events: tx,
+            connected_once: false,
+        };
+        tokio::spawn(task.run(rx));
+        ChatSession { commands, events }
+    }
+
+    /// Follows a room: from after `after_seq`, or live from now when `None`; resumed by
+    /// itself after any reconnect.
+    pub fn subscribe(&self, room_id: &str, after_seq: Option<u64>) {
+        let _ = self.commands.send(Command::Subscribe(room_id.into(), after_seq));
+    }
+
+    /// Stops following a room.
+    pub fn unsubscribe(&self, room_id: &str) {
+        let _ = self.commands.send(Command::Unsubscribe(room_id.into()));
+    }
+
+    /// Sends a message with a fresh `client_message_id` (returned); it is re-sent with the same
+    /// id until acknowledged.
+    pub fn send(&self, room_id: &str, text: &str) -> String {
+        let cmid = crate::store::new_id('m');
+        self.send_with_id(room_id, &cmid, text);
+        cmid
+    }
+
+    /// Sends with a caller-chosen `client_message_id`.
+    pub fn send_with_id(&self, room_id: &str, cmid: &str, text: &str) {
+        let _ = self.commands.send(Command::Send {
+            room: room_id.into(),
+            cmid: cmid.into(),
+            text: text.into(),
+        });
+    }
+
+    /// Sends any other frame (typing, mark read, presence, ping); not retried.
+    pub fn frame(&self, kind: client_frame::Kind) {
+        let _ = self.commands.send(Command::Frame(kind));
+    }
+
+    /// The next event; `None` once the session has stopped.
+    pub async fn next(&mut self) -> Option<SessionEvent> {
+        self.events.recv().await
+    }
+}
+
+struct Task {
+    client: Client,
+    /// Room -> last seq delivered (None: live-only, not yet subscribed).
+    rooms: HashMap<String, Option<u64>>,
+    /// Sends not yet acknowledged, in order: (cmid, room, text).
+    pending: Vec<(String, String, String)>,
+    events: mpsc::Sender<SessionEvent>,
+    /// Set when a connection got through; resets the backoff.
+    connected_once: bool,
+}
+
+enum Ended {
+    /// The app dropped the session.
+    Stop,
+    /// The stream failed or ended; reconnect.
+    Retry(String),
+}
+
+type Inbound = tonic::Streaming<proto::ServerFrame>;
+
+/// Opens the stream. Boxed with an explicit `Send` bound: inferring it through tonic's generic
+/// client inside the session's future trips the compiler's higher-ranked lifetime check.
+fn open_stream(
+    ch: GrpcChannel,
+    token: String,
+    rx: mpsc::Receiver<proto::ClientFrame>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Inbound, tonic::Status>> + Send>> {
+    Box::pin(async move {
+        let mut client = super::chat_client(ch, Some(&token));
+        client.connect(ReceiverStream::new(rx)).await.map(|r| r.into_inner())
+    })
+}
+
+fn frame(kind: client_frame::Kind) -> proto::ClientFrame {
+    proto::ClientFrame { kind: Some(kind) }
+}
+
+impl Task {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            match self.connected(&mut commands).await {
+                Ended::Stop => return,
+                Ended::Retry(error) => {
+                    self.client.reset_channel().await;
+                    let retry_in = backoff;
+                    if self
+                        .events
+                        .send(SessionEvent::Disconnected { error, retry_in })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    // Commands keep queueing meanwhile (sends are remembered).
+                    tokio::time::sleep(retry_in).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    if matches!(self.drain(&mut commands), Ended::Stop) {
+                        return;
+                    }
+                }
+            }
+            if self.events.is_closed() {
+                return;
+            }
+            // A session that reached the server resets the backoff.
+            if self.connected_once {
+                backoff = BACKOFF_MIN;
+                self.connected_once = false;
+            }
+        }
+    }
+
+    /// Applies queued commands without a stream (while disconnected).
+    fn drain(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> Ended {
+        loop {
+            match commands.try_recv() {
+                Ok(cmd) => self.remember(&cmd),
+                Err(mpsc::error::TryRecvError::Empty) => return Ended::Retry(String::new()),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Ended::Stop,
+            }
+        }
+    }
+
+    fn remember(&mut self, cmd: &Command) {
+        match cmd {
+            Command::Subscribe(room, after) => {
+                self.rooms.insert(room.clone(), *after);
+            }
+            Command::Unsubscribe(room) => {
+                self.rooms.remove(room);
+            }
+            Command::Send { room, cmid, text } => {
+                if !self.pending.iter().any(|(c, _, _)| c == cmid) {
+                    self.pending.push((cmid.clone(), room.clone(), text.clone()));
+                }
+            }
+            Command::Frame(_) => {}
+        }
+    }
+
+    async fn connected(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> Ended {
+        let (token, ch) = match async {
+            Ok::<_, ClientError>((self.client.access_token().await?, self.client.channel().await?))
+        }
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => return Ended::Retry(e.to_string()),
+        };
+        let (out, rx) = mpsc::channel::<proto::ClientFrame>(256);
+        // Resubscribe and re-send before anything else, in order.
+        for (room, after) in &self.rooms {
+            let _ = out.try_send(frame(client_frame::Kind::Subscribe(proto::Subscribe {
+                room_id: room.clone(),
+                after_seq: *after,
+            })));
+        }
+        let mut inbound = match open_stream(ch, token, rx).await {
+            Ok(r) => r,
+            Err(s) => return Ended::Retry(format!("{:?}: {}", s.code(), s.message())),
+        };
+        for (cmid, room, text) in &self.pending {
+            let send = proto::Send {
+                room_id: room.clone(),
+                client_message_id: cmid.clone(),
+                text: text.clone(),
+            };
+            if out.send(frame(client_frame::Kind::Send(send))).await.is_err() {
+                return Ended::Retry("stream closed while re-sending".into());
+            }
+        }
+        self.connected_once = true;
+        if self.events.send(SessionEvent::Connected).await.is_err() {
+            return Ended::Stop;
+        }
+        loop {
+            let reauth_in = self
+                .client
+                .access_expires_at_ms()
+                .map(|t| {
+                    Duration::from_millis(
+                        (t - REFRESH_AHEAD_MS - crate::clock::now_ms()).max(1_000) as u64,
+                    )
+                })
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(f)) => {
+                        let Some(kind) = f.kind else { continue };
+                        match self.on_frame(kind).await {
+                            Some(Ended::Stop) => return Ended::Stop,
+                            Some(e) => return e,
+                            None => {}
+                        }
+                    }
+                    Ok(None) => return Ended::Retry("stream ended".into()),
+                    Err(s) => return Ended::Retry(format!("{:?}: {}", s.code(), s.message())),
+                },
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { return Ended::Stop };
+                    self.remember(&cmd);
+                    let f = match cmd {
+                        Command::Subscribe(room, after) => client_frame::Kind::Subscribe(proto::Subscribe { room_id: room, after_seq: after }),
+                        Command::Unsubscribe(room) => client_frame::Kind::Unsubscribe(proto::Unsubscribe { room_id: room }),
+                        Command::Send { room, cmid, text } => client_frame::Kind::Send(proto::Send { room_id: room, client_message_id: cmid, text }),
+                        Command::Frame(k) => k,
+                    };
+                    if out.send(frame(f)).await.is_err() {
+                        return Ended::Retry("stream closed".into());
+                    }
+                }
+                () = tokio::time::sleep(reauth_in) => {
+                    match self.client.access_token().await {
+                        Ok(t) => {
+                            let _ = out.send(frame(client_frame::Kind::Reauthenticate(proto::Reauthenticate { access_token: t }))).await;
+                        }
+                        Err(e) => return Ended::Retry(e.to_string()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tracks seqs and acks; `Some` ends this connection.
+    async fn on_frame(&mut self, kind: server_frame::Kind) -> Option<Ended> {
+        use server_frame::Kind as K;
+        match &kind {
+            K::Subscribed(s) => {
+                if let Some(slot) = self.rooms.get_mut(&s.room_id)
+                    && slot.is_none()
+                {
+                    *slot = Some(s.last_seq);
+                }
+            }
+            K::Event(e) => {
+                // Events of a room no longer followed are dropped.
+                let slot = self.rooms.get_mut(&e.room_id)?;
+                if slot.is_some_and(|last| e.seq <= last) {
+                    return None; // already delivered before a reconnect
+                }
+                *slot = Some(e.seq);
+            }
+            K::SendAck(a) => self.pending.retain(|(c, _, _)| *c != a.client_message_id),
+            K::Error(e) if !e.client_message_id.is_empty() && e.code != "UNAVAILABLE" => {
+                // Refused for good (permission, bad input, rate limit): the app decides.
+                self.pending.retain(|(c, _, _)| *c != e.client_message_id);
+            }
+            _ => {}
+        }
+        let going_away = matches!(kind, K::GoingAway(_));
+        if self.events.send(SessionEvent::Frame(kind)).await.is_err() {
+            return Some(Ended::Stop);
+        }
+        going_away.then(|| Ended::Retry("server is going away".into()))
+    }
+}
