@@ -260,7 +260,7 @@ impl Messages {
                     }
                     let mentions = resolve_mentions(&**ctx, &room_id, &text)?;
                     unread::remove_mentions(ctx, &room_id, seq, &msg.mention_user_ids)?;
-                    unread::add_mentions(ctx, &room_id, seq, &mentions)?;
+                    unread::add_mentions(ctx, &room_id, seq, &msg.sender_id, &mentions)?;
                     let Some(Kind::Message(m)) = &mut ev.kind else {
                         unreachable!("target() returns messages")
                     };
@@ -476,7 +476,7 @@ fn send_in(
     let Some(Kind::Message(msg)) = &ev.kind else { unreachable!("built above as a message") };
     let msg = msg.clone();
     unread::index_message(ctx, room_id, seq, &who.user_id)?;
-    unread::add_mentions(ctx, room_id, seq, &msg.mention_user_ids)?;
+    unread::add_mentions(ctx, room_id, seq, &who.user_id, &msg.mention_user_ids)?;
     ctx.emit(ev);
     // Notify: the other side of a direct room, else everyone mentioned.
     let direct = facts(&l.room).visibility == permissions::Visibility::Direct;

@@ -36,10 +36,12 @@ pub fn add_mentions(
     tx: &redb::WriteTransaction,
     room: &str,
     seq: u64,
+    sender: &str,
     users: &[String],
 ) -> Result<(), StoreError> {
+    // A self-mention is not one: your own messages are never unread.
     let mut t = tx.open_table(MENTIONS)?;
-    for u in users {
+    for u in users.iter().filter(|u| *u != sender) {
         t.insert((u.as_str(), room, seq), ())?;
     }
     Ok(())

@@ -324,11 +324,11 @@ async fn unread_and_mention_counts_with_mark_read_on_two_devices() {
     send_rpc(&alice, &room, "u1", "one").await.unwrap();
     send_rpc(&alice, &room, "u2", "two @bob").await.unwrap();
     let m3 = send_rpc(&alice, &room, "u3", "three").await.unwrap();
-    send_rpc(&bob, &room, "u4", "my own message").await.unwrap();
+    send_rpc(&bob, &room, "u4", "my own message, @bob").await.unwrap();
     assert_eq!(
         counts(list_rooms(&bob).await),
         (3, 1),
-        "membership events and own messages are not unread"
+        "membership events and own messages (even self-mentions) are not unread"
     );
     // Deleted messages are excluded.
     alice
