@@ -72,6 +72,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// The database.
     pub store: RawStore,
+    /// HTTP/3 over QUIC.
+    pub quic: RawQuic,
 }
 
 impl Default for RawConfig {
@@ -85,6 +87,42 @@ impl Default for RawConfig {
             rooms: RawRooms::default(),
             limits: RawLimits::default(),
             store: RawStore::default(),
+            quic: RawQuic::default(),
+        }
+    }
+}
+
+/// `[quic]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawQuic {
+    /// Serve HTTP/3 on UDP at the `listen` address.
+    pub enabled: bool,
+    /// Idle timeout, seconds (the smaller of both sides' applies).
+    pub idle_timeout_secs: u64,
+    /// Keep-alive interval, seconds; below the idle timeout.
+    pub keep_alive_interval_secs: u64,
+    /// Concurrent request streams per connection.
+    pub max_streams: u32,
+    /// Per-stream receive window, KiB.
+    pub stream_receive_window_kib: u32,
+    /// Per-connection receive window, KiB.
+    pub receive_window_kib: u32,
+    /// Above this many handshakes in progress, new clients must prove their address first
+    /// (stateless retry).
+    pub retry_above_handshakes: usize,
+}
+
+impl Default for RawQuic {
+    fn default() -> Self {
+        RawQuic {
+            enabled: true,
+            idle_timeout_secs: 30,
+            keep_alive_interval_secs: 10,
+            max_streams: 100,
+            stream_receive_window_kib: 256,
+            receive_window_kib: 4096,
+            retry_above_handshakes: 256,
         }
     }
 }
@@ -103,6 +141,8 @@ pub struct RawTls {
     pub key: String,
     /// Serve plain-text HTTP/2 (h2c) for a TLS-terminating proxy.
     pub insecure_plaintext: bool,
+    /// A client certificate's subject name must equal the token's username.
+    pub bind_client_cert: bool,
 }
 
 impl Default for RawTls {
@@ -113,6 +153,7 @@ impl Default for RawTls {
             cert: String::new(),
             key: String::new(),
             insecure_plaintext: false,
+            bind_client_cert: false,
         }
     }
 }
@@ -325,6 +366,8 @@ pub struct Config {
     pub limits: Limits,
     /// redb cache size in bytes.
     pub store_cache_bytes: usize,
+    /// HTTP/3 limits, or `None` when HTTP/3 is off.
+    pub quic: Option<crate::transport::h3::QuicLimits>,
 }
 
 /// Validated `[tls]`.
@@ -340,6 +383,8 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// Serve h2c instead of TLS.
     pub insecure_plaintext: bool,
+    /// Require the client certificate's name to equal the token's username.
+    pub bind_client_cert: bool,
 }
 
 /// Validated `[auth]`.
@@ -454,7 +499,14 @@ impl RawConfig {
             cert: or_default(&self.tls.cert, "server.pem"),
             key: or_default(&self.tls.key, "server.key"),
             insecure_plaintext: self.tls.insecure_plaintext,
+            bind_client_cert: self.tls.bind_client_cert,
         };
+        if tls.bind_client_cert && tls.client_auth == ClientAuth::Off {
+            return Err(invalid(
+                "tls.bind_client_cert",
+                "needs client certificates: set tls.client_auth to optional or required",
+            ));
+        }
         if tls.insecure_plaintext && tls.client_auth != ClientAuth::Off {
             return Err(invalid(
                 "tls.client_auth",
@@ -540,6 +592,31 @@ impl RawConfig {
             presence_grace: Duration::from_secs(l.presence_grace_secs),
         };
         in_range("store.cache_mib", self.store.cache_mib as u64, 1, 64 * 1024)?;
+        let q = &self.quic;
+        in_range("quic.idle_timeout_secs", q.idle_timeout_secs, 5, 600)?;
+        in_range("quic.keep_alive_interval_secs", q.keep_alive_interval_secs, 1, 300)?;
+        if q.keep_alive_interval_secs >= q.idle_timeout_secs {
+            return Err(invalid(
+                "quic.keep_alive_interval_secs",
+                "must be below quic.idle_timeout_secs, or idle connections drop",
+            ));
+        }
+        in_range("quic.max_streams", q.max_streams.into(), 1, 10_000)?;
+        in_range("quic.stream_receive_window_kib", q.stream_receive_window_kib.into(), 16, 65_536)?;
+        in_range("quic.receive_window_kib", q.receive_window_kib.into(), 64, 1_048_576)?;
+        in_range("quic.retry_above_handshakes", q.retry_above_handshakes as u64, 0, 1_000_000)?;
+        let quic =
+            (q.enabled && !self.tls.insecure_plaintext).then(|| crate::transport::h3::QuicLimits {
+                max_bidi_streams: q.max_streams,
+                stream_receive_window: q.stream_receive_window_kib * 1024,
+                receive_window: q.receive_window_kib * 1024,
+                idle_timeout: Duration::from_secs(q.idle_timeout_secs),
+                keep_alive: Duration::from_secs(q.keep_alive_interval_secs),
+                handshake_timeout: Duration::from_secs(self.limits.tls_handshake_timeout_secs),
+                retry_above_handshakes: q.retry_above_handshakes,
+                max_header_bytes: self.limits.max_header_bytes.into(),
+                ..crate::transport::h3::QuicLimits::default()
+            });
         Ok(Config {
             data_dir,
             listen,
@@ -549,6 +626,7 @@ impl RawConfig {
             members_may_create_private: self.rooms.members_may_create_private,
             limits,
             store_cache_bytes: self.store.cache_mib << 20,
+            quic,
         })
     }
 }

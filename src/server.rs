@@ -16,6 +16,9 @@ use crate::config::Config;
 use crate::store::{DB_FILE_NAME, Store};
 use crate::transport::{tcp, tls};
 
+/// How long HTTP/3 connections get to close by themselves at shutdown.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -157,9 +160,25 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .http2_max_header_list_size(limits.max_header_bytes)
         .accept_http1(true)
         .layer(tonic_web::GrpcWebLayer::new());
-    let router = builder.add_routes(routes);
+    let router = builder.add_routes(routes.clone());
     let signal = shutdown.clone();
-    let task = if config.tls.insecure_plaintext {
+    let h3 = match &config.quic {
+        Some(limits) => {
+            let quic = crate::transport::h3::quic_server_config(&config.tls, limits)?;
+            let endpoint = crate::transport::h3::bind_endpoint(addr, quic)
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            let serve = crate::transport::h3::serve_h3(
+                endpoint.clone(),
+                routes.clone(),
+                limits.clone(),
+                shutdown.clone(),
+            );
+            tracing::info!(%addr, "edgechat serving gRPC over HTTP/3 (QUIC, UDP)");
+            Some((tokio::spawn(serve), endpoint))
+        }
+        None => None,
+    };
+    let tcp = if config.tls.insecure_plaintext {
         tracing::warn!(
             %addr,
             "serving PLAIN-TEXT HTTP/2 (--insecure-plaintext): only behind a TLS-terminating proxy"
@@ -188,6 +207,20 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                 .map_err(|e| ServeError::Transport(e.to_string()))
         })
     };
+    let task = tokio::spawn(async move {
+        let served = tcp.await.map_err(|e| ServeError::Transport(e.to_string()))?;
+        if let Some((accepting, endpoint)) = h3 {
+            let _ = accepting.await;
+            // Connections got GOAWAY and their streams said GoingAway; give them a moment to
+            // close by themselves, then close what is left (a client that keeps an idle QUIC
+            // connection open would otherwise hold the server, and its database, until the
+            // idle timeout).
+            let _ = tokio::time::timeout(DRAIN, endpoint.wait_idle()).await;
+            endpoint.close(0u32.into(), b"server stopped");
+            endpoint.wait_idle().await;
+        }
+        served
+    });
     tracing::info!(%addr, client_auth = ?config.tls.client_auth, "edgechat serving gRPC over HTTP/2");
     Ok(Running { api, addr, shutdown, task })
 }

@@ -98,11 +98,36 @@ where
 /// or a bad certificate fails here.
 pub async fn connect(url: &str, tls: &TlsFiles) -> Result<GrpcChannel, ClientError> {
     if url.starts_with("h3://") {
-        return Err(ClientError::Url(url.into()));
+        return Ok(connect_h3(url, tls)?.0);
     }
     let channel =
         endpoint(url, tls)?.connect().await.map_err(|e| ClientError::Transport(describe(&e)))?;
     Ok(boxed(channel))
+}
+
+/// An HTTP/3 channel to `h3://host:port`, and its QUIC endpoint (which a test can
+/// [`rebind`](crate::transport::h3::rebind_client) to simulate a network change). Connects
+/// lazily: an unreachable server or a bad certificate fails on the first call.
+pub fn connect_h3(
+    url: &str,
+    tls: &TlsFiles,
+) -> Result<(GrpcChannel, quinn::Endpoint), ClientError> {
+    let rest = url.strip_prefix("h3://").ok_or_else(|| ClientError::Url(url.into()))?;
+    let uri: http::Uri =
+        format!("https://{rest}").parse().map_err(|_| ClientError::Url(url.into()))?;
+    if uri.port_u16().is_none() {
+        return Err(ClientError::Url(url.into()));
+    }
+    let ca = tls.ca.as_deref().ok_or_else(|| ClientError::File {
+        path: "(none)".into(),
+        message: "HTTP/3 needs a CA file to verify the server (--ca)".into(),
+    })?;
+    let cert = tls.client_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+    let limits = crate::transport::h3::QuicLimits::default();
+    let (channel, endpoint) =
+        crate::transport::h3::h3_channel(uri, &server_name(url), ca, cert, &limits)
+            .map_err(|e| ClientError::Transport(describe(e.as_ref())))?;
+    Ok((boxed(channel), endpoint))
 }
 
 /// The whole chain of an error, for messages a user can act on.

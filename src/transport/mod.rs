@@ -3,6 +3,7 @@
 //! handlers and layers see the peer address and client certificate the same way on every
 //! transport.
 
+pub mod h3;
 pub mod tcp;
 pub mod tls;
 

@@ -66,9 +66,18 @@ pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
 
 /// The server config for a listener with the given ALPN protocols.
 pub fn server_config(tls: &TlsConfig, alpn: &[&[u8]]) -> Result<rustls::ServerConfig, TlsError> {
+    server_config_with_versions(tls, alpn, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`server_config`] restricted to the given protocol versions (QUIC: TLS 1.3 only).
+pub fn server_config_with_versions(
+    tls: &TlsConfig,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider();
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let builder = match tls.client_auth {
         ClientAuth::Off => builder.with_no_client_auth(),

@@ -11,7 +11,7 @@ use crate::support::{TestServer, expect_code, raw_call};
 
 const PW: &str = "correct horse battery";
 
-#[tokio::test]
+both_transports! {
 async fn register_login_whoami_refresh_logout() {
     let s = TestServer::start().await;
     let reg = s.register("Alice").await;
@@ -102,8 +102,9 @@ async fn register_login_whoami_refresh_logout() {
         Code::Unauthenticated,
     );
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn a_refresh_token_of_another_user_is_invalid_argument_on_logout() {
     let s = TestServer::start().await;
     let alice = s.register("alice").await;
@@ -116,8 +117,9 @@ async fn a_refresh_token_of_another_user_is_invalid_argument_on_logout() {
     );
     assert!(m.contains("another user"), "{m}");
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn bad_registrations_get_invalid_argument_or_already_exists() {
     let s = TestServer::start().await;
     let mut c = client::auth_client(s.channel().await, None);
@@ -145,8 +147,9 @@ async fn bad_registrations_get_invalid_argument_or_already_exists() {
     // The server keeps serving.
     c.register(reg("dave", PW)).await.unwrap();
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn wrong_passwords_are_throttled_without_a_permanent_lockout() {
     let s = TestServer::start().await;
     s.register("erin").await;
@@ -165,6 +168,7 @@ async fn wrong_passwords_are_throttled_without_a_permanent_lockout() {
     );
     assert_eq!(m, "wrong username or password");
 }
+}
 
 fn forge(s: &TestServer, header: serde_json::Value, claims: serde_json::Value) -> String {
     let ring = s.keyring();
@@ -182,7 +186,7 @@ fn forge(s: &TestServer, header: serde_json::Value, claims: serde_json::Value) -
     format!("{msg}.{sig}")
 }
 
-#[tokio::test]
+both_transports! {
 async fn forged_and_broken_tokens_are_unauthenticated() {
     let s = TestServer::start().await;
     let reg = s.register("frank").await;
@@ -263,17 +267,20 @@ async fn forged_and_broken_tokens_are_unauthenticated() {
         let m = expect_code(r, Code::Unauthenticated);
         eprintln!("{what}: {m}");
     }
-    // A 64 KiB token does not even fit the 16 KiB header limit: HTTP/2 refuses the request
-    // (RESOURCE_EXHAUSTED) before anything decodes it, and the server keeps serving.
+    // A 64 KiB token does not even fit the 16 KiB header limit: the transport refuses the
+    // request before anything decodes it (HTTP/2: RESOURCE_EXHAUSTED; HTTP/3: the header
+    // block is refused and the stream reset, which the client reports as UNKNOWN), and the
+    // server keeps serving.
     const { assert!(token::MAX_TOKEN_BYTES < 9 * 1024) };
     let huge = "a".repeat(64 * 1024);
     let r = client::auth_client(ch.clone(), Some(&huge)).who_am_i(proto::WhoAmIRequest {}).await;
     let code = r.unwrap_err().code();
-    assert!(matches!(code, Code::ResourceExhausted | Code::Unauthenticated), "{code:?}");
+    assert!(matches!(code, Code::ResourceExhausted | Code::Unauthenticated | Code::Unknown), "{code:?}");
     client::auth_client(s.channel().await, Some(&good))
         .who_am_i(proto::WhoAmIRequest {})
         .await
         .unwrap();
+}
 }
 
 #[tokio::test]
@@ -329,7 +336,7 @@ async fn malformed_and_oversized_requests() {
     s.register("henry").await;
 }
 
-#[tokio::test]
+both_transports! {
 async fn registration_closed_and_admin_service() {
     let s = TestServer::start_with(|c| c.auth.default_role = "admin".into()).await;
     let root = s.register("root").await;
@@ -432,12 +439,14 @@ async fn registration_closed_and_admin_service() {
     );
     assert!(m.contains("closed"), "{m}");
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn later_milestones_answer_unimplemented_with_a_message() {
     let s = TestServer::start_with(|c| c.auth.default_role = "admin".into()).await;
     let reg = s.register("kate").await;
     let mut admin = client::admin_client(s.channel().await, Some(&reg.access_token));
     let r = admin.backup(proto::BackupRequest {}).await;
     expect_code(r.map(|_| ()), Code::Unimplemented);
+}
 }

@@ -2,6 +2,27 @@
 //! real server on 127.0.0.1 with an ephemeral port and a temporary data directory, and talks to
 //! it over real sockets with the client library.
 
+/// Runs each test body once over HTTP/2 and once over HTTP/3 (`name::h2`, `name::h3`): the
+/// servers a body starts serve their clients over that transport.
+macro_rules! both_transports {
+    ($(async fn $name:ident() $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test]
+            async fn h2() {
+                crate::support::TRANSPORT.scope(crate::support::Transport::H2, async $body).await
+            }
+
+            #[tokio::test]
+            async fn h3() {
+                crate::support::TRANSPORT.scope(crate::support::Transport::H3, async $body).await
+            }
+        }
+    )*};
+}
+
 mod auth;
 mod cli;
 mod crash;

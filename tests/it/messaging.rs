@@ -30,7 +30,7 @@ async fn acks(c: &mut Conn, n: usize) -> Vec<proto::SendAck> {
     out
 }
 
-#[tokio::test]
+both_transports! {
 async fn live_delivery_in_order_to_several_subscribers() {
     let s = fast_server().await;
     let alice = s.user("alice").await;
@@ -69,8 +69,9 @@ async fn live_delivery_in_order_to_several_subscribers() {
         }
     }
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn resume_with_concurrent_writers_has_no_gap_and_no_duplicate() {
     let s = fast_server().await;
     let owner = s.user("owner").await;
@@ -132,8 +133,9 @@ async fn resume_with_concurrent_writers_has_no_gap_and_no_duplicate() {
         assert_eq!(mine, (0..PER_WRITER).map(|i| format!("{w}:{i}")).collect::<Vec<_>>());
     }
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn retries_with_the_same_client_message_id_are_idempotent() {
     let s = fast_server().await;
     let alice = s.user("alice").await;
@@ -161,8 +163,9 @@ async fn retries_with_the_same_client_message_id_are_idempotent() {
     bob.rooms().join_room(proto::JoinRoomRequest { room_id: room.clone() }).await.unwrap();
     assert_ne!(send_rpc(&bob, &room, "same-id", "bob's").await.unwrap().seq, m1.seq);
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn history_pages_both_ways_with_exact_has_more() {
     let s = fast_server().await;
     let alice = s.user("alice").await;
@@ -192,8 +195,9 @@ async fn history_pages_both_ways_with_exact_has_more() {
     let outsider = s.user("outsider").await;
     expect_code(history(&outsider, &room, 0, 0, 10).await, Code::PermissionDenied);
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn edits_and_deletes_follow_permissions_and_show_in_history() {
     let s = fast_server().await;
     let alice = s.user("alice").await;
@@ -241,8 +245,9 @@ async fn edits_and_deletes_follow_permissions_and_show_in_history() {
         1
     );
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn mentions_resolve_to_room_members_only() {
     let s = fast_server().await;
     let alice = s.user("alice").await;
@@ -254,8 +259,9 @@ async fn mentions_resolve_to_room_members_only() {
         .unwrap();
     assert_eq!(m.mention_user_ids, vec![bob.id.clone()]);
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn a_slow_subscriber_gets_everything_while_a_fast_one_keeps_up() {
     let s = fast_server().await;
     let alice = s.user("alice").await;
@@ -289,6 +295,7 @@ async fn a_slow_subscriber_gets_everything_while_a_fast_one_keeps_up() {
         assert_eq!(slow.event().await.seq, 3 + i);
     }
 }
+}
 
 fn forge_token(s: &TestServer, user: &User, ttl_secs: i64) -> String {
     let ring = s.keyring();
@@ -312,7 +319,7 @@ fn forge_token(s: &TestServer, user: &User, ttl_secs: i64) -> String {
     format!("{msg}.{sig}")
 }
 
-#[tokio::test]
+both_transports! {
 async fn a_stream_ends_at_token_expiry_unless_reauthenticated() {
     let s = fast_server().await;
     let alice = s.user("alice").await;
@@ -339,8 +346,9 @@ async fn a_stream_ends_at_token_expiry_unless_reauthenticated() {
     assert_eq!(st.code(), Code::Unauthenticated, "{st:?}");
     renewed.ping(2).await;
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn removed_banned_and_disabled_users_stop_receiving() {
     let s = fast_server().await;
     let root = s.admin("root").await;
@@ -385,8 +393,9 @@ async fn removed_banned_and_disabled_users_stop_receiving() {
     };
     assert_eq!(ended.unwrap_err().code(), Code::Unauthenticated);
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn bad_frames_get_stream_errors_and_the_stream_lives_on() {
     let s = TestServer::start().await;
     let alice = s.user("alice").await;
@@ -416,8 +425,9 @@ async fn bad_frames_get_stream_errors_and_the_stream_lives_on() {
     c.send(&room, "fine", "still works").await;
     assert_eq!(acks(&mut c, 1).await[0].seq, 2);
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn sends_are_rate_limited_and_retries_are_free() {
     let s = TestServer::start_with(|c| {
         c.limits.send_rate_per_sec = 1.0;
@@ -438,8 +448,9 @@ async fn sends_are_rate_limited_and_retries_are_free() {
     let e = c.error().await;
     assert_eq!((e.code.as_str(), e.client_message_id.as_str()), ("RESOURCE_EXHAUSTED", "r6"));
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn too_many_streams_and_subscriptions_are_refused() {
     let s = TestServer::start_with(|c| {
         c.limits.max_streams_per_user = 2;
@@ -461,8 +472,9 @@ async fn too_many_streams_and_subscriptions_are_refused() {
     let e = c1.error().await;
     assert_eq!(e.code, "RESOURCE_EXHAUSTED");
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn shutdown_says_going_away_and_every_acked_message_is_stored() {
     let mut s = fast_server().await;
     let alice = s.user("alice").await;
@@ -493,8 +505,9 @@ async fn shutdown_says_going_away_and_every_acked_message_is_stored() {
     assert!(going_away);
     assert_eq!(acked.len(), 20);
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn direct_rooms_carry_messages() {
     let s = fast_server().await;
     let a = s.user("amy").await;
@@ -517,6 +530,7 @@ async fn direct_rooms_carry_messages() {
     assert_eq!(texts, vec!["psst"]);
     let outsider = s.user("cal").await;
     expect_code(send_rpc(&outsider, &room.id, "d2", "hi").await, Code::NotFound);
+}
 }
 
 #[tokio::test]

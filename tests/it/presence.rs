@@ -32,7 +32,7 @@ async fn list_rooms(u: &User) -> Vec<proto::Room> {
     u.rooms().list_rooms(proto::ListRoomsRequest {}).await.unwrap().into_inner().rooms
 }
 
-#[tokio::test]
+both_transports! {
 async fn online_away_grace_and_offline_reach_room_mates_only() {
     let s = TestServer::start_with(|c| c.limits.presence_grace_secs = 1).await;
     let alice = s.user("alice").await;
@@ -86,8 +86,9 @@ async fn online_away_grace_and_offline_reach_room_mates_only() {
     }
     assert!(!got_presence, "presence must never reach strangers");
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn a_user_inside_the_grace_period_reads_online_and_two_devices_keep_them_online() {
     let s = TestServer::start_with(|c| c.limits.presence_grace_secs = 600).await;
     let alice = s.user("alice").await;
@@ -100,8 +101,9 @@ async fn a_user_inside_the_grace_period_reads_online_and_two_devices_keep_them_o
     let got = get_presence(&bob, &[&alice.id]).await.unwrap();
     assert_eq!(got[0].status, PresenceStatus::Online as i32);
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn typing_reaches_others_at_most_every_two_seconds() {
     let s = TestServer::start().await;
     let alice = s.user("alice").await;
@@ -156,8 +158,9 @@ async fn typing_reaches_others_at_most_every_two_seconds() {
     }
     assert_eq!(typing, 0, "a second notice within 2 s is not forwarded");
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn every_notification_kind_live_and_after_reconnect() {
     let s = fast_server().await;
     let alice = s.user("alice").await;
@@ -281,8 +284,9 @@ async fn every_notification_kind_live_and_after_reconnect() {
         vec![true, true, false, false, false]
     );
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn notifications_are_capped_per_user() {
     let s = TestServer::start_with(|c| {
         c.limits.max_notifications_per_user = 3;
@@ -309,8 +313,9 @@ async fn notifications_are_capped_per_user() {
         "the oldest are dropped"
     );
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn unread_and_mention_counts_with_mark_read_on_two_devices() {
     let s = fast_server().await;
     let alice = s.user("alice").await;
@@ -376,4 +381,5 @@ async fn unread_and_mention_counts_with_mark_read_on_two_devices() {
         outsider.chat().mark_read(proto::MarkReadRequest { room_id: room.clone(), seq: 1 }).await,
         Code::PermissionDenied,
     );
+}
 }

@@ -84,7 +84,7 @@ fn role_of(ms: &[proto::Member], user: &User) -> Option<i32> {
     ms.iter().find(|m| m.user.as_ref().unwrap().id == user.id).map(|m| m.role)
 }
 
-#[tokio::test]
+both_transports! {
 async fn public_room_lifecycle() {
     let s = TestServer::start().await;
     let alice = s.user("alice").await;
@@ -134,8 +134,9 @@ async fn public_room_lifecycle() {
     assert!(!m.is_empty());
     assert_eq!(get(&alice, &room.id).await.unwrap().member_count, 1);
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn bad_room_input() {
     let s = TestServer::start().await;
     let alice = s.user("alice").await;
@@ -184,8 +185,9 @@ async fn bad_room_input() {
         .await;
     expect_code(bad_role, Code::InvalidArgument);
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn private_rooms_are_invisible_until_invited() {
     let s = TestServer::start().await;
     let alice = s.user("alice").await;
@@ -226,8 +228,9 @@ async fn private_rooms_are_invisible_until_invited() {
     assert_eq!(r.my_role, RoomRole::Unspecified as i32);
     members(&root, &room.id).await.unwrap();
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn kick_ban_unban_and_rank_rules() {
     let s = TestServer::start().await;
     let owner = s.user("owner").await;
@@ -287,8 +290,9 @@ async fn kick_ban_unban_and_rank_rules() {
     assert_eq!(role_of(&ms, &m1), Some(RoomRole::Owner as i32));
     assert_eq!(role_of(&ms, &owner), Some(RoomRole::Moderator as i32));
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn last_owner_leaving_hands_over_and_empty_rooms_are_unlisted() {
     let s = TestServer::start().await;
     let a = s.user("anna").await;
@@ -312,8 +316,9 @@ async fn last_owner_leaving_hands_over_and_empty_rooms_are_unlisted() {
     assert_eq!(r.member_count, 0);
     assert!(r.last_seq >= 7, "every change is an event: {}", r.last_seq);
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn guests_and_private_room_creation_rules() {
     let s = TestServer::start_with(|c| {
         c.auth.default_role = "guest".into();
@@ -339,8 +344,9 @@ async fn guests_and_private_room_creation_rules() {
     join(&guest, &room.id).await.unwrap();
     create(&root, "adminsonly", Visibility::Private).await;
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn direct_rooms() {
     let s = TestServer::start().await;
     let a = s.user("amy").await;
@@ -371,4 +377,5 @@ async fn direct_rooms() {
     expect_code(remove(&root, &r1.id, &a.id, true).await, Code::NotFound);
     assert!(list(&a).await.iter().any(|r| r.id == r1.id));
     assert!(!list(&c).await.iter().any(|r| r.id == r1.id));
+}
 }

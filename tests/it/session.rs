@@ -15,7 +15,7 @@ async fn next(s: &mut ChatSession) -> SessionEvent {
         .expect("session alive")
 }
 
-#[tokio::test]
+both_transports! {
 async fn a_session_resumes_gaplessly_across_a_server_restart() {
     let mut s: TestServer = fast_server().await;
     let alice = s.user("alice").await;
@@ -74,4 +74,5 @@ async fn a_session_resumes_gaplessly_across_a_server_restart() {
     assert_eq!(texts.len(), 40);
     assert!(texts[..20].iter().enumerate().all(|(i, t)| *t == format!("before {i}")));
     assert!(texts[20..].iter().enumerate().all(|(i, t)| *t == format!("after {i}")));
+}
 }

@@ -13,8 +13,29 @@ use edgechat::proto;
 /// How long a test waits for anything before failing (generous: CI machines are loaded).
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// Which transport a test's clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP/2 over TLS (or h2c).
+    H2,
+    /// HTTP/3 over QUIC.
+    H3,
+}
+
+tokio::task_local! {
+    /// Set by `both_transports!` for the test body; servers started in it serve their
+    /// clients over this transport.
+    pub static TRANSPORT: Transport;
+}
+
+/// The transport of the running test (HTTP/2 outside `both_transports!`).
+pub fn transport() -> Transport {
+    TRANSPORT.try_with(|t| *t).unwrap_or(Transport::H2)
+}
+
 /// A running server in a temporary data directory.
 pub struct TestServer {
+    pub transport: Transport,
     pub dir: tempfile::TempDir,
     pub addr: std::net::SocketAddr,
     running: Option<edgechat::server::Running>,
@@ -40,7 +61,14 @@ impl TestServer {
         let config = raw.validate().expect("test config is valid");
         let plaintext = config.tls.insecure_plaintext;
         let running = edgechat::server::start(config).await.expect("server starts");
-        TestServer { addr: running.addr, running: Some(running), dir, plaintext, raw }
+        TestServer {
+            transport: transport(),
+            addr: running.addr,
+            running: Some(running),
+            dir,
+            plaintext,
+            raw,
+        }
     }
 
     /// Stops the server and starts it again on the same data directory and port.
@@ -72,7 +100,11 @@ impl TestServer {
     }
 
     pub fn url(&self) -> String {
-        let scheme = if self.plaintext { "http" } else { "https" };
+        let scheme = match (self.transport, self.plaintext) {
+            (_, true) => "http",
+            (Transport::H2, false) => "https",
+            (Transport::H3, false) => "h3",
+        };
         format!("{scheme}://localhost:{}", self.addr.port())
     }
 

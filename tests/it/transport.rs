@@ -28,7 +28,7 @@ fn rand_suffix() -> u32 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-#[tokio::test]
+both_transports! {
 async fn client_auth_required_refuses_clients_without_a_certificate() {
     let s = TestServer::start_with(|c| c.tls.client_auth = "required".into()).await;
     assert!(whoami_works(&s, &s.tls()).await.is_err(), "no client certificate must be refused");
@@ -45,12 +45,14 @@ async fn client_auth_required_refuses_clients_without_a_certificate() {
         "a foreign client certificate must be refused"
     );
 }
+}
 
-#[tokio::test]
+both_transports! {
 async fn client_auth_optional_accepts_both() {
     let s = TestServer::start_with(|c| c.tls.client_auth = "optional".into()).await;
     whoami_works(&s, &s.tls()).await.unwrap();
     whoami_works(&s, &s.tls_with_client_cert()).await.unwrap();
+}
 }
 
 #[tokio::test]
