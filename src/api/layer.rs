@@ -11,6 +11,7 @@ use http::{HeaderValue, Request, Response};
 use tonic::Status;
 
 use crate::auth::{Accounts, Principal};
+use crate::transport::PeerInfo;
 
 /// Paths that need no token.
 fn is_public(path: &str) -> bool {
@@ -55,19 +56,21 @@ pub fn bearer_token(headers: &http::HeaderMap) -> Result<&str, Status> {
 #[derive(Clone)]
 pub struct AuthLayer {
     accounts: Accounts,
+    bind_client_cert: bool,
 }
 
 impl AuthLayer {
-    /// A layer checking tokens with `accounts`.
-    pub fn new(accounts: Accounts) -> Self {
-        AuthLayer { accounts }
+    /// A layer checking tokens with `accounts`; with `bind_client_cert`, the connection's
+    /// client certificate name must also equal the token's username.
+    pub fn new(accounts: Accounts, bind_client_cert: bool) -> Self {
+        AuthLayer { accounts, bind_client_cert }
     }
 }
 
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = Auth<S>;
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner, accounts: self.accounts.clone() }
+        Auth { inner, accounts: self.accounts.clone(), bind_client_cert: self.bind_client_cert }
     }
 }
 
@@ -76,6 +79,20 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     accounts: Accounts,
+    bind_client_cert: bool,
+}
+
+/// With `bind_client_cert`: a stolen token is useless without the device's key.
+fn check_binding(p: &Principal, peer: Option<&PeerInfo>) -> Result<(), Status> {
+    match peer.and_then(|p| p.client_cert_name.as_deref()) {
+        Some(name) if name == p.username => Ok(()),
+        Some(_) => Err(Status::unauthenticated(
+            "the client certificate belongs to another user than the token",
+        )),
+        None => Err(Status::unauthenticated(
+            "this server binds tokens to client certificates: connect with your certificate",
+        )),
+    }
 }
 
 impl<S, B, RB> tower::Service<Request<B>> for Auth<S>
@@ -95,9 +112,16 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if !is_public(req.uri().path()) {
-            let checked: Result<Principal, Status> = bearer_token(req.headers()).and_then(|t| {
-                self.accounts.authenticate(t, crate::clock::now_ms()).map_err(Status::from)
-            });
+            let checked: Result<Principal, Status> = bearer_token(req.headers())
+                .and_then(|t| {
+                    self.accounts.authenticate(t, crate::clock::now_ms()).map_err(Status::from)
+                })
+                .and_then(|p| {
+                    if self.bind_client_cert {
+                        check_binding(&p, req.extensions().get::<PeerInfo>())?;
+                    }
+                    Ok(p)
+                });
             match checked {
                 Ok(p) => {
                     req.extensions_mut().insert(p);

@@ -118,7 +118,7 @@ pub fn routes(api: Api) -> Routes {
     .add_service(reflection_v1alpha);
     let router = routes
         .into_axum_router()
-        .layer(layer::AuthLayer::new(api.accounts.clone()))
+        .layer(layer::AuthLayer::new(api.accounts.clone(), api.config.tls.bind_client_cert))
         .layer(layer::StatusMapLayer);
     Routes::from(router)
 }

@@ -102,3 +102,122 @@ async fn silent_truncated_and_garbage_clients_do_not_disturb_others() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     whoami_works(&s, &s.tls()).await.unwrap();
 }
+
+both_transports! {
+    async fn bind_client_cert_ties_tokens_to_the_devices_key() {
+        let s = TestServer::start_with(|c| {
+            c.tls.client_auth = "optional".into();
+            c.tls.bind_client_cert = true;
+        })
+        .await;
+        let alice = s.register("alice").await;
+        s.register("bob").await;
+        let issue = |name: &str| {
+            let (pem, key) = edgechat::init::issue_client_cert(&s.data_dir(), name).unwrap();
+            TlsFiles { ca: Some(s.ca()), client_cert: Some((pem, key)) }
+        };
+        let whoami = |tls: TlsFiles| {
+            let url = s.url();
+            let token = alice.access_token.clone();
+            async move {
+                let ch = client::connect(&url, &tls).await.unwrap();
+                client::auth_client(ch, Some(&token)).who_am_i(proto::WhoAmIRequest {}).await
+            }
+        };
+        whoami(issue("alice")).await.unwrap();
+        let m = crate::support::expect_code(whoami(issue("bob")).await, tonic::Code::Unauthenticated);
+        assert!(m.contains("another user"), "{m}");
+        crate::support::expect_code(whoami(s.tls()).await, tonic::Code::Unauthenticated);
+    }
+}
+
+mod h3_only {
+    use std::collections::BTreeSet;
+
+    use edgechat::proto::{client_frame::Kind as C, server_frame::Kind as S};
+
+    use super::*;
+    use crate::support::{Transport, fast_server, room_with, send_rpc};
+
+    async fn next_events(n: usize, inbound: &mut tonic::Streaming<proto::ServerFrame>) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while seqs.len() < n {
+            let f = tokio::time::timeout(WAIT, inbound.message()).await.unwrap().unwrap().unwrap();
+            if let Some(S::Event(e)) = f.kind {
+                seqs.push(e.seq);
+            }
+        }
+        seqs
+    }
+
+    async fn h3_server() -> TestServer {
+        crate::support::TRANSPORT.scope(Transport::H3, fast_server()).await
+    }
+
+    #[tokio::test]
+    async fn a_connect_stream_survives_a_network_change() {
+        let s = h3_server().await;
+        let alice = s.user("alice").await;
+        let bob = s.user("bob").await;
+        let room = room_with(&alice, &[&bob]).await;
+        let (ch, endpoint) = client::connect_h3(&s.url(), &s.tls()).unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let mut inbound = client::chat_client(ch.clone(), Some(&bob.token))
+            .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let frame = |k| proto::ClientFrame { kind: Some(k) };
+        tx.send(frame(C::Subscribe(proto::Subscribe { room_id: room.clone(), after_seq: None })))
+            .await
+            .unwrap();
+        let mut seqs = BTreeSet::new();
+        for i in 0..10 {
+            send_rpc(&alice, &room, &format!("a{i}"), "before the move").await.unwrap();
+        }
+        for seq in next_events(10, &mut inbound).await {
+            assert!(seqs.insert(seq));
+        }
+        let old = endpoint.local_addr().unwrap();
+        let new = edgechat::transport::h3::rebind_client(&endpoint).unwrap();
+        assert_ne!(old.port(), new.port());
+        for i in 0..10 {
+            send_rpc(&alice, &room, &format!("b{i}"), "after the move").await.unwrap();
+        }
+        for seq in next_events(10, &mut inbound).await {
+            assert!(seqs.insert(seq), "duplicate {seq}");
+        }
+        // Requests from the moved socket work too, on the same connection.
+        tx.send(frame(C::Ping(proto::Ping { nonce: 9 }))).await.unwrap();
+        assert_eq!(seqs.into_iter().collect::<Vec<_>>(), (3..=22).collect::<Vec<_>>());
+        drop(ch);
+    }
+
+    #[tokio::test]
+    async fn garbage_datagrams_and_a_wrong_alpn_do_not_disturb_others() {
+        let s = h3_server().await;
+        let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for n in [1usize, 20, 1200, 1500] {
+            junk.send_to(&vec![0xab; n], s.addr).unwrap();
+        }
+        // A QUIC client offering only "h2" is refused in the handshake.
+        let roots = edgechat::transport::tls::load_roots(&s.ca()).unwrap();
+        let mut tls =
+            rustls::ClientConfig::builder_with_provider(edgechat::transport::tls::provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        let cfg = quinn::ClientConfig::new(std::sync::Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+        ));
+        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        ep.set_default_client_config(cfg);
+        let conn =
+            tokio::time::timeout(WAIT, ep.connect(s.addr, "localhost").unwrap()).await.unwrap();
+        assert!(conn.is_err(), "a non-h3 ALPN must be refused");
+        // Everyone else is served.
+        s.user("alice").await;
+    }
+}
