@@ -221,3 +221,34 @@ mod h3_only {
         s.user("alice").await;
     }
 }
+
+/// A client certificate from the data directory's own CA whose validity ended yesterday.
+fn expired_client_cert(s: &TestServer) -> TlsFiles {
+    let certs = s.data_dir().join("certs");
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(certs.join("ca.key")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(certs.join("ca.pem")).unwrap(),
+        ca_key,
+    )
+    .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "expired");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let (pem, keyf) = (s.dir.path().join("expired.pem"), s.dir.path().join("expired.key"));
+    std::fs::write(&pem, cert.pem()).unwrap();
+    std::fs::write(&keyf, key.serialize_pem()).unwrap();
+    TlsFiles { ca: Some(s.ca()), client_cert: Some((pem, keyf)) }
+}
+
+both_transports! {
+    async fn an_expired_client_certificate_is_refused() {
+        let s = TestServer::start_with(|c| c.tls.client_auth = "required".into()).await;
+        assert!(whoami_works(&s, &expired_client_cert(&s)).await.is_err());
+        whoami_works(&s, &s.tls_with_client_cert()).await.unwrap();
+    }
+}
