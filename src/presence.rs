@@ -241,7 +241,13 @@ impl Presence {
         if let Err(e) = saved {
             tracing::warn!(error = %e, user, "could not store last seen");
         }
-        self.push(user, PresenceStatus::Offline, now_ms);
+        // They may have come back while last seen was being written: then their "online" push
+        // already went out and must not be overtaken by this stale "offline".
+        let back =
+            self.inner.book.lock().expect("presence lock").status(user) != PresenceStatus::Offline;
+        if !back {
+            self.push(user, PresenceStatus::Offline, now_ms);
+        }
     }
 }
 

@@ -50,8 +50,11 @@ impl AdminService for AdminApi {
         admin(&req)?;
         let r = req.into_inner();
         let role = role_arg(r.role)?;
-        let u = self.0.accounts.set_role(user_id_arg(&r.user_id)?, role).await?;
-        self.0.revoke_streams(&u.id, "global role changed; log in again (or refresh)");
+        let before = self.0.accounts.user(user_id_arg(&r.user_id)?)?.role;
+        let u = self.0.accounts.set_role(&r.user_id, role).await?;
+        if u.role != before {
+            self.0.revoke_streams(&u.id, "global role changed; log in again (or refresh)");
+        }
         Ok(Response::new(user_to_proto(&u)))
     }
 

@@ -72,6 +72,9 @@ pub struct Principal {
     pub role: Role,
     /// When the access token expires (ms); a `Connect` stream ends then unless reauthenticated.
     pub expires_at_ms: i64,
+    /// The token's version: a stream re-checks it against the store to catch revocations it
+    /// could not have been told about (opened during a logout, or a lagged signal ring).
+    pub token_version: u64,
 }
 
 /// Tokens handed out by register/login/refresh.
@@ -98,6 +101,9 @@ struct Inner {
     store: Store,
     writer: Writer,
     throttle: Mutex<LoginThrottle>,
+    /// Password hashes in flight (each takes ~19 MiB and a core for a while): bounded so a
+    /// flood of logins queues instead of exhausting memory.
+    hashing: tokio::sync::Semaphore,
 }
 
 /// Role names as they appear in tokens and on the command line.
@@ -155,8 +161,17 @@ impl Accounts {
     /// Builds the service over an open store and its writer.
     pub fn new(config: AuthConfig, keys: Keyring, store: Store, writer: Writer) -> Accounts {
         let throttle = LoginThrottle::new(config.login_free_failures, config.login_max_delay);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let hashing = tokio::sync::Semaphore::new(cores.clamp(1, 4));
         Accounts {
-            inner: Arc::new(Inner { config, keys, store, writer, throttle: Mutex::new(throttle) }),
+            inner: Arc::new(Inner {
+                config,
+                keys,
+                store,
+                writer,
+                throttle: Mutex::new(throttle),
+                hashing,
+            }),
         }
     }
 
@@ -207,9 +222,7 @@ impl Accounts {
             ));
         }
         let pw = pw.to_string();
-        let hash = tokio::task::spawn_blocking(move || password::hash_password(&pw))
-            .await
-            .map_err(|e| StoreError::Db(format!("hashing task failed: {e}")))?;
+        let hash = self.hash(move || password::hash_password(&pw)).await?;
         let rec = UserRecord {
             id: store::new_id('u'),
             display_name: if display_name.is_empty() {
@@ -237,25 +250,44 @@ impl Accounts {
             .await
     }
 
+    /// Runs a password hash off the async threads, a bounded number at a time.
+    async fn hash<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let _permit = self
+            .inner
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Db("shutting down".into()))?;
+        Ok(tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| StoreError::Db(format!("hashing task failed: {e}")))?)
+    }
+
     /// `Login`: throttled per username; unknown users cost the same hash as known ones.
     pub async fn login(&self, username: &str, pw: &str, now_ms: i64) -> Result<Issued, AuthError> {
         let name = password::normalize_username(username)?;
         if pw.is_empty() {
             return Err(AuthError::InvalidArgument("password is empty".into()));
         }
-        if let Err(wait) = self.inner.throttle.lock().expect("throttle lock").check(&name, now_ms) {
-            return Err(AuthError::ResourceExhausted(format!(
-                "too many failed logins for `{name}`; retry in {} s",
-                wait.as_secs().max(1)
-            )));
+        {
+            let mut throttle = self.inner.throttle.lock().expect("throttle lock");
+            if let Err(wait) = throttle.check(&name, now_ms) {
+                return Err(AuthError::ResourceExhausted(format!(
+                    "too many failed logins for `{name}`; retry in {} s",
+                    wait.as_secs().max(1)
+                )));
+            }
+            // Counted as a failure until it succeeds, so parallel guesses cannot all slip
+            // past the check while their hashes run.
+            throttle.failed(&name, now_ms);
         }
         let user = users::user_by_name(&self.inner.store.read()?, &name)?;
         let phc = user.as_ref().map(|u| u.password_hash.clone());
         let pw = pw.to_string();
-        let ok =
-            tokio::task::spawn_blocking(move || password::verify_password(&pw, phc.as_deref()))
-                .await
-                .map_err(|e| StoreError::Db(format!("hashing task failed: {e}")))?;
+        let ok = self.hash(move || password::verify_password(&pw, phc.as_deref())).await?;
         let user = {
             let mut throttle = self.inner.throttle.lock().expect("throttle lock");
             match (ok, user) {
@@ -263,10 +295,7 @@ impl Accounts {
                     throttle.succeeded(&name);
                     u
                 }
-                _ => {
-                    throttle.failed(&name, now_ms);
-                    return Err(AuthError::Unauthenticated(BAD_LOGIN.into()));
-                }
+                _ => return Err(AuthError::Unauthenticated(BAD_LOGIN.into())),
             }
         };
         if user.disabled {
@@ -315,7 +344,7 @@ impl Accounts {
         );
         Issued {
             access_token: token::issue(&self.inner.keys, &claims),
-            access_expires_at_ms: claims.exp * 1000,
+            access_expires_at_ms: claims.exp.saturating_mul(1000),
             refresh_token,
             user,
         }
@@ -448,8 +477,16 @@ impl Accounts {
             role: role_from_proto(user.role).unwrap_or(Role::Guest),
             user_id: user.id,
             username: user.username,
-            expires_at_ms: claims.exp * 1000,
+            expires_at_ms: claims.exp.saturating_mul(1000),
+            token_version: claims.ver,
         })
+    }
+
+    /// Whether `who`'s token is still good: the user exists, is enabled, and has not bumped
+    /// their token version since.
+    pub fn is_current(&self, who: &Principal) -> Result<bool, AuthError> {
+        let user = users::user(&self.inner.store.read()?, &who.user_id)?;
+        Ok(user.is_some_and(|u| !u.disabled && u.token_version == who.token_version))
     }
 
     /// The user record of an id.

@@ -138,6 +138,11 @@ impl Hub {
         Some(StreamSlot { hub: self.clone(), user: user_id.to_string() })
     }
 
+    /// How many rooms have a live feed (a ring) right now.
+    pub fn room_feeds(&self) -> usize {
+        self.rooms.lock().expect("hub lock").len()
+    }
+
     /// How many streams the user has open.
     pub fn open_streams(&self, user_id: &str) -> usize {
         self.streams.lock().expect("hub lock").get(user_id).copied().unwrap_or(0)

@@ -203,11 +203,34 @@ struct Session {
 }
 
 impl Session {
+    /// Ends the stream if the token was revoked without this stream hearing about it.
+    fn revoked(&self) -> bool {
+        match self.deps.accounts.is_current(&self.who) {
+            Ok(current) => {
+                if !current {
+                    self.out.end_after_queue(Status::unauthenticated(
+                        "token has been revoked; log in again",
+                    ));
+                }
+                !current
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation check failed");
+                false
+            }
+        }
+    }
+
     async fn run(
         mut self,
         mut inbound: impl Stream<Item = Result<proto::ClientFrame, Status>> + Send + Unpin,
     ) {
         use futures_util::StreamExt;
+        // A logout or disable that committed between authentication and our subscription to
+        // the user's signals was not heard: check once now.
+        if self.revoked() {
+            return;
+        }
         loop {
             let expires_in = Duration::from_millis(
                 (self.who.expires_at_ms - crate::clock::now_ms()).max(0) as u64,
@@ -252,7 +275,12 @@ impl Session {
                             break;
                         }
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    // Signals were lost: a revocation may have been among them.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if self.revoked() {
+                            break;
+                        }
+                    }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 () = self.deps.shutdown.cancelled() => {
@@ -295,14 +323,8 @@ impl Session {
                 }
             }
             Some(F::SetPresence(p)) => match proto::PresenceStatus::try_from(p.status) {
-                Ok(proto::PresenceStatus::Online) => {
-                    self.deps.presence.set_away(&self.who.user_id, false);
-                    true
-                }
-                Ok(proto::PresenceStatus::Away) => {
-                    self.deps.presence.set_away(&self.who.user_id, true);
-                    true
-                }
+                Ok(proto::PresenceStatus::Online) => self.set_away(false).await,
+                Ok(proto::PresenceStatus::Away) => self.set_away(true).await,
                 _ => {
                     let st = Status::invalid_argument(format!(
                         "SetPresence status {} is not ONLINE or AWAY",
@@ -316,6 +338,23 @@ impl Session {
                 self.out.send(server_frame::Kind::Error(stream_error(&st, "", ""))).await
             }
         }
+    }
+
+    /// `SetPresence`. Changes fan out to every room mate: at most one per user every 2 s (the
+    /// typing gate, under a key no room id can take).
+    async fn set_away(&mut self, away: bool) -> bool {
+        let now = crate::clock::now_ms();
+        let allowed = self.deps.typing.lock().expect("typing lock").allow(
+            &self.who.user_id,
+            "\0presence",
+            now,
+        );
+        if !allowed {
+            let st = Status::resource_exhausted("presence changes are limited to one per 2 s");
+            return self.out.send(server_frame::Kind::Error(stream_error(&st, "", ""))).await;
+        }
+        self.deps.presence.set_away(&self.who.user_id, away);
+        true
     }
 
     /// `Typing`: members who may post; at most one per user and room every 2 s goes out;
@@ -398,17 +437,27 @@ impl Session {
                 .send(server_frame::Kind::Error(stream_error(&st, &s.room_id, "")))
                 .await;
         }
-        // Feed first, then the snapshot: every event committed after the snapshot is in the
-        // feed, and followers drop anything at or below what they delivered.
-        let feed = self.deps.hub.subscribe_room(&s.room_id);
-        let start = (|| -> Result<(u64, u64), ChatError> {
+        // The permission check comes before the feed, so made-up room ids never create a
+        // ring in the hub. Then feed first, snapshot second: every event committed after the
+        // snapshot is in the feed, and followers drop anything at or below what they delivered.
+        let allowed = (|| -> Result<(), ChatError> {
             let tx = self.deps.messages.store().read()?;
             let l = load(&tx, &self.who, &s.room_id)?;
             permissions::may(l.actor, Action::Read, facts(&l.room))?;
+            Ok(())
+        })();
+        if let Err(e) = allowed {
+            return self.out.error(&e, &s.room_id, "").await;
+        }
+        let feed = self.deps.hub.subscribe_room(&s.room_id);
+        let start = (|| -> Result<(u64, u64), ChatError> {
+            let tx = self.deps.messages.store().read()?;
             let last = events::last_seq(&tx, &s.room_id)?;
+            // A member stops at their own removal after their current join; for anyone else
+            // (a global admin reading along) removals before now are history.
             let joined = rooms::member(&tx, &s.room_id, &self.who.user_id)?
                 .map(|m| m.joined_seq)
-                .unwrap_or(0);
+                .unwrap_or(last);
             Ok((last, joined))
         })();
         let (last_seq, joined_seq) = match start {

@@ -36,6 +36,9 @@ struct ClientInner {
     tls: TlsFiles,
     channel: tokio::sync::Mutex<Option<GrpcChannel>>,
     auth: Mutex<Option<proto::AuthResponse>>,
+    /// One refresh at a time: two callers presenting the same refresh token would look like
+    /// token theft to the server, which revokes the whole family.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl Client {
@@ -47,6 +50,7 @@ impl Client {
                 tls,
                 channel: tokio::sync::Mutex::new(None),
                 auth: Mutex::new(None),
+                refreshing: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -127,6 +131,7 @@ impl Client {
 
     /// A valid access token, refreshed first if it expires within a minute.
     pub async fn access_token(&self) -> Result<String, ClientError> {
+        let _one_at_a_time = self.inner.refreshing.lock().await;
         let (token, refresh, expires) = {
             let auth = self.inner.auth.lock().expect("auth lock");
             let a = auth.as_ref().ok_or_else(|| ClientError::Transport("not logged in".into()))?;
@@ -364,7 +369,9 @@ impl Task {
             Ok(v) => v,
             Err(e) => return Ended::Retry(e.to_string()),
         };
-        let (out, rx) = mpsc::channel::<proto::ClientFrame>(256);
+        // Room for every resubscription and re-send queued below, before the stream opens.
+        let (out, rx) =
+            mpsc::channel::<proto::ClientFrame>(256 + self.rooms.len() + self.pending.len());
         // Resubscribe and re-send before anything else, in order.
         for (room, after) in &self.rooms {
             let _ = out.try_send(frame(client_frame::Kind::Subscribe(proto::Subscribe {

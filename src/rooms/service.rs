@@ -600,7 +600,11 @@ impl Rooms {
             changed.banned = ban;
             changed.reason = reason.clone();
             let seq = record(ctx, event(&l.room.id, me, now_ms, Kind::Member(changed)))?;
-            if was_member || ban {
+            // Never tell an outsider about a private room they were banned from in advance.
+            let may_know = was_member
+                || target_standing == Standing::Invited
+                || facts(&l.room).visibility == Visibility::Public;
+            if (was_member || ban) && may_know {
                 let text = match (ban, reason.is_empty()) {
                     (true, true) => "banned".to_string(),
                     (true, false) => format!("banned: {reason}"),

@@ -10,6 +10,9 @@
 //!   written nothing (later jobs in the batch see the transaction as if it never ran);
 //! - it never blocks or does slow work (hash passwords before submitting).
 //!
+//! (A job may also write on purpose and still refuse: presenting a spent refresh token
+//! revokes its family and answers UNAUTHENTICATED; its writes are committed with the batch.)
+//!
 //! A storage error inside any job, or a failed commit, fails every job of that batch: none of
 //! them is acknowledged, which is the safe answer (the client retries with the same
 //! `client_message_id`). Results are released only after the commit is durable, in job order.
@@ -119,7 +122,12 @@ where
             return Ok(());
         };
         let emitted_before = ctx.out.len();
-        let outcome = run(ctx)?;
+        // A panicking job (a bug) fails its batch, unacknowledged, instead of killing the
+        // one writer thread for good.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(ctx)))
+            .map_err(|_| {
+                StoreError::Db("a write job panicked; the batch was not committed".into())
+            })??;
         if outcome.is_err() {
             // A refused job wrote nothing (its checks come first); it publishes nothing either.
             ctx.out.truncate(emitted_before);

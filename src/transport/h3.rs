@@ -49,6 +49,8 @@ pub struct QuicLimits {
     pub retry_above_handshakes: usize,
     /// Max decoded request header section (SETTINGS_MAX_FIELD_SECTION_SIZE).
     pub max_header_bytes: u64,
+    /// Open QUIC connections at most; further ones are refused (the client retries).
+    pub max_connections: usize,
 }
 
 impl Default for QuicLimits {
@@ -64,6 +66,7 @@ impl Default for QuicLimits {
             handshake_timeout: Duration::from_secs(10),
             retry_above_handshakes: 256,
             max_header_bytes: 16 * 1024,
+            max_connections: 20_000,
         }
     }
 }
@@ -219,10 +222,15 @@ pub async fn serve_h3(
     let routes = routes.prepare();
     let lim = Arc::new(lim);
     let handshaking = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(tokio::sync::Semaphore::new(lim.max_connections));
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => break },
             () = shutdown.cancelled() => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            incoming.refuse();
+            continue;
         };
         if !admit(&incoming, &handshaking, &lim) {
             let _ = incoming.retry();
@@ -231,6 +239,8 @@ pub async fn serve_h3(
         let (routes, lim, shutdown, handshaking) =
             (routes.clone(), lim.clone(), shutdown.clone(), handshaking.clone());
         tokio::spawn(async move {
+            // The connection slot is held for the connection's whole life.
+            let _slot = slot;
             if let Some(conn) = handshake(incoming, lim.handshake_timeout, &handshaking).await {
                 serve_connection(conn, routes, &lim, shutdown).await;
             }

@@ -589,3 +589,17 @@ async fn a_stream_stuck_past_the_deadline_is_closed_with_resource_exhausted() {
     again.subscribe(&room, Some(3)).await;
     assert_eq!(again.event().await.seq, 4);
 }
+
+both_transports! {
+    async fn subscribing_to_made_up_rooms_costs_the_server_nothing() {
+        let s = TestServer::start().await;
+        let alice = s.user("alice").await;
+        let mut c = Conn::open(&alice).await;
+        for i in 0..100 {
+            c.frame(C::Subscribe(proto::Subscribe { room_id: format!("r-made-up-{i}"), after_seq: None }))
+                .await;
+            assert_eq!(c.error().await.code, "NOT_FOUND");
+        }
+        assert_eq!(s.api().hub.room_feeds(), 0, "no ring for a room that does not exist");
+    }
+}

@@ -383,3 +383,29 @@ async fn unread_and_mention_counts_with_mark_read_on_two_devices() {
     );
 }
 }
+
+both_transports! {
+    async fn a_pre_emptive_ban_from_a_private_room_tells_the_outsider_nothing() {
+        let s = TestServer::start().await;
+        let alice = s.user("alice").await;
+        let eve = s.user("eve").await;
+        let room = alice
+            .rooms()
+            .create_room(proto::CreateRoomRequest {
+                name: "secret".into(),
+                topic: String::new(),
+                visibility: proto::Visibility::Private as i32,
+                read_only: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        alice
+            .rooms()
+            .remove_member(proto::RemoveMemberRequest { room_id: room.id, user_id: eve.id.clone(), ban: true, reason: "no".into() })
+            .await
+            .unwrap();
+        let n = eve.chat().list_notifications(proto::ListNotificationsRequest { after_id: 0, limit: 0 }).await.unwrap();
+        assert!(n.into_inner().notifications.is_empty());
+    }
+}

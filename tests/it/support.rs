@@ -186,6 +186,11 @@ impl TestServer {
         edgechat::auth::keys::Keyring::load(&self.data_dir().join("keys")).expect("keys")
     }
 
+    /// The running server's services (to inspect state a client cannot see).
+    pub fn api(&self) -> &edgechat::api::Api {
+        self.running.as_ref().expect("server running").api()
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(&mut self) {
         if let Some(r) = self.running.take() {
