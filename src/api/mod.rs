@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod chat;
+pub mod connect;
 pub mod layer;
 pub mod rooms;
 pub mod status;
@@ -118,6 +119,7 @@ pub fn routes(api: Api) -> Routes {
     .add_service(reflection_v1alpha);
     let router = routes
         .into_axum_router()
+        .route_service(connect::PATH, connect::ConnectRoute(api.clone()))
         .layer(layer::AuthLayer::new(api.accounts.clone(), api.config.tls.bind_client_cert))
         .layer(layer::StatusMapLayer);
     Routes::from(router)

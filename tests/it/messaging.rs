@@ -533,8 +533,8 @@ async fn direct_rooms_carry_messages() {
 }
 }
 
-#[tokio::test]
-async fn a_frame_that_does_not_decode_gets_a_stream_error() {
+both_transports! {
+async fn a_frame_that_does_not_decode_gets_a_stream_error_and_the_stream_lives_on() {
     use crate::support::RawCodec;
     let s = TestServer::start().await;
     let alice = s.user("alice").await;
@@ -553,6 +553,13 @@ async fn a_frame_that_does_not_decode_gets_a_stream_error() {
     let Some(S::Error(e)) = frame.kind else { panic!("{frame:?}") };
     assert_eq!(e.code, "INVALID_ARGUMENT", "{e:?}");
     assert!(e.message.contains("decode"), "{e:?}");
+    // The stream lives on: a valid Ping after the bad frame is answered.
+    let ping = proto::ClientFrame { kind: Some(C::Ping(proto::Ping { nonce: 42 })) };
+    tx.send(prost::Message::encode_to_vec(&ping)).await.unwrap();
+    let next = tokio::time::timeout(crate::support::WAIT, resp.message()).await.unwrap().unwrap().unwrap();
+    let frame: proto::ServerFrame = prost::Message::decode(next.as_slice()).unwrap();
+    assert!(matches!(frame.kind, Some(S::Pong(proto::Pong { nonce: 42 }))), "{frame:?}");
+}
 }
 
 #[tokio::test]
