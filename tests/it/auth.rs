@@ -7,7 +7,7 @@ use edgechat::client;
 use edgechat::proto;
 use tonic::Code;
 
-use crate::support::{TestServer, expect_code, raw_call};
+use crate::support::{TestServer, expect_code, forge, raw_call};
 
 const PW: &str = "correct horse battery";
 
@@ -168,22 +168,6 @@ async fn wrong_passwords_are_throttled_without_a_permanent_lockout() {
     );
     assert_eq!(m, "wrong username or password");
 }
-}
-
-fn forge(s: &TestServer, header: serde_json::Value, claims: serde_json::Value) -> String {
-    let ring = s.keyring();
-    let msg = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let sig = jsonwebtoken::crypto::sign(
-        msg.as_bytes(),
-        &ring.active().encoding,
-        jsonwebtoken::Algorithm::EdDSA,
-    )
-    .unwrap();
-    format!("{msg}.{sig}")
 }
 
 both_transports! {

@@ -5,8 +5,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use edgechat::proto::{
     self, client_frame::Kind as C, room_event::Kind as E, server_frame::Kind as S,
 };
@@ -304,19 +302,7 @@ fn forge_token(s: &TestServer, user: &User, ttl_secs: i64) -> String {
         "iss": "edgechat", "aud": "edgechat", "sub": user.id, "exp": now + ttl_secs, "iat": now,
         "jti": "short", "role": "member", "ver": 0, "typ": "access"
     });
-    let header = serde_json::json!({"alg": "EdDSA", "kid": ring.active().kid});
-    let msg = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let sig = jsonwebtoken::crypto::sign(
-        msg.as_bytes(),
-        &ring.active().encoding,
-        jsonwebtoken::Algorithm::EdDSA,
-    )
-    .unwrap();
-    format!("{msg}.{sig}")
+    crate::support::forge(s, serde_json::json!({"alg": "EdDSA", "kid": ring.active().kid}), claims)
 }
 
 both_transports! {
