@@ -19,6 +19,10 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
 COPY config ./config
 COPY src ./src
+# The patched h3-quinn ([patch.crates-io]) and the declared bench target must be present for
+# cargo to read the manifest.
+COPY vendor ./vendor
+COPY benches ./benches
 RUN cargo build --release --locked
 
 FROM debian:bookworm-slim
