@@ -309,8 +309,8 @@ both_transports! {
 async fn a_stream_ends_at_token_expiry_unless_reauthenticated() {
     let s = fast_server().await;
     let alice = s.user("alice").await;
-    let mut doomed = Conn::open_with_token(&alice, &forge_token(&s, &alice, 2)).await.unwrap();
-    let mut renewed = Conn::open_with_token(&alice, &forge_token(&s, &alice, 2)).await.unwrap();
+    let mut doomed = Conn::open_with_token(&alice, &forge_token(&s, &alice, 4)).await.unwrap();
+    let mut renewed = Conn::open_with_token(&alice, &forge_token(&s, &alice, 4)).await.unwrap();
     renewed
         .frame(C::Reauthenticate(proto::Reauthenticate { access_token: alice.token.clone() }))
         .await;
