@@ -101,6 +101,8 @@ struct Inner {
     store: Store,
     writer: Writer,
     throttle: Mutex<LoginThrottle>,
+    /// Tokens already verified -> their claims (bounded: cleared when full).
+    verified: Mutex<std::collections::HashMap<String, token::Claims>>,
     /// Password hashes in flight (each takes ~19 MiB and a core for a while): bounded so a
     /// flood of logins queues instead of exhausting memory.
     hashing: tokio::sync::Semaphore,
@@ -154,6 +156,9 @@ fn new_refresh_token() -> String {
     format!("rt_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()))
 }
 
+/// Verified tokens remembered at most (then the cache starts over).
+const VERIFIED_CACHE: usize = 10_000;
+
 const BAD_LOGIN: &str = "wrong username or password";
 const BAD_REFRESH: &str = "refresh token is unknown, expired or revoked; log in again";
 
@@ -170,6 +175,7 @@ impl Accounts {
                 store,
                 writer,
                 throttle: Mutex::new(throttle),
+                verified: Mutex::new(std::collections::HashMap::new()),
                 hashing,
             }),
         }
@@ -463,8 +469,7 @@ impl Accounts {
     /// Verifies an access token and checks the user against the store: gone, disabled or a
     /// stale token version -> `Unauthenticated`.
     pub fn authenticate(&self, token: &str, now_ms: i64) -> Result<Principal, AuthError> {
-        let cfg = &self.inner.config;
-        let claims = token::verify(&self.inner.keys, &cfg.issuer, &cfg.audience, token, now_ms)?;
+        let claims = self.verified(token, now_ms)?;
         let user = users::user(&self.inner.store.read()?, &claims.sub)?
             .ok_or_else(|| AuthError::Unauthenticated("token user does not exist".into()))?;
         if user.disabled {
@@ -480,6 +485,26 @@ impl Accounts {
             expires_at_ms: claims.exp.saturating_mul(1000),
             token_version: claims.ver,
         })
+    }
+
+    /// The token's claims, from the cache of tokens already verified (an Ed25519 verification
+    /// per RPC is a large share of a small box's CPU). Verification depends only on the token,
+    /// the keyring and the time, so a hit re-checks only expiry; user state (disabled, token
+    /// version) is checked by the caller on every call regardless.
+    fn verified(&self, token: &str, now_ms: i64) -> Result<token::Claims, AuthError> {
+        if let Some(c) = self.inner.verified.lock().expect("cache lock").get(token)
+            && c.exp.saturating_add(token::LEEWAY_SECS) > now_ms.div_euclid(1000)
+        {
+            return Ok(c.clone());
+        }
+        let cfg = &self.inner.config;
+        let claims = token::verify(&self.inner.keys, &cfg.issuer, &cfg.audience, token, now_ms)?;
+        let mut cache = self.inner.verified.lock().expect("cache lock");
+        if cache.len() >= VERIFIED_CACHE {
+            cache.clear();
+        }
+        cache.insert(token.to_string(), claims.clone());
+        Ok(claims)
     }
 
     /// Whether `who`'s token is still good: the user exists, is enabled, and has not bumped
