@@ -89,3 +89,35 @@ fn every_command_has_help() {
         assert!(!out.stdout.is_empty());
     }
 }
+
+#[tokio::test]
+async fn keys_rotate_signs_with_the_new_key_and_still_trusts_the_old_one() {
+    let mut s = TestServer::start().await;
+    let before = s.register("alice").await;
+    let old_kid = s.keyring().active().kid.clone();
+    s.stop().await;
+    let out = edgechat().args(["keys", "rotate", "--data-dir"]).arg(s.data_dir()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    s.restart().await;
+    let new_kid = s.keyring().active().kid.clone();
+    assert_ne!(old_kid, new_kid);
+    // A token signed with the old key still works: nobody is logged out by a rotation.
+    let ch = s.channel().await;
+    edgechat::client::auth_client(ch.clone(), Some(&before.access_token))
+        .who_am_i(edgechat::proto::WhoAmIRequest {})
+        .await
+        .unwrap();
+    // New tokens carry the new kid.
+    let fresh = edgechat::client::auth_client(ch, None)
+        .login(edgechat::proto::LoginRequest {
+            username: "alice".into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let header = fresh.access_token.split('.').next().unwrap().to_string();
+    use base64::Engine;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap();
+    assert!(String::from_utf8_lossy(&header).contains(&new_kid));
+}
