@@ -252,3 +252,45 @@ both_transports! {
         whoami_works(&s, &s.tls_with_client_cert()).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn grpc_web_over_http1_on_the_tcp_listener() {
+    use tokio::io::AsyncReadExt;
+    let s = TestServer::start().await;
+    // A browser-style gRPC-Web call: HTTP/1.1 over TLS, the status in a trailer frame.
+    let roots = edgechat::transport::tls::load_roots(&s.ca()).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(edgechat::transport::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let msg = prost::Message::encode_to_vec(&proto::RegisterRequest {
+        username: "webuser".into(),
+        password: "correct horse battery".into(),
+        display_name: String::new(),
+    });
+    let mut body = vec![0u8];
+    body.extend((msg.len() as u32).to_be_bytes());
+    body.extend(msg);
+    let head = format!(
+        "POST /edgechat.v1.AuthService/Register HTTP/1.1\r\nhost: localhost\r\n\
+         content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&body).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut response)).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("grpc-status:0"), "{text}");
+    assert!(text.contains("webuser"));
+}
