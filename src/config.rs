@@ -729,6 +729,28 @@ mod tests {
     }
 
     #[test]
+    fn quic_and_binding_rules_name_the_key() {
+        let mut raw = RawConfig::default();
+        raw.quic.keep_alive_interval_secs = 30;
+        let e = raw.validate().unwrap_err().to_string();
+        assert!(e.contains("quic.keep_alive_interval_secs") && e.contains("below"), "{e}");
+        let mut raw = RawConfig::default();
+        raw.quic.idle_timeout_secs = 1;
+        assert!(raw.validate().unwrap_err().to_string().contains("quic.idle_timeout_secs"));
+        let mut raw = RawConfig::default();
+        raw.tls.bind_client_cert = true;
+        let e = raw.validate().unwrap_err().to_string();
+        assert!(e.contains("tls.bind_client_cert"), "{e}");
+        raw.tls.client_auth = "optional".into();
+        assert!(raw.validate().is_ok());
+        // HTTP/3 needs TLS: off behind --insecure-plaintext.
+        let mut raw = RawConfig::default();
+        raw.tls.insecure_plaintext = true;
+        assert!(raw.validate().unwrap().quic.is_none());
+        assert!(RawConfig::default().validate().unwrap().quic.is_some());
+    }
+
+    #[test]
     fn environment_overrides_file_values() {
         let raw =
             RawConfig::from_toml("listen = \"127.0.0.1:1\"\n[tls]\nclient_auth = \"optional\"")
