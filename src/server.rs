@@ -94,6 +94,32 @@ impl Running {
     }
 }
 
+/// Binds TCP, and UDP on the same port when HTTP/3 is on. With port 0 the kernel picks a TCP
+/// port whose UDP twin may be taken (by any client socket on the machine), so that case
+/// retries with another port; an explicit port fails at once.
+fn bind_both(
+    listen: SocketAddr,
+    quic: Option<quinn::ServerConfig>,
+) -> Result<(tokio::net::TcpListener, SocketAddr, Option<quinn::Endpoint>), ServeError> {
+    let attempts = if listen.port() == 0 { 50 } else { 1 };
+    let mut last_err = None;
+    for _ in 0..attempts {
+        let listener =
+            tcp::bind(listen).map_err(|source| ServeError::Bind { addr: listen, source })?;
+        let addr =
+            listener.local_addr().map_err(|source| ServeError::Bind { addr: listen, source })?;
+        let Some(quic) = &quic else { return Ok((listener, addr, None)) };
+        match crate::transport::h3::bind_endpoint(addr, quic.clone()) {
+            Ok(endpoint) => return Ok((listener, addr, Some(endpoint))),
+            Err(source) => last_err = Some(ServeError::Bind { addr, source }),
+        }
+    }
+    Err(last_err.unwrap_or(ServeError::Bind {
+        addr: listen,
+        source: std::io::Error::other("no port free for both TCP and UDP"),
+    }))
+}
+
 /// Starts serving `config`; returns once the listener is bound.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     let config = Arc::new(config);
@@ -148,10 +174,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     };
     let routes = api::routes(api.clone());
 
-    let listener = tcp::bind(config.listen)
-        .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-    let addr =
-        listener.local_addr().map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    let quic_config = match &config.quic {
+        Some(limits) => Some(crate::transport::h3::quic_server_config(&config.tls, limits)?),
+        None => None,
+    };
+    let (listener, addr, endpoint) = bind_both(config.listen, quic_config)?;
     let limits = &config.limits;
     let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams)
@@ -162,11 +189,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .layer(tonic_web::GrpcWebLayer::new());
     let router = builder.add_routes(routes.clone());
     let signal = shutdown.clone();
-    let h3 = match &config.quic {
-        Some(limits) => {
-            let quic = crate::transport::h3::quic_server_config(&config.tls, limits)?;
-            let endpoint = crate::transport::h3::bind_endpoint(addr, quic)
-                .map_err(|source| ServeError::Bind { addr, source })?;
+    let h3 = match (&config.quic, endpoint) {
+        (Some(limits), Some(endpoint)) => {
             let serve = crate::transport::h3::serve_h3(
                 endpoint.clone(),
                 routes.clone(),
@@ -176,7 +200,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             tracing::info!(%addr, "edgechat serving gRPC over HTTP/3 (QUIC, UDP)");
             Some((tokio::spawn(serve), endpoint))
         }
-        None => None,
+        _ => None,
     };
     let tcp = if config.tls.insecure_plaintext {
         tracing::warn!(
