@@ -185,17 +185,7 @@ async fn every_notification_kind_live_and_after_reconnect() {
     send_rpc(&alice, &dm.id, "n2", "psst").await.unwrap();
     assert_eq!(notification(&mut b).await.kind, NotificationKind::DirectMessage as i32);
     // Invite.
-    let private = alice
-        .rooms()
-        .create_room(proto::CreateRoomRequest {
-            name: "p".into(),
-            topic: String::new(),
-            visibility: proto::Visibility::Private as i32,
-            read_only: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let private = crate::support::create_room(&alice, "p", proto::Visibility::Private).await;
     alice
         .rooms()
         .invite_member(proto::InviteMemberRequest {
@@ -387,17 +377,7 @@ both_transports! {
         let s = TestServer::start().await;
         let alice = s.user("alice").await;
         let eve = s.user("eve").await;
-        let room = alice
-            .rooms()
-            .create_room(proto::CreateRoomRequest {
-                name: "secret".into(),
-                topic: String::new(),
-                visibility: proto::Visibility::Private as i32,
-                read_only: false,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let room = crate::support::create_room(&alice, "secret", proto::Visibility::Private).await;
         alice
             .rooms()
             .remove_member(proto::RemoveMemberRequest { room_id: room.id, user_id: eve.id.clone(), ban: true, reason: "no".into() })

@@ -443,19 +443,24 @@ pub async fn fast_server() -> TestServer {
     .await
 }
 
-/// Creates a public room owned by `owner` and has `others` join it.
-pub async fn room_with(owner: &User, others: &[&User]) -> String {
-    let room = owner
+/// Creates a room owned by `owner`.
+pub async fn create_room(owner: &User, name: &str, visibility: proto::Visibility) -> proto::Room {
+    owner
         .rooms()
         .create_room(proto::CreateRoomRequest {
-            name: "room".into(),
+            name: name.into(),
             topic: String::new(),
-            visibility: proto::Visibility::Public as i32,
+            visibility: visibility as i32,
             read_only: false,
         })
         .await
         .expect("create room")
-        .into_inner();
+        .into_inner()
+}
+
+/// Creates a public room owned by `owner` and has `others` join it.
+pub async fn room_with(owner: &User, others: &[&User]) -> String {
+    let room = create_room(owner, "room", proto::Visibility::Public).await;
     for u in others {
         u.rooms()
             .join_room(proto::JoinRoomRequest { room_id: room.id.clone() })
