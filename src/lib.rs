@@ -13,6 +13,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod files;
 pub mod init;
 pub mod notifications;
 pub mod presence;

@@ -116,11 +116,17 @@ pub fn generate_key(dir: &Path, now_ms: i64) -> Result<String, KeyError> {
     std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
     let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     let kid = kid_of(&key.verifying_key().to_bytes());
-    let pem = key
+    // PKCS#8 v1 (RFC 8410: the seed only, no public key) is what `openssl genpkey -algorithm
+    // ed25519` writes and what OpenSSL 3 and Python's `cryptography` read;
+    // `SigningKey::to_pkcs8_pem` writes v2 with the public key attached, which both refuse.
+    // `Keyring::load` reads both.
+    let v1 = ed25519_dalek::pkcs8::KeypairBytes { secret_key: key.to_bytes(), public_key: None };
+    let pem = v1
         .to_pkcs8_pem(Default::default())
         .map_err(|e| KeyError::BadKey { path: dir.to_path_buf(), message: e.to_string() })?;
     let path = dir.join(format!("{now_ms:016}-{kid}.pem"));
-    crate::init::write_private(&path, pem.as_bytes()).map_err(io(path.clone()))?;
+    crate::files::create(&path, pem.as_bytes(), crate::files::Mode::Private)
+        .map_err(io(path.clone()))?;
     Ok(kid)
 }
 
@@ -140,6 +146,58 @@ mod tests {
         assert_eq!(ring.active().kid, k2);
         assert!(ring.get(&k1).is_some());
         assert_ne!(k1, k2);
+    }
+
+    #[test]
+    fn keys_are_written_as_pkcs8_v1_and_v2_files_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let kid = generate_key(dir.path(), 1).unwrap();
+        let file = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        let pem = std::fs::read_to_string(&file).unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+        let der = base64::engine::general_purpose::STANDARD.decode(body).unwrap();
+        // RFC 8410 v1: SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING {
+        // OCTET STRING seed } }, 48 bytes, no [1] public key.
+        assert_eq!(der.len(), 48, "{der:02x?}");
+        assert_eq!(
+            &der[..16],
+            &[
+                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+                0x04, 0x20
+            ]
+        );
+        // A v2 file (what earlier versions wrote) is still trusted.
+        let v2 = SigningKey::from_bytes(&[7; 32]);
+        let v2_pem = v2.to_pkcs8_pem(Default::default()).unwrap();
+        assert!(v2_pem.len() > pem.len(), "v2 carries the public key");
+        std::fs::write(dir.path().join("0000000000000000-old.pem"), v2_pem.as_bytes()).unwrap();
+        let ring = Keyring::load(dir.path()).unwrap();
+        assert_eq!(ring.active().kid, kid);
+        assert!(ring.get(&kid_of(&v2.verifying_key().to_bytes())).is_some());
+    }
+
+    /// The file opens in OpenSSL, as operators will try (`openssl pkey -in data/keys/*.pem`).
+    /// Skipped where there is no `openssl` binary; the DER test above pins the format anyway.
+    #[test]
+    fn openssl_reads_the_key_file() {
+        let Ok(version) = std::process::Command::new("openssl").arg("version").output() else {
+            eprintln!("no openssl here; skipped");
+            return;
+        };
+        assert!(version.status.success());
+        let dir = tempfile::tempdir().unwrap();
+        let kid = generate_key(dir.path(), 1).unwrap();
+        let file = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        let out = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // SubjectPublicKeyInfo DER: a 12-byte prefix, then the raw 32-byte public key.
+        let public: [u8; 32] = out.stdout[12..].try_into().unwrap();
+        assert_eq!(kid_of(&public), kid);
     }
 
     #[test]
