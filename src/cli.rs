@@ -1,4 +1,4 @@
-//! The command line: `serve`, `init`, `user add`, `keys rotate`, `certs issue-client`.
+//! The command line: `serve`, `init`, `user add`, `keys rotate`, `certs issue-client`, `bench`.
 //! Errors are printed with what to do about them; the exit status is non-zero on failure.
 
 use std::io::BufRead;
@@ -33,6 +33,16 @@ enum Command {
     /// Issue certificates from the data directory's CA.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Load generator: run a scenario against a server it starts (or --server URL).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// A burst of registrations and logins: hashes/s and the server's RSS before, at peak and
+    /// after.
+    Login(crate::bench::login::LoginArgs),
 }
 
 #[derive(Args, Debug)]
@@ -213,6 +223,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 "new signing key {kid} in {}; restart the server to sign with it",
                 keys.display()
             );
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Login(args)) => {
+            let report = runtime()?.block_on(crate::bench::login::run(&args))?;
+            if args.target.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
             Ok(())
         }
         Command::Certs(CertsCommand::IssueClient { name, data }) => {

@@ -178,6 +178,10 @@ pub struct RawAuth {
     pub login_free_failures: u32,
     /// Longest delay between attempts for one username, in seconds.
     pub login_max_delay_secs: u64,
+    /// Password-hashing threads (each holds 19 MiB once used); 0 = one per core.
+    pub hash_workers: usize,
+    /// Password hashes that may wait for a worker; beyond, `RESOURCE_EXHAUSTED` at once.
+    pub hash_queue: usize,
 }
 
 impl Default for RawAuth {
@@ -191,6 +195,8 @@ impl Default for RawAuth {
             refresh_ttl_secs: 30 * 24 * 3600,
             login_free_failures: 5,
             login_max_delay_secs: 300,
+            hash_workers: 0,
+            hash_queue: 64,
         }
     }
 }
@@ -406,6 +412,10 @@ pub struct AuthConfig {
     pub login_free_failures: u32,
     /// Cap on the login delay.
     pub login_max_delay: Duration,
+    /// Password-hashing threads (at least 1).
+    pub hash_workers: usize,
+    /// Hashes waiting for a worker at most.
+    pub hash_queue: usize,
 }
 
 /// Validated `[limits]`.
@@ -442,6 +452,12 @@ pub struct Limits {
     /// Presence grace period.
     pub presence_grace: Duration,
 }
+
+/// Token-bucket rates (per second) a config may set: one per 1,000 s up to "unlimited".
+/// Outside them the waits computed from a rate overflow a `Duration` (1e-20/s did, and
+/// panicked under the limiter's lock). NaN fails every range check.
+const MIN_RATE: f64 = 0.001;
+const MAX_RATE: f64 = 1e9;
 
 impl RawConfig {
     /// Reads a TOML file (unknown keys are errors, so typos do not pass silently).
@@ -530,6 +546,12 @@ impl RawConfig {
         in_range("auth.refresh_ttl_secs", a.refresh_ttl_secs, 60, 365 * 24 * 3600)?;
         in_range("auth.login_free_failures", a.login_free_failures.into(), 1, 1000)?;
         in_range("auth.login_max_delay_secs", a.login_max_delay_secs, 1, 3600)?;
+        in_range("auth.hash_workers", a.hash_workers as u64, 0, 64)?;
+        in_range("auth.hash_queue", a.hash_queue as u64, 0, 100_000)?;
+        let hash_workers = match a.hash_workers {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        };
         let auth = AuthConfig {
             registration: a.registration.parse().map_err(|m| invalid("auth.registration", m))?,
             default_role: a.default_role.parse().map_err(|m| invalid("auth.default_role", m))?,
@@ -539,6 +561,8 @@ impl RawConfig {
             refresh_ttl: Duration::from_secs(a.refresh_ttl_secs),
             login_free_failures: a.login_free_failures,
             login_max_delay: Duration::from_secs(a.login_max_delay_secs),
+            hash_workers,
+            hash_queue: a.hash_queue,
         };
         let l = &self.limits;
         in_range("limits.max_concurrent_streams", l.max_concurrent_streams.into(), 1, 10_000)?;
@@ -555,8 +579,11 @@ impl RawConfig {
             ));
         }
         in_range("limits.max_connections", l.max_connections as u64, 1, 1_000_000)?;
-        if !(l.send_rate_per_sec.is_finite() && l.send_rate_per_sec > 0.0) {
-            return Err(invalid("limits.send_rate_per_sec", "must be a positive number"));
+        if !(MIN_RATE..=MAX_RATE).contains(&l.send_rate_per_sec) {
+            return Err(invalid(
+                "limits.send_rate_per_sec",
+                format!("{} is outside {MIN_RATE}..={MAX_RATE}", l.send_rate_per_sec),
+            ));
         }
         in_range("limits.send_burst", l.send_burst.into(), 1, 100_000)?;
         in_range(
@@ -748,6 +775,71 @@ mod tests {
         raw.tls.insecure_plaintext = true;
         assert!(raw.validate().unwrap().quic.is_none());
         assert!(RawConfig::default().validate().unwrap().quic.is_some());
+    }
+
+    /// Every number in the config set to extreme values: validation never panics, refuses
+    /// with the key's name, and what it accepts does not panic at run time either (the send
+    /// limiter, which once panicked on a rate of 1e-20).
+    #[test]
+    fn extreme_values_are_refused_naming_the_key_or_work() {
+        let base = toml::Value::try_from(RawConfig::default()).unwrap();
+        let mut leaves = Vec::new();
+        fn collect(v: &toml::Value, path: String, out: &mut Vec<(String, toml::Value)>) {
+            if let toml::Value::Table(t) = v {
+                for (k, v) in t {
+                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    collect(v, p, out);
+                }
+            } else {
+                out.push((path, v.clone()));
+            }
+        }
+        collect(&base, String::new(), &mut leaves);
+        let ints = [0, 1, -1, i64::MAX, i64::MIN, u32::MAX as i64 + 1];
+        let floats = [0.0, -1.0, 1e-20, 1e-300, 1e308, f64::NAN, f64::INFINITY, 5e-324];
+        let mut tried = 0;
+        for (key, value) in &leaves {
+            let extremes: Vec<toml::Value> = match value {
+                toml::Value::Integer(_) => ints.iter().map(|&i| toml::Value::Integer(i)).collect(),
+                toml::Value::Float(_) => floats.iter().map(|&f| toml::Value::Float(f)).collect(),
+                _ => continue,
+            };
+            for x in extremes {
+                tried += 1;
+                let mut tree = base.clone();
+                let mut at = &mut tree;
+                let parts: Vec<&str> = key.split('.').collect();
+                for p in &parts[..parts.len() - 1] {
+                    at = at.get_mut(*p).unwrap();
+                }
+                at.as_table_mut().unwrap().insert(parts[parts.len() - 1].into(), x.clone());
+                let leaf = parts[parts.len() - 1];
+                let raw: RawConfig = match tree.try_into() {
+                    Ok(raw) => raw,
+                    Err(e) => {
+                        // The type refused it (negative into unsigned, too large): the
+                        // parser's message names the key.
+                        let e: toml::de::Error = e;
+                        assert!(e.to_string().contains(leaf), "{key}={x}: {e}");
+                        continue;
+                    }
+                };
+                match raw.validate() {
+                    Err(e) => assert!(e.to_string().contains(key.as_str()), "{key}={x}: {e}"),
+                    Ok(c) => {
+                        let mut limiter = crate::chat::ratelimit::RateLimiter::new(
+                            c.limits.send_rate_per_sec,
+                            c.limits.send_burst,
+                        );
+                        for t in 0..(c.limits.send_burst as i64 + 2).min(10_000) {
+                            let _ = limiter.take("u", t);
+                        }
+                        limiter.forget_idle(i64::MAX / 2);
+                    }
+                }
+            }
+        }
+        assert!(tried > 100, "only {tried} values tried");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
+use super::hasher::{Hasher, Ticket};
 use super::keys::Keyring;
 use super::password::{self, CredentialError};
 use super::throttle::LoginThrottle;
@@ -103,9 +104,9 @@ struct Inner {
     throttle: Mutex<LoginThrottle>,
     /// Tokens already verified -> their claims (bounded: cleared when full).
     verified: Mutex<std::collections::HashMap<String, token::Claims>>,
-    /// Password hashes in flight (each takes ~19 MiB and a core for a while): bounded so a
-    /// flood of logins queues instead of exhausting memory.
-    hashing: tokio::sync::Semaphore,
+    /// Password hashing workers with a bounded queue (each hash takes 19 MiB and a core for a
+    /// while): a flood of logins is refused at once instead of queueing without bound.
+    hasher: Hasher,
 }
 
 /// Role names as they appear in tokens and on the command line.
@@ -166,8 +167,7 @@ impl Accounts {
     /// Builds the service over an open store and its writer.
     pub fn new(config: AuthConfig, keys: Keyring, store: Store, writer: Writer) -> Accounts {
         let throttle = LoginThrottle::new(config.login_free_failures, config.login_max_delay);
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let hashing = tokio::sync::Semaphore::new(cores.clamp(1, 4));
+        let hasher = Hasher::start(config.hash_workers, config.hash_queue);
         Accounts {
             inner: Arc::new(Inner {
                 config,
@@ -176,7 +176,7 @@ impl Accounts {
                 writer,
                 throttle: Mutex::new(throttle),
                 verified: Mutex::new(std::collections::HashMap::new()),
-                hashing,
+                hasher,
             }),
         }
     }
@@ -227,8 +227,7 @@ impl Accounts {
                 "display_name must be at most 64 characters".into(),
             ));
         }
-        let pw = pw.to_string();
-        let hash = self.hash(move || password::hash_password(&pw)).await?;
+        let hash = self.reserve_hash()?.hash(pw.to_string()).await;
         let rec = UserRecord {
             id: store::new_id('u'),
             display_name: if display_name.is_empty() {
@@ -256,20 +255,9 @@ impl Accounts {
             .await
     }
 
-    /// Runs a password hash off the async threads, a bounded number at a time.
-    async fn hash<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, AuthError> {
-        let _permit = self
-            .inner
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Db("shutting down".into()))?;
-        Ok(tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| StoreError::Db(format!("hashing task failed: {e}")))?)
+    /// A hashing slot, or `RESOURCE_EXHAUSTED` with a retry hint when every one is taken.
+    fn reserve_hash(&self) -> Result<Ticket, AuthError> {
+        self.inner.hasher.reserve().map_err(|busy| AuthError::ResourceExhausted(busy.to_string()))
     }
 
     /// `Login`: throttled per username; unknown users cost the same hash as known ones.
@@ -278,7 +266,7 @@ impl Accounts {
         if pw.is_empty() {
             return Err(AuthError::InvalidArgument("password is empty".into()));
         }
-        {
+        let ticket = {
             let mut throttle = self.inner.throttle.lock().expect("throttle lock");
             if let Err(wait) = throttle.check(&name, now_ms) {
                 return Err(AuthError::ResourceExhausted(format!(
@@ -286,14 +274,16 @@ impl Accounts {
                     wait.as_secs().max(1)
                 )));
             }
+            // A refused attempt (no hashing slot) is not counted: nothing was checked.
+            let ticket = self.reserve_hash()?;
             // Counted as a failure until it succeeds, so parallel guesses cannot all slip
             // past the check while their hashes run.
             throttle.failed(&name, now_ms);
-        }
+            ticket
+        };
         let user = users::user_by_name(&self.inner.store.read()?, &name)?;
         let phc = user.as_ref().map(|u| u.password_hash.clone());
-        let pw = pw.to_string();
-        let ok = self.hash(move || password::verify_password(&pw, phc.as_deref())).await?;
+        let ok = ticket.verify(pw.to_string(), phc).await;
         let user = {
             let mut throttle = self.inner.throttle.lock().expect("throttle lock");
             match (ok, user) {

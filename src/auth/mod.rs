@@ -2,9 +2,11 @@
 //! keyring, access-token issue and verification, login throttling, and the account operations
 //! (register, login, refresh with rotation, logout) built from them.
 //!
-//! Everything here except [`accounts`] is pure: time comes in as an argument.
+//! Everything here except [`accounts`] and [`hasher`] (the password-hashing worker threads)
+//! is pure: time comes in as an argument.
 
 pub mod accounts;
+pub mod hasher;
 pub mod keys;
 pub mod password;
 pub mod throttle;

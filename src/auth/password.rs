@@ -1,6 +1,6 @@
 //! Username and password rules, and argon2id hashing with OWASP's minimum parameters.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{Output, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
 /// Why a username or password was refused; the message is shown to the user.
@@ -55,32 +55,94 @@ pub fn check_password(pw: &str) -> Result<(), CredentialError> {
     Ok(())
 }
 
-fn hasher() -> Argon2<'static> {
-    // OWASP minimum: 19 MiB, 2 iterations, parallelism 1.
-    let params = Params::new(19_456, 2, 1, None).expect("constant argon2 parameters are valid");
+/// OWASP's minimum for argon2id: 19 MiB, 2 iterations, parallelism 1.
+const M_COST_KIB: u32 = 19_456;
+const T_COST: u32 = 2;
+const P_COST: u32 = 1;
+
+/// The largest memory cost a stored hash may ask for (KiB): hashes are ours, but a damaged or
+/// hand-edited record must not make a worker allocate gigabytes.
+const MAX_M_COST_KIB: u32 = 256 * 1024;
+
+/// Memory blocks a hashing worker owns and reuses: allocating 19 MiB per hash on many
+/// threads left the allocator holding hundreds of MiB that never came back.
+pub type Memory = Vec<argon2::Block>;
+
+fn hasher(params: Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Hashes a password into a PHC string (slow on purpose: call it off the async threads).
-pub fn hash_password(pw: &str) -> String {
-    let salt =
-        SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
-    hasher().hash_password(pw.as_bytes(), &salt).expect("argon2 with valid params").to_string()
+fn default_params() -> Params {
+    Params::new(M_COST_KIB, T_COST, P_COST, None).expect("constant argon2 parameters are valid")
 }
 
-/// Checks a password against a PHC string. `None` (unknown user) still spends one hash, so the
-/// time taken does not reveal whether the username exists.
-pub fn verify_password(pw: &str, phc: Option<&str>) -> bool {
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let dummy = DUMMY.get_or_init(|| hash_password("not a real password"));
+/// Runs argon2 with `params` into `out`, growing `memory` to what `params` needs (and never
+/// shrinking it: the next hash reuses it).
+fn fill(
+    memory: &mut Memory,
+    params: Params,
+    pw: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), argon2::Error> {
+    if memory.len() < params.block_count() {
+        memory.resize(params.block_count(), argon2::Block::default());
+    }
+    hasher(params).hash_password_into_with_memory(pw, salt, out, &mut memory[..])
+}
+
+/// Hashes a password into a PHC string (slow on purpose: call it on a hashing worker).
+pub fn hash_password(memory: &mut Memory, pw: &str) -> String {
+    let salt_bytes = rand::random::<[u8; 16]>();
+    let salt = SaltString::encode_b64(&salt_bytes).expect("16 bytes is a valid salt");
+    let params = default_params();
+    let mut out = [0u8; 32];
+    fill(memory, params.clone(), pw.as_bytes(), &salt_bytes, &mut out)
+        .expect("argon2 with valid params");
+    PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: (&params).try_into().expect("valid params encode"),
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).expect("32 bytes is a valid output")),
+    }
+    .to_string()
+}
+
+/// Stands in for the stored hash of a user who does not exist, so that a login for an unknown
+/// name costs one full hash, like a real one (the time taken does not reveal whether the
+/// username exists). No password matches it: its output is not the hash of anything known.
+const DUMMY_PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$ZWRnZWNoYXQtZHVtbXktc2FsdA$\
+                         bm90IGEgaGFzaCBvZiBhbnkgcGFzc3dvcmQgYXQgYWxs";
+
+/// Checks a password against a PHC string. `None` (unknown user) still spends one hash.
+pub fn verify_password(memory: &mut Memory, pw: &str, phc: Option<&str>) -> bool {
     let (phc, real) = match phc {
         Some(p) => (p, true),
-        None => (dummy.as_str(), false),
+        None => (DUMMY_PHC, false),
     };
     let Ok(parsed) = PasswordHash::new(phc) else {
         return false;
     };
-    hasher().verify_password(pw.as_bytes(), &parsed).is_ok() && real
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    if parsed.algorithm != Algorithm::Argon2id.ident() || params.m_cost() > MAX_M_COST_KIB {
+        return false;
+    }
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt_bytes) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    if fill(memory, params, pw.as_bytes(), salt_bytes, &mut out).is_err() {
+        return false;
+    }
+    // `Output`'s equality is constant-time.
+    Output::new(&out).is_ok_and(|computed| computed == expected) && real
 }
 
 #[cfg(test)]
@@ -113,11 +175,30 @@ mod tests {
 
     #[test]
     fn hash_and_verify() {
-        let h = hash_password("correct horse");
+        let mut m = Memory::new();
+        let h = hash_password(&mut m, "correct horse");
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
-        assert!(verify_password("correct horse", Some(&h)));
-        assert!(!verify_password("wrong horse", Some(&h)));
-        assert!(!verify_password("correct horse", None));
-        assert!(!verify_password("x", Some("not a phc string")));
+        assert_eq!(m.len(), 19_456, "the worker's memory is kept for the next hash");
+        assert!(verify_password(&mut m, "correct horse", Some(&h)));
+        assert!(!verify_password(&mut m, "wrong horse", Some(&h)));
+        assert!(!verify_password(&mut m, "correct horse", None));
+        assert!(!verify_password(&mut m, "x", Some("not a phc string")));
+        assert_eq!(m.len(), 19_456);
+        // The stand-in for unknown users parses and costs a full hash.
+        let dummy = PasswordHash::new(DUMMY_PHC).unwrap();
+        assert_eq!(Params::try_from(&dummy).unwrap().m_cost(), M_COST_KIB);
+        assert!(!verify_password(&mut m, "", Some(DUMMY_PHC)));
+    }
+
+    /// Hashes written by the argon2 crate's own `PasswordHasher` (what earlier versions
+    /// stored) verify the same way.
+    #[test]
+    fn hashes_from_the_crates_own_hasher_still_verify() {
+        use argon2::password_hash::PasswordHasher;
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let phc = hasher(default_params()).hash_password(b"old password", &salt).unwrap();
+        let mut m = Memory::new();
+        assert!(verify_password(&mut m, "old password", Some(&phc.to_string())));
+        assert!(!verify_password(&mut m, "old passwore", Some(&phc.to_string())));
     }
 }

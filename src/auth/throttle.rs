@@ -3,11 +3,13 @@
 //! an attacker can slow a user's logins but never lock them out for good, and a success resets
 //! the count. Pure: time is an argument.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 /// At most this many usernames are tracked; past it the stalest entry is forgotten, so a flood
-/// of made-up names cannot grow memory without bound.
+/// of made-up names cannot grow memory without bound. Finding the stalest is a lookup in
+/// `by_age`, not a scan: a full table must not cost 100,000 steps per new name under the
+/// lock every login takes.
 const MAX_TRACKED: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -22,12 +24,25 @@ pub struct LoginThrottle {
     free: u32,
     max_delay: Duration,
     entries: HashMap<String, Entry>,
+    /// `(last_failure_ms, name)` of every entry, oldest first.
+    by_age: BTreeSet<(i64, String)>,
+    max_tracked: usize,
 }
 
 impl LoginThrottle {
     /// A throttle allowing `free` failures before delays start.
     pub fn new(free: u32, max_delay: Duration) -> Self {
-        LoginThrottle { free, max_delay, entries: HashMap::new() }
+        Self::with_capacity(free, max_delay, MAX_TRACKED)
+    }
+
+    fn with_capacity(free: u32, max_delay: Duration, max_tracked: usize) -> Self {
+        LoginThrottle {
+            free,
+            max_delay,
+            entries: HashMap::new(),
+            by_age: BTreeSet::new(),
+            max_tracked,
+        }
     }
 
     fn delay_for(&self, failures: u32) -> Duration {
@@ -54,24 +69,30 @@ impl LoginThrottle {
 
     /// Records a failed attempt.
     pub fn failed(&mut self, name: &str, now_ms: i64) {
-        if !self.entries.contains_key(name)
-            && self.entries.len() >= MAX_TRACKED
-            && let Some(oldest) =
-                self.entries.iter().min_by_key(|(_, e)| e.last_failure_ms).map(|(k, _)| k.clone())
-        {
-            self.entries.remove(&oldest);
-        }
-        let e = self
-            .entries
-            .entry(name.to_string())
-            .or_insert(Entry { failures: 0, last_failure_ms: now_ms });
-        e.failures = e.failures.saturating_add(1);
-        e.last_failure_ms = now_ms;
+        let failures = match self.entries.get(name) {
+            Some(e) => {
+                self.by_age.remove(&(e.last_failure_ms, name.to_string()));
+                e.failures
+            }
+            None => {
+                if self.entries.len() >= self.max_tracked
+                    && let Some((_, oldest)) = self.by_age.pop_first()
+                {
+                    self.entries.remove(&oldest);
+                }
+                0
+            }
+        };
+        let entry = Entry { failures: failures.saturating_add(1), last_failure_ms: now_ms };
+        self.entries.insert(name.to_string(), entry);
+        self.by_age.insert((now_ms, name.to_string()));
     }
 
     /// Records a success: the count starts again.
     pub fn succeeded(&mut self, name: &str) {
-        self.entries.remove(name);
+        if let Some(e) = self.entries.remove(name) {
+            self.by_age.remove(&(e.last_failure_ms, name.to_string()));
+        }
     }
 }
 
@@ -104,5 +125,24 @@ mod tests {
         assert!(t.check("alice", now).is_ok());
         t.succeeded("bob");
         assert!(t.check("bob", now).is_ok());
+        assert_eq!(t.entries.len(), t.by_age.len());
+    }
+
+    #[test]
+    fn a_full_table_forgets_the_stalest_name() {
+        let mut t = LoginThrottle::with_capacity(1, Duration::from_secs(8), 3);
+        t.failed("a", 1);
+        t.failed("b", 2);
+        t.failed("c", 3);
+        t.failed("a", 4); // a is now the freshest
+        t.failed("d", 5); // full: b goes
+        assert!(t.check("b", 5).is_ok());
+        assert!(t.check("a", 5).is_err() && t.check("c", 5).is_err() && t.check("d", 5).is_err());
+        assert_eq!((t.entries.len(), t.by_age.len()), (3, 3));
+        t.succeeded("c");
+        t.failed("e", 6);
+        t.failed("f", 7); // full again: a (4) is older than d (5)
+        assert!(t.check("a", 7).is_ok() && t.check("d", 7).is_err());
+        assert_eq!((t.entries.len(), t.by_age.len()), (3, 3));
     }
 }

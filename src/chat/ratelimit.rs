@@ -37,7 +37,9 @@ impl RateLimiter {
             b.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - b.tokens) / rate))
+            // Saturating: config bounds the rate, but an overflowing wait must never panic
+            // under the limiter's lock.
+            Err(Duration::try_from_secs_f64((1.0 - b.tokens) / rate).unwrap_or(Duration::MAX))
         }
     }
 

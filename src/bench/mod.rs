@@ -1,0 +1,211 @@
+//! `edgechat bench`: the load generator, in the same binary, on the client library.
+//!
+//! A scenario runs against a server it starts itself (this binary's `serve`, in its own
+//! process, on a temporary data directory, on 127.0.0.1 with an ephemeral port, with the
+//! limits the run needs raised and printed) or against a running one (`--server URL`, with
+//! `--server-pid` so its memory and CPU can be read). The server's figures come from
+//! `/proc/PID/{status,stat}` (Linux), so they are the real process's, not an in-process guess;
+//! the load generator's own CPU is reported next to them, to show when it is the bottleneck.
+
+pub mod login;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::client::TlsFiles;
+
+/// Why a run could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A parameter that cannot work; refused before any load starts.
+    #[error("{0}")]
+    Params(String),
+    /// Starting or reaching the server failed.
+    #[error("server: {0}")]
+    Server(String),
+}
+
+/// Which transport the clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// HTTP/2 over TLS.
+    H2,
+    /// HTTP/3 over QUIC.
+    H3,
+}
+
+/// Where the server under test is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// An already running server (https://host:port); default: start one.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// CA that signed the running server's certificate (with --server).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Process id of the running server, to read its memory and CPU (with --server).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Transport for the clients.
+    #[arg(long, value_enum, default_value = "h2")]
+    pub transport: Transport,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The server a run talks to; a server this run started is stopped (SIGTERM) and its data
+/// directory removed on drop.
+pub struct Server {
+    /// Base URL for the clients (`https://` or `h3://`).
+    pub url: String,
+    /// TLS files trusting the server.
+    pub tls: TlsFiles,
+    /// Its process, when known.
+    pub pid: Option<u32>,
+    /// The limits this run set on a server it started (`EDGECHAT_*` variables).
+    pub settings: Vec<(String, String)>,
+    child: Option<Child>,
+    dir: Option<PathBuf>,
+}
+
+impl Server {
+    /// Starts `edgechat serve` (this executable) with `settings` as `EDGECHAT_*` variables, or
+    /// describes the running server of `target`.
+    pub fn start(target: &Target, settings: &[(&str, &str)]) -> Result<Server, BenchError> {
+        let scheme = match target.transport {
+            Transport::H2 => "https",
+            Transport::H3 => "h3",
+        };
+        if let Some(url) = &target.server {
+            let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+            return Ok(Server {
+                url: format!("{scheme}://{rest}"),
+                tls: TlsFiles { ca: target.ca.clone(), client_cert: None },
+                pid: target.server_pid,
+                settings: Vec::new(),
+                child: None,
+                dir: None,
+            });
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "edgechat-bench-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let exe = std::env::current_exe().map_err(|e| BenchError::Server(e.to_string()))?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in settings {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().map_err(|e| BenchError::Server(format!("spawn: {e}")))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        // `serve` prints exactly one line once it listens: `edgechat listening on ADDR`.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let mut server = Server {
+            url: String::new(),
+            tls: TlsFiles { ca: Some(dir.join("certs/ca.pem")), client_cert: None },
+            pid: Some(child.id()),
+            settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            child: Some(child),
+            dir: Some(dir),
+        };
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let addr = line
+            .trim()
+            .strip_prefix("edgechat listening on ")
+            .ok_or_else(|| BenchError::Server(format!("did not start (printed {line:?})")))?;
+        let port = addr.rsplit(':').next().unwrap_or_default();
+        server.url = format!("{scheme}://localhost:{port}");
+        Ok(server)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            // SIGTERM: the server drains and closes its database like in production.
+            #[cfg(unix)]
+            // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            #[cfg(not(unix))]
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A process's resident set size now and its peak, in bytes (`VmRSS`, `VmHWM`).
+pub fn rss(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// CPU time (user + system) a process has used so far.
+pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    let path = match pid {
+        Some(p) => PathBuf::from(format!("/proc/{p}/stat")),
+        None => Path::new("/proc/self/stat").to_path_buf(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux configuration that matters here.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The `q` quantile (0..=1) of sorted durations.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Mebibytes, for tables.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_and_proc_figures() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(quantile(&v, 0.5), Duration::from_millis(51));
+        assert_eq!(quantile(&v, 0.99), Duration::from_millis(99));
+        assert_eq!(quantile(&v, 1.0), Duration::from_millis(100));
+        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+        let (rss_now, peak) = rss(std::process::id()).unwrap();
+        assert!(rss_now > 0 && peak >= rss_now);
+        assert!(cpu_time(None).is_some());
+    }
+}
