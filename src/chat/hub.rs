@@ -108,6 +108,15 @@ impl Hub {
             .subscribe()
     }
 
+    /// Drops a room's ring if nobody follows it (after a refused subscription took one), so
+    /// made-up room ids never leave rings behind.
+    pub fn release_room(&self, room_id: &str) {
+        let mut rooms = self.rooms.lock().expect("hub lock");
+        if rooms.get(room_id).is_some_and(|tx| tx.receiver_count() == 0) {
+            rooms.remove(room_id);
+        }
+    }
+
     /// A feed of signals for one user's streams.
     pub fn subscribe_user(&self, user_id: &str) -> broadcast::Receiver<UserSignal> {
         let mut users = self.users.lock().expect("hub lock");

@@ -21,9 +21,24 @@ macro_rules! both_transports {
             }
         }
     )*};
+    // The same for ordinary `async fn`s defined in the module (which rustfmt formats).
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn h2() {
+                crate::support::TRANSPORT.scope(crate::support::Transport::H2, super::$name()).await
+            }
+
+            #[tokio::test]
+            async fn h3() {
+                crate::support::TRANSPORT.scope(crate::support::Transport::H3, super::$name()).await
+            }
+        }
+    )+};
 }
 
 mod auth;
+mod bounds;
 mod cli;
 mod crash;
 mod messaging;

@@ -422,6 +422,18 @@ impl Conn {
         .await;
     }
 
+    /// Pings and returns every frame that came before the pong.
+    pub async fn frames_until_pong(&mut self, nonce: u64) -> Vec<proto::server_frame::Kind> {
+        self.frame(proto::client_frame::Kind::Ping(proto::Ping { nonce })).await;
+        let mut frames = Vec::new();
+        loop {
+            match self.expect_frame().await {
+                proto::server_frame::Kind::Pong(p) if p.nonce == nonce => return frames,
+                f => frames.push(f),
+            }
+        }
+    }
+
     /// Closes the client side.
     pub fn close(self) {}
 }

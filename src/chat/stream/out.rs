@@ -1,0 +1,158 @@
+//! The outbound side of one stream: every frame (events, acks, errors, signals) passes one
+//! bounded queue of [`OUT_QUEUE`] frames, read by the transport as the client reads.
+//!
+//! When the client reads slowly the queue fills and whoever queues waits (followers fall
+//! behind in their room rings and later catch up from the store; the session stops reading
+//! client frames). A frame that cannot be queued for `stuck` ends the stream at once, ahead of
+//! the queued frames, with `RESOURCE_EXHAUSTED`; the client resumes with `after_seq`.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tonic::Status;
+
+use crate::chat::hub::StreamSlot;
+use crate::chat::messages::ChatError;
+use crate::proto::{self, server_frame};
+
+/// Outbound frames queued per stream before senders wait.
+pub const OUT_QUEUE: usize = 64;
+
+/// The response stream: frames from the queue, then the final status (if any). A fatal end
+/// (stuck outbound) jumps the queue.
+pub struct OutStream {
+    rx: mpsc::Receiver<proto::ServerFrame>,
+    fatal: Pin<Box<WaitForCancellationFutureOwned>>,
+    status: Arc<Mutex<Option<Status>>>,
+    done: bool,
+    _slot: StreamSlot,
+}
+
+impl Stream for OutStream {
+    type Item = Result<proto::ServerFrame, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.fatal.as_mut().poll(cx).is_ready() {
+            self.done = true;
+            let st = self.status.lock().expect("status lock").take();
+            return Poll::Ready(Some(Err(
+                st.unwrap_or_else(|| Status::unavailable("stream ended"))
+            )));
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(f)) => Poll::Ready(Some(Ok(f))),
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(self.status.lock().expect("status lock").take().map(Err))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The queue's sending half, shared by a session and its followers.
+#[derive(Clone)]
+pub(super) struct Out {
+    tx: mpsc::Sender<proto::ServerFrame>,
+    status: Arc<Mutex<Option<Status>>>,
+    pub(super) fatal: CancellationToken,
+    stuck: Duration,
+}
+
+/// A new queue: the sending half and the response stream (which holds the user's stream
+/// slot for as long as the transport keeps it).
+pub(super) fn channel(stuck: Duration, slot: StreamSlot) -> (Out, OutStream) {
+    let (tx, rx) = mpsc::channel(OUT_QUEUE);
+    let fatal = CancellationToken::new();
+    let status = Arc::new(Mutex::new(None));
+    let out = Out { tx, status: status.clone(), fatal: fatal.clone(), stuck };
+    let stream = OutStream {
+        rx,
+        fatal: Box::pin(fatal.cancelled_owned()),
+        status,
+        done: false,
+        _slot: slot,
+    };
+    (out, stream)
+}
+
+impl Out {
+    /// Queues a frame; `false` if the stream is over (closed, or stuck past the deadline, which
+    /// ends it).
+    pub(super) async fn send(&self, kind: server_frame::Kind) -> bool {
+        let frame = proto::ServerFrame { kind: Some(kind) };
+        match tokio::time::timeout(self.stuck, self.tx.send(frame)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                self.end_now(Status::resource_exhausted(
+                    "stream closed: the client did not read for too long; reconnect and resume with after_seq",
+                ));
+                false
+            }
+        }
+    }
+
+    /// Ends the stream at once with `status`, ahead of queued frames.
+    pub(super) fn end_now(&self, status: Status) {
+        self.status.lock().expect("status lock").get_or_insert(status);
+        self.fatal.cancel();
+    }
+
+    /// Ends the stream with `status` after the frames already queued.
+    pub(super) fn end_after_queue(&self, status: Status) {
+        self.status.lock().expect("status lock").get_or_insert(status);
+    }
+
+    /// Queues the `StreamError` of a domain error.
+    pub(super) async fn error(&self, e: &ChatError, room_id: &str, cmid: &str) -> bool {
+        self.status_error(&crate::api::status::chat_status(e), room_id, cmid).await
+    }
+
+    /// Queues a `StreamError` for `status` (a per-frame error: the stream lives on).
+    pub(super) async fn status_error(&self, status: &Status, room_id: &str, cmid: &str) -> bool {
+        self.send(server_frame::Kind::Error(stream_error(status, room_id, cmid))).await
+    }
+}
+
+/// The wire `StreamError` for a status.
+pub fn stream_error(status: &Status, room_id: &str, cmid: &str) -> proto::StreamError {
+    proto::StreamError {
+        code: code_name(status.code()).into(),
+        message: status.message().into(),
+        client_message_id: cmid.into(),
+        room_id: room_id.into(),
+    }
+}
+
+/// The gRPC status name (`PERMISSION_DENIED`, ...), as `StreamError.code` carries it.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
