@@ -249,6 +249,8 @@ pub struct RawLimits {
     pub max_notifications_per_user: usize,
     /// Seconds a user stays online after their last stream closed.
     pub presence_grace_secs: u64,
+    /// At shutdown, seconds clients get to finish before the server closes what is left.
+    pub shutdown_drain_secs: u64,
 }
 
 impl Default for RawLimits {
@@ -269,6 +271,7 @@ impl Default for RawLimits {
             stuck_stream_timeout_secs: 30,
             max_notifications_per_user: 10_000,
             presence_grace_secs: 15,
+            shutdown_drain_secs: 10,
         }
     }
 }
@@ -451,6 +454,8 @@ pub struct Limits {
     pub max_notifications_per_user: usize,
     /// Presence grace period.
     pub presence_grace: Duration,
+    /// Longest drain at shutdown.
+    pub shutdown_drain: Duration,
 }
 
 /// Token-bucket rates (per second) a config may set: one per 1,000 s up to "unlimited".
@@ -601,6 +606,7 @@ impl RawConfig {
             10_000_000,
         )?;
         in_range("limits.presence_grace_secs", l.presence_grace_secs, 0, 3600)?;
+        in_range("limits.shutdown_drain_secs", l.shutdown_drain_secs, 0, 3600)?;
         let limits = Limits {
             max_concurrent_streams: l.max_concurrent_streams,
             keepalive_interval: Duration::from_secs(l.keepalive_interval_secs),
@@ -617,6 +623,7 @@ impl RawConfig {
             stuck_stream_timeout: Duration::from_secs(l.stuck_stream_timeout_secs),
             max_notifications_per_user: l.max_notifications_per_user,
             presence_grace: Duration::from_secs(l.presence_grace_secs),
+            shutdown_drain: Duration::from_secs(l.shutdown_drain_secs),
         };
         in_range("store.cache_mib", self.store.cache_mib as u64, 1, 64 * 1024)?;
         let q = &self.quic;

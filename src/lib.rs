@@ -22,4 +22,5 @@ pub mod proto;
 pub mod rooms;
 pub mod server;
 pub mod store;
+pub mod tasks;
 pub mod transport;

@@ -140,6 +140,7 @@ impl Presence {
         store: store::Store,
         writer: Writer,
         shutdown: CancellationToken,
+        tasks: &crate::tasks::Tasks,
     ) -> Presence {
         let p = Presence {
             inner: Arc::new(Inner {
@@ -150,7 +151,7 @@ impl Presence {
                 writer,
             }),
         };
-        tokio::spawn(p.clone().expire_loop(shutdown));
+        tasks.spawn(p.clone().expire_loop(shutdown));
         p
     }
 

@@ -4,20 +4,24 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, Api};
+use crate::api::{self, Api, Health};
 use crate::auth::Accounts;
 use crate::auth::keys::Keyring;
 use crate::config::Config;
 use crate::store::{DB_FILE_NAME, Store};
+use crate::tasks::Tasks;
 use crate::transport::{tcp, tls};
 
-/// How long HTTP/3 connections get to close by themselves at shutdown.
-const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long HTTP/3 connections get to close by themselves at shutdown (within the drain).
+const H3_CLOSE: Duration = Duration::from_secs(2);
+/// How long `wait` waits for the database file to close after everything else has stopped.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,10 @@ pub enum ServeError {
     /// The HTTP/2 server failed.
     #[error("HTTP/2 server: {0}")]
     Transport(String),
+    /// The storage failed while serving (a write or fsync error); nothing after it was
+    /// acknowledged. Restart the server (a supervisor does) once the disk is fixed.
+    #[error("storage failed: {0}; the server stopped")]
+    Storage(String),
 }
 
 /// A started server.
@@ -53,7 +61,11 @@ pub struct Running {
     pub addr: SocketAddr,
     api: Api,
     shutdown: CancellationToken,
-    task: JoinHandle<Result<(), ServeError>>,
+    /// Serves both transports; ends once every HTTP/2 connection and HTTP/3 connection has
+    /// closed after shutdown.
+    serving: JoinHandle<Option<Result<(), ServeError>>>,
+    endpoint: Option<quinn::Endpoint>,
+    drain: Duration,
 }
 
 impl Running {
@@ -72,25 +84,57 @@ impl Running {
         self.shutdown.clone()
     }
 
-    /// Waits until the server has stopped.
-    pub async fn wait(self) -> Result<(), ServeError> {
-        let served = self.task.await.map_err(|e| ServeError::Transport(e.to_string()));
+    /// Waits until the server has been asked to stop (or its storage failed), then drains:
+    /// at most `limits.shutdown_drain_secs` for clients to finish and every task to end, then
+    /// it ends whatever is left (a client that never reads holds nothing past the deadline).
+    /// Every commit queued before is finished and the database is closed before this returns.
+    /// A storage failure is returned as an error (the process exits non-zero).
+    pub async fn wait(mut self) -> Result<(), ServeError> {
+        tokio::select! {
+            () = self.shutdown.cancelled() => {}
+            // Serving ended by itself: the listener failed.
+            _ = &mut self.serving => self.shutdown.cancel(),
+        }
+        // Load balancers and supervisors stop sending new clients while we drain.
+        self.api.health.set(false).await;
+        let tasks = self.api.tasks.clone();
+        let serving = &mut self.serving;
+        let drained = tokio::time::timeout(self.drain, async {
+            let served = if serving.is_finished() { None } else { serving.await.ok() };
+            tasks.wait().await;
+            served
+        })
+        .await;
+        let served = match drained {
+            Ok(served) => served.flatten().unwrap_or(Ok(())),
+            Err(_) => {
+                tracing::warn!(
+                    tasks = tasks.len(),
+                    deadline_secs = self.drain.as_secs(),
+                    "drain deadline passed; closing the connections and streams still open"
+                );
+                tasks.stop();
+                if let Some(endpoint) = &self.endpoint {
+                    endpoint.close(0u32.into(), b"server stopped");
+                }
+                tasks.wait().await;
+                Ok(())
+            }
+        };
         // Every commit queued while serving is finished before we report stopped.
         self.api.messages.writer().flush().await;
-        let closed = self.api.messages.store().closed_watch();
+        let failure = self.api.messages.store().health().failure();
+        let mut closed = self.api.messages.store().closed_watch();
         drop(self.api);
-        // Streams, followers and timers let go of the database as they wind down; wait for
-        // the file to be closed (its lock released), but not forever.
-        for _ in 0..1000 {
-            if closed.is_closed() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        // hyper's connection tasks drop their handles as their connections end (at the latest
+        // when their reads fail after the deadline); the file closes with the last one.
+        if tokio::time::timeout(CLOSE_WAIT, closed.closed()).await.is_err() {
+            tracing::warn!("the database was still in use {CLOSE_WAIT:?} after shutdown");
         }
-        if !closed.is_closed() {
-            tracing::warn!("the database was still in use 10 s after shutdown");
+        if let Some(why) = failure {
+            return Err(ServeError::Storage(why));
         }
-        served?
+        served
     }
 }
 
@@ -129,6 +173,17 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         tracing::info!(path = %path.display(), "initialised");
     }
     let keys = Keyring::load(&config.data_dir.join("keys"))?;
+    // Listeners before the database: a start that fails to bind leaves nothing running (no
+    // writer thread holding the file while a retry opens it).
+    let quic_config = match &config.quic {
+        Some(limits) => Some(crate::transport::h3::quic_server_config(&config.tls, limits)?),
+        None => None,
+    };
+    let tcp_tls = match config.tls.insecure_plaintext {
+        true => None,
+        false => Some(tls::server_config(&config.tls, &[b"h2", b"http/1.1"])?),
+    };
+    let (listener, addr, endpoint) = bind_both(config.listen, quic_config)?;
     let store = Store::open(&config.data_dir.join(DB_FILE_NAME), config.store_cache_bytes)?;
     let hub = crate::chat::Hub::new();
     let publisher = hub.clone();
@@ -150,17 +205,22 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         l.max_notifications_per_user,
     );
     let shutdown = CancellationToken::new();
+    let tasks = Tasks::new();
     let presence = crate::presence::Presence::start(
         l.presence_grace,
         hub.clone(),
         store.clone(),
         writer.clone(),
         shutdown.clone(),
+        &tasks,
     );
+    let storage = store.health().clone();
     let notifications = crate::notifications::Notifications::new(store, writer);
     let typing = Arc::new(std::sync::Mutex::new(crate::chat::ratelimit::TypingGate::new(
-        std::time::Duration::from_secs(2),
+        Duration::from_secs(2),
     )));
+    let (health, health_service) = Health::new();
+    health.set(true).await;
     let api = Api {
         accounts,
         rooms,
@@ -170,15 +230,25 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         notifications,
         typing,
         shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
+        health: health.clone(),
         config: config.clone(),
     };
-    let routes = api::routes(api.clone());
+    let routes = api::routes(api.clone(), health_service);
+    // A failed write or fsync is final for this process: report it and stop, so that the
+    // supervisor restarts us, instead of answering every write UNAVAILABLE forever.
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            why = storage.failed() => {
+                tracing::error!(failure = %why, "storage failed: NOT_SERVING, draining, exiting");
+                health.set(false).await;
+                stop.cancel();
+            }
+            () = stop.cancelled() => {}
+        }
+    });
 
-    let quic_config = match &config.quic {
-        Some(limits) => Some(crate::transport::h3::quic_server_config(&config.tls, limits)?),
-        None => None,
-    };
-    let (listener, addr, endpoint) = bind_both(config.listen, quic_config)?;
     let limits = &config.limits;
     let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams)
@@ -189,33 +259,21 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .layer(tonic_web::GrpcWebLayer::new());
     let router = builder.add_routes(routes.clone());
     let signal = shutdown.clone();
-    let h3 = match (&config.quic, endpoint) {
+    let h3 = match (&config.quic, &endpoint) {
         (Some(limits), Some(endpoint)) => {
             let serve = crate::transport::h3::serve_h3(
                 endpoint.clone(),
                 routes.clone(),
                 limits.clone(),
                 shutdown.clone(),
+                tasks.clone(),
             );
             tracing::info!(%addr, "edgechat serving gRPC over HTTP/3 (QUIC, UDP)");
-            Some((tokio::spawn(serve), endpoint))
+            Some((tasks.spawn(serve), endpoint.clone()))
         }
         _ => None,
     };
-    let tcp = if config.tls.insecure_plaintext {
-        tracing::warn!(
-            %addr,
-            "serving PLAIN-TEXT HTTP/2 (--insecure-plaintext): only behind a TLS-terminating proxy"
-        );
-        let rx = tcp::accept_plain(listener, limits.max_connections, shutdown.clone());
-        tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(ReceiverStream::new(rx), signal.cancelled_owned())
-                .await
-                .map_err(|e| ServeError::Transport(e.to_string()))
-        })
-    } else {
-        let tls = tls::server_config(&config.tls, &[b"h2", b"http/1.1"])?;
+    let tcp = if let Some(tls) = tcp_tls {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let rx = tcp::accept_tls(
             listener,
@@ -223,28 +281,45 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             limits.tls_handshake_timeout,
             limits.max_connections,
             shutdown.clone(),
+            &tasks,
         );
-        tokio::spawn(async move {
+        tasks.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(ReceiverStream::new(rx), signal.cancelled_owned())
+                .await
+                .map_err(|e| ServeError::Transport(e.to_string()))
+        })
+    } else {
+        tracing::warn!(
+            %addr,
+            "serving PLAIN-TEXT HTTP/2 (--insecure-plaintext): only behind a TLS-terminating proxy"
+        );
+        let rx = tcp::accept_plain(listener, limits.max_connections, shutdown.clone(), &tasks);
+        tasks.spawn(async move {
             router
                 .serve_with_incoming_shutdown(ReceiverStream::new(rx), signal.cancelled_owned())
                 .await
                 .map_err(|e| ServeError::Transport(e.to_string()))
         })
     };
-    let task = tokio::spawn(async move {
-        let served = tcp.await.map_err(|e| ServeError::Transport(e.to_string()))?;
+    let serving = tasks.spawn(async move {
+        let served = match tcp.await {
+            Ok(Some(r)) => r,
+            Ok(None) => Ok(()),
+            Err(e) => Err(ServeError::Transport(e.to_string())),
+        };
         if let Some((accepting, endpoint)) = h3 {
             let _ = accepting.await;
             // Connections got GOAWAY and their streams said GoingAway; give them a moment to
             // close by themselves, then close what is left (a client that keeps an idle QUIC
             // connection open would otherwise hold the server, and its database, until the
             // idle timeout).
-            let _ = tokio::time::timeout(DRAIN, endpoint.wait_idle()).await;
+            let _ = tokio::time::timeout(H3_CLOSE, endpoint.wait_idle()).await;
             endpoint.close(0u32.into(), b"server stopped");
             endpoint.wait_idle().await;
         }
         served
     });
     tracing::info!(%addr, client_auth = ?config.tls.client_auth, "edgechat serving gRPC over HTTP/2");
-    Ok(Running { api, addr, shutdown, task })
+    Ok(Running { api, addr, shutdown, serving, endpoint, drain: config.limits.shutdown_drain })
 }

@@ -50,11 +50,8 @@ impl AdminService for AdminApi {
         admin(&req)?;
         let r = req.into_inner();
         let role = role_arg(r.role)?;
-        let before = self.0.accounts.user(user_id_arg(&r.user_id)?)?.role;
-        let u = self.0.accounts.set_role(&r.user_id, role).await?;
-        if u.role != before {
-            self.0.revoke_streams(&u.id, "global role changed; log in again (or refresh)");
-        }
+        // The change ends the user's streams from inside its commit (see Accounts::set_role).
+        let u = self.0.accounts.set_role(user_id_arg(&r.user_id)?, role).await?;
         Ok(Response::new(user_to_proto(&u)))
     }
 
@@ -68,9 +65,6 @@ impl AdminService for AdminApi {
             return Err(Status::failed_precondition("an admin cannot disable themselves"));
         }
         let u = self.0.accounts.set_disabled(user_id_arg(&r.user_id)?, r.disabled).await?;
-        if u.disabled {
-            self.0.revoke_streams(&u.id, "this account has been disabled");
-        }
         Ok(Response::new(user_to_proto(&u)))
     }
 

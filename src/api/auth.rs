@@ -54,9 +54,6 @@ impl AuthService for AuthApi {
         let who = principal(&req)?;
         let r = req.into_inner();
         self.0.accounts.logout(&who, &r.refresh_token, r.all_devices).await?;
-        if r.all_devices {
-            self.0.revoke_streams(&who.user_id, "logged out on all devices");
-        }
         Ok(Response::new(proto::LogoutResponse {}))
     }
 

@@ -37,6 +37,10 @@ pub struct Api {
     pub typing: std::sync::Arc<std::sync::Mutex<crate::chat::ratelimit::TypingGate>>,
     /// Cancelled when the server drains.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Every task the server spawns (streams, followers, timers).
+    pub tasks: crate::tasks::Tasks,
+    /// What the standard health service reports.
+    pub health: Health,
     /// The validated configuration.
     pub config: Arc<Config>,
 }
@@ -52,15 +56,11 @@ impl Api {
             presence: self.presence.clone(),
             typing: self.typing.clone(),
             shutdown: self.shutdown.clone(),
+            tasks: self.tasks.clone(),
             max_subscriptions: l.max_subscriptions_per_stream,
             max_streams_per_user: l.max_streams_per_user,
             stuck_timeout: l.stuck_stream_timeout,
         }
-    }
-
-    /// Ends every open stream of a user whose tokens were just revoked.
-    pub fn revoke_streams(&self, user_id: &str, why: &'static str) {
-        self.hub.signal_user(user_id, crate::chat::hub::UserSignal::Revoked(why));
     }
 }
 
@@ -72,23 +72,50 @@ pub fn principal<T>(req: &tonic::Request<T>) -> Result<Principal, tonic::Status>
         .ok_or_else(|| tonic::Status::unauthenticated("missing authorization: Bearer token"))
 }
 
-/// Builds every service (edgechat's four, health, reflection) behind the auth and status
-/// layers, ready for either transport.
-pub fn routes(api: Api) -> Routes {
-    let limit = api.config.limits.max_message_bytes;
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    // The empty service name (the whole server) reports SERVING by default; name ours too.
-    for name in [
-        "edgechat.v1.AuthService",
-        "edgechat.v1.RoomService",
-        "edgechat.v1.ChatService",
-        "edgechat.v1.AdminService",
-    ] {
-        let reporter = health_reporter.clone();
-        tokio::spawn(async move {
-            reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
-        });
+/// The names the standard health service answers for: the whole server (`""`) and each of
+/// edgechat's services.
+pub const HEALTH_NAMES: [&str; 5] = [
+    "",
+    "edgechat.v1.AuthService",
+    "edgechat.v1.RoomService",
+    "edgechat.v1.ChatService",
+    "edgechat.v1.AdminService",
+];
+
+/// The standard gRPC health service.
+pub type HealthService =
+    tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>;
+
+/// The health reporter, for every name at once: SERVING while the server serves, NOT_SERVING
+/// while it drains or once its storage has failed (so load balancers and supervisors see it).
+#[derive(Clone)]
+pub struct Health(tonic_health::server::HealthReporter);
+
+impl Health {
+    /// A reporter and the service it reports through (for [`routes`]).
+    pub fn new() -> (Health, HealthService) {
+        let reporter = tonic_health::server::HealthReporter::new();
+        let service = tonic_health::server::HealthService::from_health_reporter(reporter.clone());
+        (Health(reporter), tonic_health::pb::health_server::HealthServer::new(service))
     }
+
+    /// Reports every name as serving or not.
+    pub async fn set(&self, serving: bool) {
+        let status = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        for name in HEALTH_NAMES {
+            self.0.set_service_status(name, status).await;
+        }
+    }
+}
+
+/// Builds every service (edgechat's four, `health`, reflection) behind the auth and status
+/// layers, ready for either transport.
+pub fn routes(api: Api, health: HealthService) -> Routes {
+    let limit = api.config.limits.max_message_bytes;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)

@@ -56,6 +56,7 @@ pub fn room_status(e: &RoomError) -> Status {
         RoomError::InvalidArgument(m) => Status::invalid_argument(m.clone()),
         RoomError::NotFound(m) => Status::not_found(m.clone()),
         RoomError::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
+        RoomError::Unauthenticated(m) => Status::unauthenticated(m.clone()),
         RoomError::Store(e) => store_status(e),
     }
 }

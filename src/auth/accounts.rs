@@ -450,6 +450,7 @@ impl Accounts {
                     user.token_version += 1;
                     user.refresh_epoch += 1;
                     users::put_user(tx, &user)?;
+                    tx.revoke(&user.id, "logged out on all devices");
                 }
                 Ok(Ok(()))
             })
@@ -519,10 +520,12 @@ impl Accounts {
     pub async fn set_role(&self, user_id: &str, role: Role) -> Result<UserRecord, AuthError> {
         self.update_user(user_id, move |u| {
             let new = role_to_proto(role) as i32;
-            if u.role != new {
-                u.role = new;
-                u.token_version += 1;
+            if u.role == new {
+                return None;
             }
+            u.role = new;
+            u.token_version += 1;
+            Some("global role changed; log in again (or refresh)")
         })
         .await
     }
@@ -534,19 +537,25 @@ impl Accounts {
         disabled: bool,
     ) -> Result<UserRecord, AuthError> {
         self.update_user(user_id, move |u| {
-            if disabled && !u.disabled {
-                u.token_version += 1;
-                u.refresh_epoch += 1;
-            }
+            let revoke = disabled && !u.disabled;
             u.disabled = disabled;
+            if !revoke {
+                return None;
+            }
+            u.token_version += 1;
+            u.refresh_epoch += 1;
+            Some("this account has been disabled")
         })
         .await
     }
 
+    /// Applies `change` to a user in a writer job. When it says why the user's tokens are
+    /// revoked, the job also ends their streams: the revocation is part of the committed
+    /// batch, so it happens even if the RPC that asked for it is cancelled after the commit.
     async fn update_user(
         &self,
         user_id: &str,
-        change: impl FnOnce(&mut UserRecord) + Send + 'static,
+        change: impl FnOnce(&mut UserRecord) -> Option<&'static str> + Send + 'static,
     ) -> Result<UserRecord, AuthError> {
         let id = user_id.to_string();
         self.inner
@@ -555,8 +564,11 @@ impl Accounts {
                 let Some(mut u) = users::user(tx, &id)? else {
                     return Ok(Err(AuthError::NotFound(format!("no user with id `{id}`"))));
                 };
-                change(&mut u);
+                let revoked = change(&mut u);
                 users::put_user(tx, &u)?;
+                if let Some(why) = revoked {
+                    tx.revoke(&u.id, why);
+                }
                 Ok(Ok(u))
             })
             .await

@@ -74,7 +74,12 @@ impl Hub {
     }
 
     /// Publishes committed events (called by the writer, in commit order). Never blocks.
+    /// Revocations go first: a stream ends before it could deliver anything of the batch
+    /// that revoked it.
     pub fn publish(&self, committed: &Committed) {
+        for (user, why) in &committed.revoked {
+            self.signal_user(user, UserSignal::Revoked(why));
+        }
         {
             let mut rooms = self.rooms.lock().expect("hub lock");
             for ev in &committed.events {
@@ -167,7 +172,7 @@ mod tests {
     }
 
     fn batch(events: Vec<RoomEvent>) -> Committed {
-        Committed { events, signals: vec![] }
+        Committed { events, ..Default::default() }
     }
 
     fn seq(f: RoomFeed) -> u64 {

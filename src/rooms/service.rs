@@ -40,6 +40,9 @@ pub enum RoomError {
     /// Conflicts with the current state.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller's tokens were revoked after the request was authenticated.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// Storage.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -127,11 +130,37 @@ pub struct Loaded {
     pub actor: Actor,
 }
 
-/// Loads a room for `who`; an unknown id is `NotFound` exactly like an invisible room.
+/// Refuses a caller whose tokens were revoked after their request was authenticated
+/// (disabled, global role changed, logged out everywhere): reads and writer jobs act only for
+/// the user as the snapshot knows them now, so a disable that commits while a send waits in
+/// the writer's queue stops that send.
+pub fn check_current(s: &impl Snapshot, who: &Principal) -> Result<(), RoomError> {
+    match users::user(s, &who.user_id)? {
+        Some(u) if u.disabled => Err(RoomError::Unauthenticated("this account is disabled".into())),
+        Some(u) if u.token_version == who.token_version => Ok(()),
+        _ => Err(RoomError::Unauthenticated("token has been revoked; log in again".into())),
+    }
+}
+
+/// [`check_current`] inside a writer job: storage errors abort the batch, a refusal is the
+/// job's answer.
+fn job_check_current(
+    ctx: &WriteCtx<'_>,
+    who: &Principal,
+) -> Result<Result<(), RoomError>, StoreError> {
+    match check_current(&**ctx, who) {
+        Err(RoomError::Store(e)) => Err(e),
+        other => Ok(other),
+    }
+}
+
+/// Loads a room for `who` (who must be current, see [`check_current`]); an unknown id is
+/// `NotFound` exactly like an invisible room.
 pub fn load(s: &impl Snapshot, who: &Principal, room_id: &str) -> Result<Loaded, RoomError> {
     if room_id.is_empty() {
         return Err(RoomError::InvalidArgument("room_id is empty".into()));
     }
+    check_current(s, who)?;
     let room = rooms::room(s, room_id)?.ok_or_else(not_found)?;
     let actor = Actor { global: global(who.role), standing: standing(s, room_id, &who.user_id)? };
     Ok(Loaded { room, actor })
@@ -305,10 +334,13 @@ impl Rooms {
             member_count: 1,
             direct_pair: vec![],
         };
-        let user = who.user_id.clone();
+        let (who, user) = (who.clone(), who.user_id.clone());
         self.inner
             .writer
             .write(move |ctx| {
+                if let Err(e) = job_check_current(ctx, &who)? {
+                    return Ok(Err(e));
+                }
                 let mut joined = member_event(&user, Some(RoomRole::Owner));
                 joined.joined = true;
                 let seq = record(ctx, event(&rec.id, &user, now_ms, Kind::Member(joined)))?;
@@ -720,11 +752,14 @@ impl Rooms {
                 "cannot open a direct room with yourself".into(),
             ));
         }
-        let me = who.user_id.clone();
+        let (who, me) = (who.clone(), who.user_id.clone());
         let other = user_id.to_string();
         self.inner
             .writer
             .write(move |ctx| {
+                if let Err(e) = job_check_current(ctx, &who)? {
+                    return Ok(Err(e));
+                }
                 let Some(other_user) = users::user(&**ctx, &other)? else {
                     return Ok(Err(RoomError::NotFound(format!("no user with id `{other}`"))));
                 };

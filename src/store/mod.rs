@@ -10,6 +10,7 @@
 //! the submodules.
 
 pub mod events;
+mod health;
 pub mod notifications;
 mod records;
 pub mod rooms;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable};
 
+pub use health::StorageHealth;
 pub use records::{
     BanRecord, FamilyRecord, MemberRecord, RefreshRecord, RoomRecord, SentRecord, UserRecord,
 };
@@ -99,23 +101,53 @@ db_error_from!(
     redb::CommitError
 );
 
-/// The open database. Cheap to clone (an `Arc` inside).
+/// The database and, dropped right after it, the sender whose end tells waiters it closed.
+pub(crate) struct Db {
+    db: redb::Database,
+    _closed: tokio::sync::watch::Sender<()>,
+}
+
+impl std::ops::Deref for Db {
+    type Target = redb::Database;
+    fn deref(&self) -> &redb::Database {
+        &self.db
+    }
+}
+
+/// The open database. Cheap to clone (an `Arc` inside); the file closes when the last clone
+/// (and the writer thread) is gone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<redb::Database>,
+    db: Arc<Db>,
     path: PathBuf,
+    health: Arc<StorageHealth>,
+    closed: tokio::sync::watch::Receiver<()>,
 }
 
 impl Store {
     /// Opens (creating if missing) the database at `path`, checks its schema version and
     /// creates every table, so readers never see a missing table.
     pub fn open(path: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
-        let db = redb::Database::builder().set_cache_size(cache_bytes).create(path).map_err(
-            |e| match e {
+        let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
+            path: path.into(),
+            message: e.to_string(),
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| open_err(&e))?;
+        let health = StorageHealth::new();
+        let backend = health::Guarded::new(file, health.clone());
+        let db = redb::Database::builder()
+            .set_cache_size(cache_bytes)
+            .create_with_backend(backend)
+            .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.into()),
-                other => StoreError::Open { path: path.into(), message: other.to_string() },
-            },
-        )?;
+                other => open_err(&other),
+            })?;
         let tx = db.begin_write()?;
         {
             let mut meta = tx.open_table(tables::META)?;
@@ -136,13 +168,24 @@ impl Store {
         }
         tables::create_all(&tx)?;
         tx.commit()?;
-        Ok(Store { db: Arc::new(db), path: path.to_path_buf() })
+        let (closed_tx, closed) = tokio::sync::watch::channel(());
+        Ok(Store {
+            db: Arc::new(Db { db, _closed: closed_tx }),
+            path: path.to_path_buf(),
+            health,
+            closed,
+        })
     }
 
     /// A handle that tells when every user of this database is gone and the file is closed
     /// (its lock released).
     pub fn closed_watch(&self) -> ClosedWatch {
-        ClosedWatch(Arc::downgrade(&self.db))
+        ClosedWatch(self.closed.clone())
+    }
+
+    /// Whether the storage still works (a failed write or fsync is final for this process).
+    pub fn health(&self) -> &Arc<StorageHealth> {
+        &self.health
     }
 
     /// The database file.
@@ -158,7 +201,7 @@ impl Store {
     /// Starts the group-commit writer thread for this store; `publisher` receives every
     /// committed batch's room events.
     pub fn start_writer(&self, publisher: Publisher) -> Writer {
-        Writer::start(self.db.clone(), publisher)
+        Writer::start(self.db.clone(), self.health.clone(), publisher)
     }
 
     /// The schema version stored in the file.
@@ -170,12 +213,17 @@ impl Store {
 }
 
 /// See [`Store::closed_watch`].
-pub struct ClosedWatch(std::sync::Weak<redb::Database>);
+pub struct ClosedWatch(tokio::sync::watch::Receiver<()>);
 
 impl ClosedWatch {
     /// Whether the database has been closed.
     pub fn is_closed(&self) -> bool {
-        self.0.strong_count() == 0
+        self.0.has_changed().is_err()
+    }
+
+    /// Waits until the database has been closed.
+    pub async fn closed(&mut self) {
+        while self.0.changed().await.is_ok() {}
     }
 }
 

@@ -21,35 +21,40 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
+use super::{Db, StorageHealth, StoreError};
 use crate::proto::{RoomEvent, ServerFrame};
 
-/// What a committed batch announces: room events (in seq order per room) and frames for
-/// particular users (notifications). Handed to the publisher only after the commit.
+/// What a committed batch announces: room events (in seq order per room), frames for
+/// particular users (notifications) and users whose tokens were revoked. Handed to the
+/// publisher only after the commit, by the writer itself: what a job committed is announced
+/// even if the client that asked for it has gone away.
 #[derive(Debug, Default)]
 pub struct Committed {
     /// Room events, in commit order.
     pub events: Vec<RoomEvent>,
     /// (user id, frame) to push to every open stream of that user.
     pub signals: Vec<(String, ServerFrame)>,
+    /// (user id, why): every open stream of that user must end with UNAUTHENTICATED.
+    pub revoked: Vec<(String, &'static str)>,
 }
 
 impl Committed {
-    fn len(&self) -> (usize, usize) {
-        (self.events.len(), self.signals.len())
+    fn len(&self) -> (usize, usize, usize) {
+        (self.events.len(), self.signals.len(), self.revoked.len())
     }
 
-    fn truncate(&mut self, (events, signals): (usize, usize)) {
+    fn truncate(&mut self, (events, signals, revoked): (usize, usize, usize)) {
         self.events.truncate(events);
         self.signals.truncate(signals);
+        self.revoked.truncate(revoked);
     }
 
     fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.signals.is_empty()
+        self.len() == (0, 0, 0)
     }
 
     fn clear(&mut self) {
-        self.truncate((0, 0));
+        self.truncate((0, 0, 0));
     }
 }
 
@@ -72,6 +77,11 @@ impl WriteCtx<'_> {
     /// Queues a frame for every open stream of `user_id`, sent after the commit.
     pub fn signal(&mut self, user_id: &str, frame: ServerFrame) {
         self.out.signals.push((user_id.to_string(), frame));
+    }
+
+    /// Ends every open stream of `user_id` after the commit (their token version changed).
+    pub fn revoke(&mut self, user_id: &str, why: &'static str) {
+        self.out.revoked.push((user_id.to_string(), why));
     }
 }
 
@@ -148,11 +158,11 @@ where
 }
 
 impl Writer {
-    pub(super) fn start(db: Arc<redb::Database>, publisher: Publisher) -> Writer {
+    pub(super) fn start(db: Arc<Db>, health: Arc<StorageHealth>, publisher: Publisher) -> Writer {
         let (queue, rx) = mpsc::channel(QUEUE_BOUND);
         std::thread::Builder::new()
             .name("edgechat-writer".into())
-            .spawn(move || run(db, rx, publisher))
+            .spawn(move || run(&db, &health, rx, publisher))
             .expect("spawning the writer thread");
         Writer { queue }
     }
@@ -192,7 +202,12 @@ impl Writer {
     }
 }
 
-fn run(db: Arc<redb::Database>, mut rx: mpsc::Receiver<Box<dyn Job>>, mut publisher: Publisher) {
+fn run(
+    db: &Db,
+    health: &StorageHealth,
+    mut rx: mpsc::Receiver<Box<dyn Job>>,
+    mut publisher: Publisher,
+) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut out = Committed::default();
     while let Some(first) = rx.blocking_recv() {
@@ -203,9 +218,22 @@ fn run(db: Arc<redb::Database>, mut rx: mpsc::Receiver<Box<dyn Job>>, mut publis
                 Err(_) => break,
             }
         }
-        let result = commit_batch(&db, &mut batch, &mut out);
+        let result = commit_batch(db, health, &mut batch, &mut out);
         match &result {
-            Ok(()) if !out.is_empty() => publisher(&out),
+            Ok(()) if !out.is_empty() => {
+                // The batch is durable: a panicking publisher (a bug) must not take the writer
+                // down with it, or every later write would fail.
+                let published = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    publisher(&out);
+                }));
+                if published.is_err() {
+                    tracing::error!(
+                        events = out.events.len(),
+                        "the publisher panicked after a durable commit; live subscribers catch \
+                         up from the store"
+                    );
+                }
+            }
             Ok(()) => {}
             Err(e) => {
                 tracing::error!(error = %e, jobs = batch.len(), "commit failed; batch refused")
@@ -218,12 +246,20 @@ fn run(db: Arc<redb::Database>, mut rx: mpsc::Receiver<Box<dyn Job>>, mut publis
     }
 }
 
+/// Runs the batch in one transaction and commits it. A transaction that cannot begin or
+/// commit means the storage failed (redb refuses all later I/O after a failed write or
+/// fsync): that is recorded in `health`, which stops the server.
 fn commit_batch(
-    db: &redb::Database,
+    db: &Db,
+    health: &StorageHealth,
     batch: &mut [Box<dyn Job>],
     out: &mut Committed,
 ) -> Result<(), StoreError> {
-    let tx = db.begin_write()?;
+    let storage = |e: &dyn std::fmt::Display| {
+        health.record(format!("commit failed: {e}"));
+        StoreError::Db(e.to_string())
+    };
+    let tx = db.begin_write().map_err(|e| storage(&e))?;
     let mut ctx = WriteCtx { tx: &tx, out };
     for job in batch.iter_mut() {
         if let Err(e) = job.apply(&mut ctx) {
@@ -231,6 +267,44 @@ fn commit_batch(
             return Err(e);
         }
     }
-    tx.commit()?;
+    tx.commit().map_err(|e| storage(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_publisher_does_not_stop_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::Store::open(&dir.path().join("db.redb"), 1 << 20).unwrap();
+        let writer = store.start_writer(Box::new(|_| panic!("a bug in the fan-out")));
+        for round in 0..3 {
+            let r = writer
+                .write(move |ctx: &mut WriteCtx<'_>| {
+                    ctx.emit(RoomEvent { seq: round, ..Default::default() });
+                    Ok(Ok::<_, StoreError>(round))
+                })
+                .await;
+            assert_eq!(r.unwrap(), round, "the commit of round {round} is acknowledged");
+        }
+        assert!(store.health().failure().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_fails_the_batch_and_marks_the_storage_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::Store::open(&dir.path().join("db.redb"), 1 << 20).unwrap();
+        let writer = store.start_writer(Box::new(|_| {}));
+        let ok = writer.write(|_| Ok(Ok::<_, StoreError>(()))).await;
+        assert!(ok.is_ok());
+        store.health().fail_syncs();
+        let failed = writer.write(|_| Ok(Ok::<_, StoreError>(()))).await;
+        assert!(failed.is_err());
+        let why = store.health().failure().expect("recorded");
+        assert!(why.contains("fsync"), "{why}");
+        // redb refuses every later I/O: so does the writer, and it says why.
+        assert!(writer.write(|_| Ok(Ok::<_, StoreError>(()))).await.is_err());
+    }
 }

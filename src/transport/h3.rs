@@ -218,6 +218,7 @@ pub async fn serve_h3(
     routes: Routes,
     lim: QuicLimits,
     shutdown: CancellationToken,
+    tasks: crate::tasks::Tasks,
 ) {
     let routes = routes.prepare();
     let lim = Arc::new(lim);
@@ -238,8 +239,9 @@ pub async fn serve_h3(
         }
         let (routes, lim, shutdown, handshaking) =
             (routes.clone(), lim.clone(), shutdown.clone(), handshaking.clone());
-        tokio::spawn(async move {
-            // The connection slot is held for the connection's whole life.
+        tasks.spawn(async move {
+            // The connection slot is held for the connection's whole life. (Dropped at the
+            // drain deadline, the task's request set aborts the requests still running.)
             let _slot = slot;
             if let Some(conn) = handshake(incoming, lim.handshake_timeout, &handshaking).await {
                 serve_connection(conn, routes, &lim, shutdown).await;

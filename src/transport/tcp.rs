@@ -1,6 +1,11 @@
 //! The TCP listener: accepts with a large backlog, bounds open connections with a semaphore,
 //! runs each TLS handshake in its own task under a timeout (a slow or silent client never
 //! stalls accepts), and hands finished connections to tonic's HTTP/2 server.
+//!
+//! hyper runs each connection in a task of its own that we do not track; [`Conn`] wraps the
+//! connection's I/O and fails its reads once the server's drain deadline has passed
+//! ([`Tasks::stopping`]), which ends that task: no client can hold shutdown (or the
+//! database) past the deadline, whatever it does with its flow-control window.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,9 +18,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::PeerInfo;
+use crate::tasks::Tasks;
 
 /// Pending accepted connections; std's default of 128 drops connections when a thousand
 /// clients connect at once.
@@ -41,7 +47,15 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub struct Conn<S> {
     io: S,
     info: PeerInfo,
+    /// Ready once the drain deadline has passed: reads fail, hyper drops the connection.
+    stop: Pin<Box<WaitForCancellationFutureOwned>>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl<S> Conn<S> {
+    fn new(io: S, info: PeerInfo, tasks: &Tasks, permit: OwnedSemaphorePermit) -> Conn<S> {
+        Conn { io, info, stop: Box::pin(tasks.stopping().cancelled_owned()), _permit: permit }
+    }
 }
 
 impl<S> tonic::transport::server::Connected for Conn<S> {
@@ -57,6 +71,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        // hyper always has a read pending on a live connection, so this wakes it at the
+        // deadline.
+        if self.stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::other("server stopped: drain deadline passed")));
+        }
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
@@ -94,18 +113,27 @@ pub fn accept_tls(
     handshake_timeout: Duration,
     max_connections: usize,
     shutdown: CancellationToken,
+    tasks: &Tasks,
 ) -> mpsc::Receiver<io::Result<Conn<tokio_rustls::server::TlsStream<TcpStream>>>> {
     let (tx, rx) = mpsc::channel(READY_QUEUE);
     let limit = Arc::new(Semaphore::new(max_connections));
-    tokio::spawn(async move {
+    let tasks = tasks.clone();
+    tasks.clone().spawn(async move {
         loop {
             let Some((stream, peer, permit)) = next(&listener, &limit, &shutdown).await else {
                 break;
             };
             let acceptor = acceptor.clone();
             let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+            let conn_tasks = tasks.clone();
+            let stopping = shutdown.clone();
+            tasks.spawn(async move {
+                let handshake = tokio::select! {
+                    h = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => h,
+                    // Shutting down: a half-open handshake is not worth waiting for.
+                    () = stopping.cancelled() => return,
+                };
+                match handshake {
                     Ok(Ok(tls)) => {
                         let client_cert_name = tls
                             .get_ref()
@@ -115,7 +143,7 @@ pub fn accept_tls(
                             .and_then(super::tls::cert_common_name);
                         let info =
                             PeerInfo { remote_addr: Some(peer), client_cert_name, transport: "h2" };
-                        let _ = tx.send(Ok(Conn { io: tls, info, _permit: permit })).await;
+                        let _ = tx.send(Ok(Conn::new(tls, info, &conn_tasks, permit))).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -131,14 +159,16 @@ pub fn accept_plain(
     listener: TcpListener,
     max_connections: usize,
     shutdown: CancellationToken,
+    tasks: &Tasks,
 ) -> mpsc::Receiver<io::Result<Conn<TcpStream>>> {
     let (tx, rx) = mpsc::channel(READY_QUEUE);
     let limit = Arc::new(Semaphore::new(max_connections));
-    tokio::spawn(async move {
+    let conn_tasks = tasks.clone();
+    tasks.spawn(async move {
         while let Some((stream, peer, permit)) = next(&listener, &limit, &shutdown).await {
             let info =
                 PeerInfo { remote_addr: Some(peer), client_cert_name: None, transport: "h2c" };
-            if tx.send(Ok(Conn { io: stream, info, _permit: permit })).await.is_err() {
+            if tx.send(Ok(Conn::new(stream, info, &conn_tasks, permit))).await.is_err() {
                 break;
             }
         }

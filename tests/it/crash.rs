@@ -4,58 +4,30 @@
 //! their original client_message_id after each restart.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use edgechat::client::{self, TlsFiles};
+use edgechat::client;
 use edgechat::proto;
 
-use crate::support::{User, all_events};
+use crate::support::{User, all_events, edgechat_bin as edgechat};
+
+/// `edgechat serve` with the send rate limit out of the way.
+fn serve(dir: &std::path::Path) -> (std::process::Child, u16) {
+    let fast = [
+        ("EDGECHAT_LIMITS_SEND_RATE_PER_SEC", "1000000"),
+        ("EDGECHAT_LIMITS_SEND_BURST", "100000"),
+    ];
+    let served = crate::support::serve_binary(dir, &fast);
+    (served.child, served.port)
+}
 
 const PASSWORD: &str = "correct horse battery";
 
-fn edgechat() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_edgechat"))
-}
-
-/// Starts `edgechat serve` on an ephemeral port; returns the child and its port.
-fn serve(dir: &std::path::Path) -> (Child, u16) {
-    let mut child = edgechat()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .env("EDGECHAT_LIMITS_SEND_RATE_PER_SEC", "1000000")
-        .env("EDGECHAT_LIMITS_SEND_BURST", "100000")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("edgechat serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    (child, port)
-}
-
 async fn login(port: u16, ca: &std::path::Path) -> User {
-    let tls = TlsFiles { ca: Some(ca.to_path_buf()), client_cert: None };
-    let url = format!("https://localhost:{port}");
-    let ch = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if let Ok(ch) = client::connect(&url, &tls).await {
-                return ch;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("server reachable");
+    let ch = crate::support::binary_channel(port, ca).await;
     let r = client::auth_client(ch.clone(), None)
         .login(proto::LoginRequest { username: "alice".into(), password: PASSWORD.into() })
         .await

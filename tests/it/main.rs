@@ -41,6 +41,7 @@ mod auth;
 mod bounds;
 mod cli;
 mod crash;
+mod faults;
 mod messaging;
 mod presence;
 mod rooms;

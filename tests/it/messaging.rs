@@ -597,17 +597,6 @@ both_transports! {
     }
 }
 
-/// Reads until the stream ends; its final status.
-async fn end_status(c: &mut Conn) -> Result<(), tonic::Status> {
-    loop {
-        match c.next().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => return Ok(()),
-            Err(st) => return Err(st),
-        }
-    }
-}
-
 both_transports! {
     async fn logout_everywhere_and_a_role_change_end_the_users_streams() {
         let s = fast_server().await;
@@ -625,8 +614,8 @@ both_transports! {
             .logout(proto::LogoutRequest { refresh_token: String::new(), all_devices: true })
             .await
             .unwrap();
-        assert_eq!(end_status(&mut a1).await.unwrap_err().code(), Code::Unauthenticated);
-        assert_eq!(end_status(&mut a2).await.unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(a1.end_status().await.unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(a2.end_status().await.unwrap_err().code(), Code::Unauthenticated);
         // A global role change ends bob's streams; a "change" to the same role does not.
         let mut admin = edgechat::client::admin_client(root.ch.clone(), Some(&root.token));
         let same = proto::SetUserRoleRequest { user_id: bob.id.clone(), role: proto::GlobalRole::Member as i32 };
@@ -634,6 +623,6 @@ both_transports! {
         b.ping(2).await;
         let guest = proto::SetUserRoleRequest { user_id: bob.id.clone(), role: proto::GlobalRole::Guest as i32 };
         admin.set_user_role(guest).await.unwrap();
-        assert_eq!(end_status(&mut b).await.unwrap_err().code(), Code::Unauthenticated);
+        assert_eq!(b.end_status().await.unwrap_err().code(), Code::Unauthenticated);
     }
 }

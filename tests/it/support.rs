@@ -77,17 +77,21 @@ impl TestServer {
         let mut raw = self.raw.clone();
         raw.listen = self.addr.to_string();
         let config = raw.validate().expect("test config is valid");
-        let running = tokio::time::timeout(WAIT, async {
+        let mut last_error = None;
+        let started = tokio::time::timeout(WAIT, async {
             loop {
                 match edgechat::server::start(config.clone()).await {
                     Ok(r) => return r,
                     // The port may take a moment to be free again.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(e) => {
+                        last_error = Some(e.to_string());
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
                 }
             }
         })
-        .await
-        .expect("server restarts");
+        .await;
+        let running = started.unwrap_or_else(|_| panic!("server restarts: {last_error:?}"));
         self.running = Some(running);
     }
 
@@ -142,13 +146,7 @@ impl TestServer {
 
     /// Registers `name` and returns a connected user.
     pub async fn user(&self, name: &str) -> User {
-        let r = self.register(name).await;
-        User {
-            id: r.user.unwrap().id,
-            name: name.to_lowercase(),
-            token: r.access_token,
-            ch: self.channel().await,
-        }
+        User::register(self.channel().await, name).await
     }
 
     /// Creates a global admin directly and logs them in.
@@ -189,6 +187,12 @@ impl TestServer {
     /// The running server's services (to inspect state a client cannot see).
     pub fn api(&self) -> &edgechat::api::Api {
         self.running.as_ref().expect("server running").api()
+    }
+
+    /// Waits for a server that stops by itself (storage failure, say); its result.
+    pub async fn wait_stopped(&mut self) -> Result<(), edgechat::server::ServeError> {
+        let r = self.running.take().expect("server running");
+        tokio::time::timeout(WAIT, r.wait()).await.expect("server stops in time")
     }
 
     /// Stops the server and waits for it.
@@ -298,6 +302,20 @@ pub struct User {
 }
 
 impl User {
+    /// Registers `name` over `ch` (the password every test user has).
+    pub async fn register(ch: Channel, name: &str) -> User {
+        let r = client::auth_client(ch.clone(), None)
+            .register(proto::RegisterRequest {
+                username: name.into(),
+                password: "correct horse battery".into(),
+                display_name: String::new(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("register {name}: {e}"))
+            .into_inner();
+        User { id: r.user.unwrap().id, name: name.to_lowercase(), token: r.access_token, ch }
+    }
+
     pub fn rooms(&self) -> proto::room_service_client::RoomServiceClient<client::Authed> {
         client::rooms_client(self.ch.clone(), Some(&self.token))
     }
@@ -422,6 +440,17 @@ impl Conn {
         .await;
     }
 
+    /// Reads until the stream ends; its final status.
+    pub async fn end_status(&mut self) -> Result<(), tonic::Status> {
+        loop {
+            match self.next().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Ok(()),
+                Err(st) => return Err(st),
+            }
+        }
+    }
+
     /// Pings and returns every frame that came before the pong.
     pub async fn frames_until_pong(&mut self, nonce: u64) -> Vec<proto::server_frame::Kind> {
         self.frame(proto::client_frame::Kind::Ping(proto::Ping { nonce })).await;
@@ -444,6 +473,99 @@ pub fn message_text(e: &proto::RoomEvent) -> Option<&str> {
         Some(proto::room_event::Kind::Message(m)) => Some(&m.text),
         _ => None,
     }
+}
+
+/// The real `edgechat` binary (built by cargo for the integration tests).
+pub fn edgechat_bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_edgechat"))
+}
+
+/// A running `edgechat serve` process.
+pub struct Served {
+    pub child: std::process::Child,
+    pub port: u16,
+    /// Its log lines (stderr, level info), read by a thread so the pipe never fills.
+    pub log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Served {
+    /// Waits (at most [`WAIT`]) for a log line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {needle:?} within {WAIT:?}"),
+            }
+        }
+    }
+
+    /// Sends a signal (SIGTERM = 15, SIGINT = 2).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    /// Waits (at most [`WAIT`]) for the process to exit.
+    pub fn exit_status(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(std::time::Instant::now() < deadline, "still running after {WAIT:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Starts `edgechat serve` on an ephemeral port in `dir` with `env` added.
+pub fn serve_binary(dir: &std::path::Path, env: &[(&str, &str)]) -> Served {
+    use std::io::BufRead;
+    let mut cmd = edgechat_bin();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("edgechat serve starts");
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    Served { child, port, log }
+}
+
+/// A channel to a server started with [`serve_binary`], once it answers.
+pub async fn binary_channel(port: u16, ca: &std::path::Path) -> Channel {
+    let tls = TlsFiles { ca: Some(ca.to_path_buf()), client_cert: None };
+    let url = format!("https://localhost:{port}");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(ch) = client::connect(&url, &tls).await {
+                return ch;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("server reachable")
 }
 
 /// A server whose send rate limit is out of the way (for volume tests).

@@ -45,6 +45,8 @@ pub struct StreamDeps {
     pub typing: Arc<Mutex<super::ratelimit::TypingGate>>,
     /// Server shutdown: streams say `GoingAway` and end.
     pub shutdown: CancellationToken,
+    /// Where the session and its followers run.
+    pub tasks: crate::tasks::Tasks,
     /// Rooms per stream.
     pub max_subscriptions: usize,
     /// Streams per user.
@@ -67,7 +69,8 @@ pub fn open(
         ))
     })?;
     let (out, stream) = out::channel(deps.stuck_timeout, slot);
+    let tasks = deps.tasks.clone();
     let session = session::Session::new(deps, who, out);
-    tokio::spawn(session.run(inbound));
+    tasks.spawn(session.run(inbound));
     Ok(stream)
 }

@@ -33,13 +33,20 @@ use crate::store::{events, rooms};
 /// stops reading client frames until one is answered.
 pub const MAX_PENDING_SENDS: usize = 64;
 
+/// How often a stream re-reads its user's token version from the store. Revocations reach
+/// streams at once through the hub (published by the writer with the commit that made them);
+/// this is the backstop if that ever fails, so a revoked stream cannot run until its token
+/// expires. Each stream's first check is at a random point within the first period, so
+/// thousands of streams do not all read at once.
+const RECHECK: Duration = Duration::from_secs(5);
+
 /// A send awaiting its result: `(room_id, client_message_id, result)`.
 type PendingSend = BoxFuture<'static, (String, String, Result<proto::Message, ChatError>)>;
 
 /// A running follower: cancel it, then await it for where it got to.
 struct Following {
     cancel: CancellationToken,
-    task: JoinHandle<u64>,
+    task: JoinHandle<Option<u64>>,
 }
 
 pub(super) struct Session {
@@ -100,6 +107,9 @@ impl Session {
         if self.revoked() {
             return;
         }
+        let first = RECHECK.mul_f64(rand::random::<f64>());
+        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + first, RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let expires_in = Duration::from_millis(
                 (self.who.expires_at_ms - crate::clock::now_ms()).max(0) as u64,
@@ -169,6 +179,11 @@ impl Session {
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
+                _ = recheck.tick() => {
+                    if self.revoked() {
+                        break;
+                    }
+                }
                 () = self.deps.shutdown.cancelled() => {
                     let _ = self.out.send(server_frame::Kind::GoingAway(proto::GoingAway {
                         reason: "server is shutting down; reconnect and resume with after_seq".into(),
@@ -301,7 +316,7 @@ impl Session {
         };
         f.cancel.cancel();
         // The follower ends at its next await; only then is it sure to queue nothing more.
-        if let Ok(last) = f.task.await {
+        if let Ok(Some(last)) = f.task.await {
             if self.delivered.len() >= 2 * self.deps.max_subscriptions {
                 self.delivered.clear();
             }
@@ -379,7 +394,7 @@ impl Session {
             cursor: Cursor { me: self.who.user_id.as_str().into(), joined_seq, last: from },
         };
         let stop = cancel.clone();
-        let task = tokio::spawn(async move {
+        let task = self.deps.tasks.spawn(async move {
             let mut feed = feed;
             tokio::select! {
                 () = follower.run(&mut feed) => {}
