@@ -233,12 +233,24 @@ pub struct RawLimits {
     pub max_message_bytes: usize,
     /// Largest message text, bytes.
     pub max_text_bytes: usize,
-    /// Open connections (TCP) at most; further ones wait in the backlog.
+    /// Open connections per transport at most; further TCP ones wait in the backlog,
+    /// further QUIC ones are refused.
     pub max_connections: usize,
+    /// Open connections from one source address (IPv6: one /64), both transports together.
+    pub max_connections_per_ip: usize,
+    /// A connection must make an authenticated request within this many seconds.
+    pub auth_timeout_secs: u64,
+    /// An authenticated connection with no open request is closed after this many seconds.
+    pub idle_connection_secs: u64,
     /// Sends per second per user (token bucket rate).
     pub send_rate_per_sec: f64,
     /// Token bucket burst.
     pub send_burst: u32,
+    /// Other changes per second per user (edits, deletes, read markers that move, room
+    /// creation, invites, joins, leaves, moderation): token bucket rate.
+    pub action_rate_per_sec: f64,
+    /// Its burst.
+    pub action_burst: u32,
     /// Rooms one Connect stream may subscribe to.
     pub max_subscriptions_per_stream: usize,
     /// Connect streams one user may hold open.
@@ -263,9 +275,14 @@ impl Default for RawLimits {
             max_header_bytes: 16 * 1024,
             max_message_bytes: 64 * 1024,
             max_text_bytes: 4096,
-            max_connections: 20_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: 256,
+            auth_timeout_secs: 30,
+            idle_connection_secs: 300,
             send_rate_per_sec: 20.0,
             send_burst: 50,
+            action_rate_per_sec: 10.0,
+            action_burst: 50,
             max_subscriptions_per_stream: 500,
             max_streams_per_user: 16,
             stuck_stream_timeout_secs: 30,
@@ -287,6 +304,54 @@ pub struct RawStore {
 impl Default for RawStore {
     fn default() -> Self {
         RawStore { cache_mib: 64 }
+    }
+}
+
+/// QUIC / HTTP/3 bounds: `[quic]` and the shared `[limits]` keys (the defaults are the
+/// client's too: a client endpoint uses the same windows and timeouts).
+#[derive(Debug, Clone)]
+pub struct QuicLimits {
+    /// Concurrent request streams per connection (like HTTP/2 max_concurrent_streams).
+    pub max_bidi_streams: u32,
+    /// Concurrent unidirectional streams: HTTP/3 needs 3 per side (control, QPACK
+    /// encoder/decoder) plus possibly a grease stream.
+    pub max_uni_streams: u32,
+    /// Per-stream receive window (bytes); bounds one stream's buffered data.
+    pub stream_receive_window: u32,
+    /// Per-connection receive window (bytes); quinn's default is unlimited.
+    pub receive_window: u32,
+    /// Per-connection send window (bytes).
+    pub send_window: u64,
+    /// Idle timeout (the smaller of both sides' values applies).
+    pub idle_timeout: Duration,
+    /// Keep-alive PING interval, below `idle_timeout`.
+    pub keep_alive: Duration,
+    /// QUIC+TLS handshake timeout, and timeout for a request's HEADERS frame.
+    pub handshake_timeout: Duration,
+    /// Above this many handshakes in progress, unvalidated clients get a stateless Retry.
+    pub retry_above_handshakes: usize,
+    /// Max decoded request header section (SETTINGS_MAX_FIELD_SECTION_SIZE).
+    pub max_header_bytes: u64,
+    /// Open QUIC connections at most (`limits.max_connections`); further ones are refused
+    /// (the client retries).
+    pub max_connections: usize,
+}
+
+impl Default for QuicLimits {
+    fn default() -> Self {
+        Self {
+            max_bidi_streams: 100,
+            max_uni_streams: 8,
+            stream_receive_window: 256 * 1024,
+            receive_window: 4 * 1024 * 1024,
+            send_window: 4 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            retry_above_handshakes: 256,
+            max_header_bytes: 16 * 1024,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
     }
 }
 
@@ -376,7 +441,7 @@ pub struct Config {
     /// redb cache size in bytes.
     pub store_cache_bytes: usize,
     /// HTTP/3 limits, or `None` when HTTP/3 is off.
-    pub quic: Option<crate::transport::h3::QuicLimits>,
+    pub quic: Option<QuicLimits>,
 }
 
 /// Validated `[tls]`.
@@ -438,12 +503,22 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Max text size.
     pub max_text_bytes: usize,
-    /// Max open TCP connections.
+    /// Max open connections per transport.
     pub max_connections: usize,
+    /// Max open connections per source address, both transports.
+    pub max_connections_per_ip: usize,
+    /// Time to the first authenticated request.
+    pub auth_timeout: Duration,
+    /// Time an authenticated connection may sit with no request.
+    pub idle_connection: Duration,
     /// Send rate per user per second.
     pub send_rate_per_sec: f64,
     /// Send burst.
     pub send_burst: u32,
+    /// Other changes per user per second.
+    pub action_rate_per_sec: f64,
+    /// Their burst.
+    pub action_burst: u32,
     /// Max rooms per stream.
     pub max_subscriptions_per_stream: usize,
     /// Max streams per user.
@@ -462,6 +537,10 @@ pub struct Limits {
 /// Outside them the waits computed from a rate overflow a `Duration` (1e-20/s did, and
 /// panicked under the limiter's lock). NaN fails every range check.
 const MIN_RATE: f64 = 0.001;
+
+/// Open connections per transport by default: about 100-200 MB of connection state at the
+/// measured 25-50 KiB each, which leaves room on the 1 GB board the defaults are for.
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 const MAX_RATE: f64 = 1e9;
 
 impl RawConfig {
@@ -591,6 +670,16 @@ impl RawConfig {
             ));
         }
         in_range("limits.send_burst", l.send_burst.into(), 1, 100_000)?;
+        in_range("limits.max_connections_per_ip", l.max_connections_per_ip as u64, 1, 1_000_000)?;
+        in_range("limits.auth_timeout_secs", l.auth_timeout_secs, 1, 3600)?;
+        in_range("limits.idle_connection_secs", l.idle_connection_secs, 1, 24 * 3600)?;
+        if !(MIN_RATE..=MAX_RATE).contains(&l.action_rate_per_sec) {
+            return Err(invalid(
+                "limits.action_rate_per_sec",
+                format!("{} is outside {MIN_RATE}..={MAX_RATE}", l.action_rate_per_sec),
+            ));
+        }
+        in_range("limits.action_burst", l.action_burst.into(), 1, 100_000)?;
         in_range(
             "limits.max_subscriptions_per_stream",
             l.max_subscriptions_per_stream as u64,
@@ -616,8 +705,13 @@ impl RawConfig {
             max_message_bytes: l.max_message_bytes,
             max_text_bytes: l.max_text_bytes,
             max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
+            auth_timeout: Duration::from_secs(l.auth_timeout_secs),
+            idle_connection: Duration::from_secs(l.idle_connection_secs),
             send_rate_per_sec: l.send_rate_per_sec,
             send_burst: l.send_burst,
+            action_rate_per_sec: l.action_rate_per_sec,
+            action_burst: l.action_burst,
             max_subscriptions_per_stream: l.max_subscriptions_per_stream,
             max_streams_per_user: l.max_streams_per_user,
             stuck_stream_timeout: Duration::from_secs(l.stuck_stream_timeout_secs),
@@ -639,18 +733,18 @@ impl RawConfig {
         in_range("quic.stream_receive_window_kib", q.stream_receive_window_kib.into(), 16, 65_536)?;
         in_range("quic.receive_window_kib", q.receive_window_kib.into(), 64, 1_048_576)?;
         in_range("quic.retry_above_handshakes", q.retry_above_handshakes as u64, 0, 1_000_000)?;
-        let quic =
-            (q.enabled && !self.tls.insecure_plaintext).then(|| crate::transport::h3::QuicLimits {
-                max_bidi_streams: q.max_streams,
-                stream_receive_window: q.stream_receive_window_kib * 1024,
-                receive_window: q.receive_window_kib * 1024,
-                idle_timeout: Duration::from_secs(q.idle_timeout_secs),
-                keep_alive: Duration::from_secs(q.keep_alive_interval_secs),
-                handshake_timeout: Duration::from_secs(self.limits.tls_handshake_timeout_secs),
-                retry_above_handshakes: q.retry_above_handshakes,
-                max_header_bytes: self.limits.max_header_bytes.into(),
-                ..crate::transport::h3::QuicLimits::default()
-            });
+        let quic = (q.enabled && !self.tls.insecure_plaintext).then(|| QuicLimits {
+            max_bidi_streams: q.max_streams,
+            stream_receive_window: q.stream_receive_window_kib * 1024,
+            receive_window: q.receive_window_kib * 1024,
+            idle_timeout: Duration::from_secs(q.idle_timeout_secs),
+            keep_alive: Duration::from_secs(q.keep_alive_interval_secs),
+            handshake_timeout: Duration::from_secs(self.limits.tls_handshake_timeout_secs),
+            retry_above_handshakes: q.retry_above_handshakes,
+            max_header_bytes: self.limits.max_header_bytes.into(),
+            max_connections: self.limits.max_connections,
+            ..QuicLimits::default()
+        });
         Ok(Config {
             data_dir,
             listen,

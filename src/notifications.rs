@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::auth::Principal;
+use crate::chat::ratelimit::Budget;
 use crate::proto::{self, NotificationKind, server_frame};
 use crate::store::{self, StoreError, WriteCtx, Writer, notifications, users};
 
@@ -57,6 +58,9 @@ pub enum NotificationError {
     /// Bad cursor.
     #[error("{0}")]
     InvalidArgument(String),
+    /// Over the user's budget of changes.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// Storage.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -65,7 +69,7 @@ pub enum NotificationError {
 /// Reading and marking notifications. Cheap to clone.
 #[derive(Clone)]
 pub struct Notifications {
-    inner: Arc<(store::Store, Writer)>,
+    inner: Arc<(store::Store, Writer, Budget)>,
 }
 
 /// Page size when the request says 0, and the largest page.
@@ -74,8 +78,8 @@ const MAX_PAGE: u32 = 500;
 
 impl Notifications {
     /// The service.
-    pub fn new(store: store::Store, writer: Writer) -> Self {
-        Notifications { inner: Arc::new((store, writer)) }
+    pub fn new(store: store::Store, writer: Writer, budget: Budget) -> Self {
+        Notifications { inner: Arc::new((store, writer, budget)) }
     }
 
     /// `ListNotifications`: those after `after_id`, with `read` filled in.
@@ -106,7 +110,13 @@ impl Notifications {
     }
 
     /// `MarkNotificationsRead`: everything up to `up_to_id` (0 = all) is read; never moves back.
-    pub async fn mark_read(&self, who: &Principal, up_to_id: u64) -> Result<(), NotificationError> {
+    pub async fn mark_read(
+        &self,
+        who: &Principal,
+        up_to_id: u64,
+        now_ms: i64,
+    ) -> Result<(), NotificationError> {
+        self.inner.2.take(&who.user_id, now_ms).map_err(NotificationError::ResourceExhausted)?;
         let user_id = who.user_id.clone();
         self.inner
             .1

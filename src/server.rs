@@ -13,10 +13,12 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, Api, Health};
 use crate::auth::Accounts;
 use crate::auth::keys::Keyring;
+use crate::chat::ratelimit::Budget;
 use crate::config::Config;
 use crate::store::{DB_FILE_NAME, Store};
 use crate::tasks::Tasks;
-use crate::transport::{tcp, tls};
+use crate::transport::guard::{IdleRule, PeerLimits};
+use crate::transport::{ConnLimits, tcp, tls};
 
 /// How long HTTP/3 connections get to close by themselves at shutdown (within the drain).
 const H3_CLOSE: Duration = Duration::from_secs(2);
@@ -189,19 +191,23 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let publisher = hub.clone();
     let writer = store.start_writer(Box::new(move |committed| publisher.publish(committed)));
     let accounts = Accounts::new(config.auth.clone(), keys, store.clone(), writer.clone());
+    let l = &config.limits;
+    // One budget for every change that is not a send, whichever service makes it.
+    let budget = Budget::new(l.action_rate_per_sec, l.action_burst);
     let rooms = crate::rooms::Rooms::new(
         store.clone(),
         writer.clone(),
+        budget.clone(),
         config.members_may_create_private,
-        config.limits.max_notifications_per_user,
+        l.max_notifications_per_user,
     );
-    let l = &config.limits;
     let messages = crate::chat::Messages::new(
         store.clone(),
         writer.clone(),
         l.max_text_bytes,
         l.send_rate_per_sec,
         l.send_burst,
+        budget.clone(),
         l.max_notifications_per_user,
     );
     let shutdown = CancellationToken::new();
@@ -215,10 +221,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         &tasks,
     );
     let storage = store.health().clone();
-    let notifications = crate::notifications::Notifications::new(store, writer);
+    let notifications = crate::notifications::Notifications::new(store, writer, budget);
     let typing = Arc::new(std::sync::Mutex::new(crate::chat::ratelimit::TypingGate::new(
         Duration::from_secs(2),
     )));
+    let peers = PeerLimits::new(l.max_connections_per_ip);
     let (health, health_service) = Health::new();
     health.set(true).await;
     let api = Api {
@@ -232,6 +239,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
         health: health.clone(),
+        peers: peers.clone(),
         config: config.clone(),
     };
     let routes = api::routes(api.clone(), health_service);
@@ -250,6 +258,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     });
 
     let limits = &config.limits;
+    let conn_limits = ConnLimits {
+        peers: peers.clone(),
+        idle: IdleRule { auth_timeout: limits.auth_timeout, idle_timeout: limits.idle_connection },
+    };
     let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
@@ -265,6 +277,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                 endpoint.clone(),
                 routes.clone(),
                 limits.clone(),
+                conn_limits.clone(),
                 shutdown.clone(),
                 tasks.clone(),
             );
@@ -280,6 +293,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             acceptor,
             limits.tls_handshake_timeout,
             limits.max_connections,
+            conn_limits,
             shutdown.clone(),
             &tasks,
         );
@@ -294,7 +308,13 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             %addr,
             "serving PLAIN-TEXT HTTP/2 (--insecure-plaintext): only behind a TLS-terminating proxy"
         );
-        let rx = tcp::accept_plain(listener, limits.max_connections, shutdown.clone(), &tasks);
+        let rx = tcp::accept_plain(
+            listener,
+            limits.max_connections,
+            conn_limits,
+            shutdown.clone(),
+            &tasks,
+        );
         tasks.spawn(async move {
             router
                 .serve_with_incoming_shutdown(ReceiverStream::new(rx), signal.cancelled_owned())

@@ -73,7 +73,7 @@ impl ChatService for ChatApi {
     ) -> Result<Response<proto::MarkReadResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
-        self.0.messages.mark_read(&who, &r.room_id, r.seq).await?;
+        self.0.messages.mark_read(&who, &r.room_id, r.seq, now_ms()).await?;
         Ok(Response::new(proto::MarkReadResponse {}))
     }
 
@@ -92,7 +92,7 @@ impl ChatService for ChatApi {
         req: Request<proto::MarkNotificationsReadRequest>,
     ) -> Result<Response<proto::MarkNotificationsReadResponse>, Status> {
         let who = principal(&req)?;
-        self.0.notifications.mark_read(&who, req.get_ref().up_to_id).await?;
+        self.0.notifications.mark_read(&who, req.get_ref().up_to_id, now_ms()).await?;
         Ok(Response::new(proto::MarkNotificationsReadResponse {}))
     }
 

@@ -3,7 +3,10 @@
 //!   `Refresh`, health and reflection, and puts the [`Principal`] into the request;
 //! - [`StatusMapLayer`] maps tonic's own codes to API.md's: an undecodable request
 //!   (`INTERNAL` "failed to decode") -> `INVALID_ARGUMENT`, an over-size message
-//!   (`OUT_OF_RANGE`) -> `RESOURCE_EXHAUSTED`.
+//!   (`OUT_OF_RANGE`) -> `RESOURCE_EXHAUSTED`;
+//! - [`ActivityLayer`] counts each connection's open requests (until the response body is
+//!   done), for the idle rule of `transport::guard`; `AuthLayer` marks a connection
+//!   authenticated when a request on it carries a valid token.
 
 use std::task::{Context, Poll};
 
@@ -124,6 +127,11 @@ where
                 });
             match checked {
                 Ok(p) => {
+                    if let Some(a) =
+                        req.extensions().get::<PeerInfo>().and_then(|i| i.activity.as_ref())
+                    {
+                        a.authenticated();
+                    }
                     req.extensions_mut().insert(p);
                 }
                 Err(status) => {
@@ -134,6 +142,76 @@ where
             }
         }
         futures_util::future::Either::Left(self.inner.call(req))
+    }
+}
+
+/// Counts a connection's open requests (see the module doc).
+#[derive(Clone, Copy)]
+pub struct ActivityLayer;
+
+impl<S> tower::Layer<S> for ActivityLayer {
+    type Service = ActivityCount<S>;
+    fn layer(&self, inner: S) -> ActivityCount<S> {
+        ActivityCount { inner }
+    }
+}
+
+/// The service [`ActivityLayer`] makes.
+#[derive(Clone)]
+pub struct ActivityCount<S> {
+    inner: S,
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for ActivityCount<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Tracked<RB>>;
+    type Error = S::Error;
+    type Future = futures_util::future::BoxFuture<'static, Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let open = req
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|i| i.activity.as_ref())
+            .map(|a| a.request());
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await?;
+            Ok(res.map(|inner| Tracked { inner, _open: open }))
+        })
+    }
+}
+
+/// A response body that keeps its request counted as open until it is done (or dropped).
+pub struct Tracked<B> {
+    inner: B,
+    _open: Option<crate::transport::guard::OpenRequest>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Api {
     pub tasks: crate::tasks::Tasks,
     /// What the standard health service reports.
     pub health: Health,
+    /// Open connections per source (both transports).
+    pub peers: Arc<crate::transport::guard::PeerLimits>,
     /// The validated configuration.
     pub config: Arc<Config>,
 }
@@ -148,6 +150,7 @@ pub fn routes(api: Api, health: HealthService) -> Routes {
         .into_axum_router()
         .route_service(connect::PATH, connect::ConnectRoute(api.clone()))
         .layer(layer::AuthLayer::new(api.accounts.clone(), api.config.tls.bind_client_cert))
-        .layer(layer::StatusMapLayer);
+        .layer(layer::StatusMapLayer)
+        .layer(layer::ActivityLayer);
     Routes::from(router)
 }

@@ -64,7 +64,7 @@ impl RoomService for RoomsApi {
     ) -> Result<Response<proto::InviteMemberResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
-        self.0.rooms.invite(&who, &r.room_id, &r.user_id).await?;
+        self.0.rooms.invite(&who, &r.room_id, &r.user_id, now_ms()).await?;
         Ok(Response::new(proto::InviteMemberResponse {}))
     }
 

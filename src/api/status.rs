@@ -57,6 +57,7 @@ pub fn room_status(e: &RoomError) -> Status {
         RoomError::NotFound(m) => Status::not_found(m.clone()),
         RoomError::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
         RoomError::Unauthenticated(m) => Status::unauthenticated(m.clone()),
+        RoomError::ResourceExhausted(m) => Status::resource_exhausted(m.clone()),
         RoomError::Store(e) => store_status(e),
     }
 }
@@ -83,6 +84,9 @@ impl From<crate::notifications::NotificationError> for Status {
         match e {
             crate::notifications::NotificationError::InvalidArgument(m) => {
                 Status::invalid_argument(m)
+            }
+            crate::notifications::NotificationError::ResourceExhausted(m) => {
+                Status::resource_exhausted(m)
             }
             crate::notifications::NotificationError::Store(e) => store_status(&e),
         }

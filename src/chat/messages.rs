@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use super::ratelimit::RateLimiter;
+use super::ratelimit::{Budget, RateLimiter};
 use super::text;
 use crate::auth::Principal;
 use crate::notifications::{Cause, notify};
@@ -74,6 +74,8 @@ struct Inner {
     writer: Writer,
     max_text_bytes: usize,
     limiter: Mutex<RateLimiter>,
+    /// Edits, deletes and read markers that move.
+    budget: Budget,
     /// Notifications kept per user.
     keep: usize,
 }
@@ -138,6 +140,7 @@ impl Messages {
         max_text_bytes: usize,
         rate: f64,
         burst: u32,
+        budget: Budget,
         keep: usize,
     ) -> Messages {
         Messages {
@@ -146,9 +149,14 @@ impl Messages {
                 writer,
                 max_text_bytes,
                 limiter: Mutex::new(RateLimiter::new(rate, burst)),
+                budget,
                 keep,
             }),
         }
+    }
+
+    fn spend(&self, who: &Principal, now_ms: i64) -> Result<(), ChatError> {
+        self.inner.budget.take(&who.user_id, now_ms).map_err(ChatError::ResourceExhausted)
     }
 
     /// Queues a send and returns the future of its durably stored message. A retry of an
@@ -184,9 +192,6 @@ impl Messages {
                     "sending too fast; retry in {} ms (retrying with the same client_message_id is safe)",
                     wait.as_millis().max(1)
                 )));
-            }
-            if now_ms % 64 == 0 {
-                limiter.forget_idle(now_ms);
             }
         }
         let who = who.clone();
@@ -254,6 +259,7 @@ impl Messages {
         now_ms: i64,
     ) -> Result<proto::Message, ChatError> {
         text::check_text(text, self.inner.max_text_bytes)?;
+        self.spend(who, now_ms)?;
         let (who, room_id, text) = (who.clone(), room_id.to_string(), text.to_string());
         self.inner
             .writer
@@ -303,6 +309,7 @@ impl Messages {
         seq: u64,
         now_ms: i64,
     ) -> Result<(), ChatError> {
+        self.spend(who, now_ms)?;
         let (who, room_id) = (who.clone(), room_id.to_string());
         self.inner
             .writer
@@ -341,31 +348,31 @@ impl Messages {
 
     /// `MarkRead` (RPC and frame): moves the member's read marker to `seq`, clamped to the
     /// room's last seq, never backwards. When it moves, every open stream of the user gets a
-    /// `ReadMarker` with the new counts (other devices update their badges).
+    /// `ReadMarker` with the new counts (other devices update their badges). A marker that
+    /// would not move is answered from a snapshot: no writer job, no count scans, no budget.
     pub async fn mark_read(
         &self,
         who: &Principal,
         room_id: &str,
         seq: u64,
-    ) -> Result<proto::ReadMarker, ChatError> {
+        now_ms: i64,
+    ) -> Result<(), ChatError> {
+        if !self.marker_would_move(who, room_id, seq)? {
+            return Ok(());
+        }
+        self.spend(who, now_ms)?;
         let (who, room_id) = (who.clone(), room_id.to_string());
         self.inner
             .writer
             .write(move |ctx: &mut WriteCtx<'_>| {
                 job((|| {
-                    let l = load(&**ctx, &who, &room_id)?;
-                    permissions::may(l.actor, Action::Read, facts(&l.room))?;
-                    let Some(mut m) = rooms::member(&**ctx, &room_id, &who.user_id)? else {
-                        return Err(ChatError::FailedPrecondition(
-                            "only members have read markers".into(),
-                        ));
-                    };
-                    let target = seq.min(events::last_seq(&**ctx, &room_id)?);
-                    let moved = target > m.read_seq;
-                    if moved {
-                        m.read_seq = target;
-                        rooms::put_member(ctx, &room_id, &who.user_id, &m)?;
+                    let (mut m, target) = marker_target(&**ctx, &who, &room_id, seq)?;
+                    if target <= m.read_seq {
+                        // Moved by another device meanwhile.
+                        return Ok(());
                     }
+                    m.read_seq = target;
+                    rooms::put_member(ctx, &room_id, &who.user_id, &m)?;
                     let marker = proto::ReadMarker {
                         room_id: room_id.clone(),
                         seq: m.read_seq,
@@ -382,16 +389,26 @@ impl Messages {
                             m.read_seq,
                         )?,
                     };
-                    if moved {
-                        let frame = proto::ServerFrame {
-                            kind: Some(proto::server_frame::Kind::ReadMarker(marker.clone())),
-                        };
-                        ctx.signal(&who.user_id, frame);
-                    }
-                    Ok(marker)
+                    let frame = proto::ServerFrame {
+                        kind: Some(proto::server_frame::Kind::ReadMarker(marker)),
+                    };
+                    ctx.signal(&who.user_id, frame);
+                    Ok(())
                 })())
             })
             .await
+    }
+
+    /// Whether a `MarkRead` to `seq` would move the marker (refusals come out here too).
+    fn marker_would_move(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        seq: u64,
+    ) -> Result<bool, ChatError> {
+        let tx = self.inner.store.read()?;
+        let (m, target) = marker_target(&tx, who, room_id, seq)?;
+        Ok(target > m.read_seq)
     }
 
     /// The group-commit writer.
@@ -403,6 +420,23 @@ impl Messages {
     pub fn store(&self) -> &store::Store {
         &self.inner.store
     }
+}
+
+/// The member's read marker record and where a `MarkRead` to `seq` puts it (clamped to the
+/// room's last seq), after the permission check.
+fn marker_target(
+    s: &impl Snapshot,
+    who: &Principal,
+    room_id: &str,
+    seq: u64,
+) -> Result<(store::MemberRecord, u64), ChatError> {
+    let l = load(s, who, room_id)?;
+    permissions::may(l.actor, Action::Read, facts(&l.room))?;
+    let Some(m) = rooms::member(s, room_id, &who.user_id)? else {
+        return Err(ChatError::FailedPrecondition("only members have read markers".into()));
+    };
+    let target = seq.min(events::last_seq(s, room_id)?);
+    Ok((m, target))
 }
 
 /// The start of a message for a notification (the whole message is one History call away).

@@ -1,7 +1,8 @@
-//! Per-user send rate limiting: a token bucket (rate per second, burst). Pure: time is an
-//! argument.
+//! Per-user rate limits: a token bucket (rate per second, burst) for sends, the same for every
+//! other change ([`Budget`]), and the typing gate. Pure: time is an argument.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// One bucket.
@@ -17,16 +18,23 @@ pub struct RateLimiter {
     rate: f64,
     burst: f64,
     buckets: HashMap<String, Bucket>,
+    last_forget_ms: i64,
 }
 
 impl RateLimiter {
     /// `rate` tokens per second, at most `burst` saved up.
     pub fn new(rate: f64, burst: u32) -> Self {
-        RateLimiter { rate, burst: f64::from(burst), buckets: HashMap::new() }
+        RateLimiter { rate, burst: f64::from(burst), buckets: HashMap::new(), last_forget_ms: 0 }
     }
 
-    /// Takes one token for `key` at `now_ms`, or says how long until one is available.
+    /// Takes one token for `key` at `now_ms`, or says how long until one is available. At most
+    /// once a second it also forgets the buckets that have refilled, so memory follows the
+    /// users active in the last moments, not every user ever seen.
     pub fn take(&mut self, key: &str, now_ms: i64) -> Result<(), Duration> {
+        if now_ms - self.last_forget_ms >= 1000 {
+            self.last_forget_ms = now_ms;
+            self.forget_idle(now_ms);
+        }
         let (rate, burst) = (self.rate, self.burst);
         let b =
             self.buckets.entry(key.to_string()).or_insert(Bucket { tokens: burst, at_ms: now_ms });
@@ -52,9 +60,40 @@ impl RateLimiter {
     }
 }
 
+/// A per-user budget shared by every operation it covers (thread-safe); cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Budget(Arc<Mutex<RateLimiter>>);
+
+impl Budget {
+    /// `rate` actions per second per user, at most `burst` saved up.
+    pub fn new(rate: f64, burst: u32) -> Budget {
+        Budget(Arc::new(Mutex::new(RateLimiter::new(rate, burst))))
+    }
+
+    /// Takes one action of `user` at `now_ms`; when the budget is spent, the message says when
+    /// to retry.
+    pub fn take(&self, user: &str, now_ms: i64) -> Result<(), String> {
+        let taken = self.0.lock().expect("budget lock").take(user, now_ms);
+        taken.map_err(|wait| {
+            format!("too many changes too fast; retry in {} ms", wait.as_millis().max(1))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_is_per_user_and_says_when_to_retry() {
+        let b = Budget::new(10.0, 2);
+        b.take("u", 0).unwrap();
+        b.take("u", 0).unwrap();
+        let e = b.take("u", 0).unwrap_err();
+        assert!(e.contains("retry in 100 ms"), "{e}");
+        b.take("v", 0).unwrap();
+        b.take("u", 100).unwrap();
+    }
 
     #[test]
     fn burst_then_rate() {

@@ -242,7 +242,11 @@ pub fn may(actor: Actor, action: Action, room: RoomFacts) -> Result<(), Denied> 
         Action::Ban { target } => ban(rank, target),
         Action::Unban { target } => unban(rank, target),
         Action::SetRole { target, to } => set_role(rank, target, to),
-        Action::EditMessage { own: true } => Ok(()),
+        // Editing is posting again: a sender who may no longer post here (now a reader, or
+        // the room became read-only) may not rewrite what they said either.
+        Action::EditMessage { own: true } => post(rank, room.read_only).map_err(|_| {
+            Denied::PermissionDenied("you may not post in this room, so you may not edit here")
+        }),
         Action::EditMessage { own: false } => {
             Err(Denied::PermissionDenied("only its sender may edit a message"))
         }
@@ -712,8 +716,10 @@ mod tests {
             Action::Unban { target: Standing::Banned } => Outcome::Allow,
             Action::Unban { .. } => Outcome::FailedPrecondition,
             Action::SetRole { target, to } => change_role(me, target, to),
-            // "edit a message: its sender".
-            Action::EditMessage { own } => allow_if(own),
+            // "edit a message: its sender", who must still be allowed to post there (an edit
+            // is a new text; a reader, or a member of a read-only room, may post none).
+            Action::EditMessage { own } if read_only => allow_if(own && moderator),
+            Action::EditMessage { own } => allow_if(own && me >= MEMBER),
             // "delete a message: its sender, moderator and above".
             Action::DeleteMessage { own } => allow_if(own || moderator),
             // "update topic / read-only flag: moderator and above".

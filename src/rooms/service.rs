@@ -43,6 +43,9 @@ pub enum RoomError {
     /// The caller's tokens were revoked after the request was authenticated.
     #[error("{0}")]
     Unauthenticated(String),
+    /// Over the caller's budget of changes.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// Storage.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -63,6 +66,8 @@ pub struct Rooms {
 struct Inner {
     store: store::Store,
     writer: Writer,
+    /// Every room change a user makes is one action of their budget.
+    budget: crate::chat::ratelimit::Budget,
     members_may_create_private: bool,
     /// Notifications kept per user.
     keep: usize,
@@ -285,10 +290,15 @@ impl Rooms {
     pub fn new(
         store: store::Store,
         writer: Writer,
+        budget: crate::chat::ratelimit::Budget,
         members_may_create_private: bool,
         keep: usize,
     ) -> Rooms {
-        Rooms { inner: Arc::new(Inner { store, writer, members_may_create_private, keep }) }
+        Rooms { inner: Arc::new(Inner { store, writer, budget, members_may_create_private, keep }) }
+    }
+
+    fn spend(&self, who: &Principal, now_ms: i64) -> Result<(), RoomError> {
+        self.inner.budget.take(&who.user_id, now_ms).map_err(RoomError::ResourceExhausted)
     }
 
     /// A read snapshot.
@@ -323,6 +333,7 @@ impl Rooms {
             }
         };
         permissions::may_create_room(global(who.role), vis, self.inner.members_may_create_private)?;
+        self.spend(who, now_ms)?;
         let rec = RoomRecord {
             id: store::new_id('r'),
             name,
@@ -413,14 +424,16 @@ impl Rooms {
         Ok(out)
     }
 
-    /// Runs a room operation in the writer: loads the room and the caller inside the
-    /// transaction, then `op` decides and writes.
+    /// Runs a room operation in the writer: spends one action of the caller's budget, loads
+    /// the room and the caller inside the transaction, then `op` decides and writes.
     async fn in_room<T: Send + 'static>(
         &self,
         who: &Principal,
         room_id: &str,
+        now_ms: i64,
         op: impl FnOnce(&mut WriteCtx<'_>, Loaded, &str) -> Result<T, RoomError> + Send + 'static,
     ) -> Result<T, RoomError> {
+        self.spend(who, now_ms)?;
         let who = who.clone();
         let room_id = room_id.to_string();
         self.inner
@@ -446,7 +459,7 @@ impl Rooms {
         room_id: &str,
         now_ms: i64,
     ) -> Result<proto::Room, RoomError> {
-        self.in_room(who, room_id, move |ctx, mut l, me| {
+        self.in_room(who, room_id, now_ms, move |ctx, mut l, me| {
             permissions::may(l.actor, Action::Join, facts(&l.room))?;
             let mut joined = member_event(me, Some(RoomRole::Member));
             joined.joined = true;
@@ -474,7 +487,7 @@ impl Rooms {
         room_id: &str,
         now_ms: i64,
     ) -> Result<(), RoomError> {
-        self.in_room(who, room_id, move |ctx, mut l, me| {
+        self.in_room(who, room_id, now_ms, move |ctx, mut l, me| {
             permissions::may(l.actor, Action::Leave, facts(&l.room))?;
             let was_owner = l.actor.standing == Standing::In(RoomRole::Owner);
             let mut left = member_event(me, None);
@@ -498,11 +511,12 @@ impl Rooms {
         who: &Principal,
         room_id: &str,
         user_id: &str,
+        now_ms: i64,
     ) -> Result<(), RoomError> {
         check_user_id(user_id)?;
         let target = user_id.to_string();
         let keep = self.inner.keep;
-        self.in_room(who, room_id, move |ctx, l, me| {
+        self.in_room(who, room_id, now_ms, move |ctx, l, me| {
             let target_standing = standing(&**ctx, &l.room.id, &target)?;
             // Visibility first: an outsider of a private room must not learn about the target.
             permissions::may(l.actor, Action::Invite { target: target_standing }, facts(&l.room))?;
@@ -520,7 +534,7 @@ impl Rooms {
                 seq: 0,
                 from_user_id: me,
                 text: l.room.name.clone(),
-                at_ms: crate::clock::now_ms(),
+                at_ms: now_ms,
             };
             notify(ctx, keep, &target, cause)?;
             Ok(())
@@ -546,7 +560,7 @@ impl Rooms {
         })?;
         let target = user_id.to_string();
         let keep = self.inner.keep;
-        self.in_room(who, room_id, move |ctx, l, me| {
+        self.in_room(who, room_id, now_ms, move |ctx, l, me| {
             let target_standing = standing(&**ctx, &l.room.id, &target)?;
             permissions::may(
                 l.actor,
@@ -617,7 +631,7 @@ impl Rooms {
         let target = user_id.to_string();
         let reason = reason.to_string();
         let keep = self.inner.keep;
-        self.in_room(who, room_id, move |ctx, mut l, me| {
+        self.in_room(who, room_id, now_ms, move |ctx, mut l, me| {
             let target_standing = standing(&**ctx, &l.room.id, &target)?;
             let action = if ban {
                 Action::Ban { target: target_standing }
@@ -683,7 +697,7 @@ impl Rooms {
     ) -> Result<(), RoomError> {
         check_user_id(user_id)?;
         let target = user_id.to_string();
-        self.in_room(who, room_id, move |ctx, l, me| {
+        self.in_room(who, room_id, now_ms, move |ctx, l, me| {
             let target_standing = standing(&**ctx, &l.room.id, &target)?;
             permissions::may(l.actor, Action::Unban { target: target_standing }, facts(&l.room))?;
             let mut changed = member_event(&target, None);
@@ -707,7 +721,7 @@ impl Rooms {
         if let Some(t) = &topic {
             check_topic(t)?;
         }
-        self.in_room(who, room_id, move |ctx, mut l, me| {
+        self.in_room(who, room_id, now_ms, move |ctx, mut l, me| {
             permissions::may(l.actor, Action::UpdateRoom, facts(&l.room))?;
             if topic.is_none() && read_only.is_none() {
                 return Err(RoomError::InvalidArgument(
@@ -752,6 +766,7 @@ impl Rooms {
                 "cannot open a direct room with yourself".into(),
             ));
         }
+        self.spend(who, now_ms)?;
         let (who, me) = (who.clone(), who.user_id.clone());
         let other = user_id.to_string();
         self.inner

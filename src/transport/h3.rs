@@ -18,58 +18,15 @@ use tonic::codegen::Bytes;
 use tonic::service::Routes;
 use tower::ServiceExt;
 
-use super::PeerInfo;
+use super::guard::{Activity, IdleRule, Verdict};
 use super::tls::{self, TlsError};
+use super::{ConnLimits, PeerInfo};
 use crate::config::TlsConfig;
 
 /// ALPN for HTTP/3.
 pub const ALPN_H3: &[u8] = b"h3";
 
-/// QUIC / HTTP/3 bounds (all would be config keys).
-#[derive(Debug, Clone)]
-pub struct QuicLimits {
-    /// Concurrent request streams per connection (like HTTP/2 max_concurrent_streams).
-    pub max_bidi_streams: u32,
-    /// Concurrent unidirectional streams: HTTP/3 needs 3 per side (control, QPACK
-    /// encoder/decoder) plus possibly a grease stream.
-    pub max_uni_streams: u32,
-    /// Per-stream receive window (bytes); bounds one stream's buffered data.
-    pub stream_receive_window: u32,
-    /// Per-connection receive window (bytes); quinn's default is unlimited.
-    pub receive_window: u32,
-    /// Per-connection send window (bytes).
-    pub send_window: u64,
-    /// Idle timeout (the smaller of both sides' values applies).
-    pub idle_timeout: Duration,
-    /// Keep-alive PING interval, below `idle_timeout`.
-    pub keep_alive: Duration,
-    /// QUIC+TLS handshake timeout, and timeout for a request's HEADERS frame.
-    pub handshake_timeout: Duration,
-    /// Above this many handshakes in progress, unvalidated clients get a stateless Retry.
-    pub retry_above_handshakes: usize,
-    /// Max decoded request header section (SETTINGS_MAX_FIELD_SECTION_SIZE).
-    pub max_header_bytes: u64,
-    /// Open QUIC connections at most; further ones are refused (the client retries).
-    pub max_connections: usize,
-}
-
-impl Default for QuicLimits {
-    fn default() -> Self {
-        Self {
-            max_bidi_streams: 100,
-            max_uni_streams: 8,
-            stream_receive_window: 256 * 1024,
-            receive_window: 4 * 1024 * 1024,
-            send_window: 4 * 1024 * 1024,
-            idle_timeout: Duration::from_secs(30),
-            keep_alive: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(10),
-            retry_above_handshakes: 256,
-            max_header_bytes: 16 * 1024,
-            max_connections: 20_000,
-        }
-    }
-}
+pub use crate::config::QuicLimits;
 
 /// Transport parameters shared by server and client.
 pub fn transport_config(lim: &QuicLimits) -> Result<quinn::TransportConfig, TlsError> {
@@ -120,12 +77,17 @@ pub fn client_cert_name(conn: &quinn::Connection) -> Option<String> {
     tls::cert_common_name(certs.first()?)
 }
 
-fn peer_info(conn: &quinn::Connection, client_cert_name: &Option<String>) -> PeerInfo {
+fn peer_info(
+    conn: &quinn::Connection,
+    client_cert_name: &Option<String>,
+    activity: &Arc<Activity>,
+) -> PeerInfo {
     PeerInfo {
         // Read per request: the address changes when the client migrates.
         remote_addr: Some(conn.remote_address()),
         client_cert_name: client_cert_name.clone(),
         transport: "h3",
+        activity: Some(activity.clone()),
     }
 }
 
@@ -217,6 +179,7 @@ pub async fn serve_h3(
     endpoint: quinn::Endpoint,
     routes: Routes,
     lim: QuicLimits,
+    limits: ConnLimits,
     shutdown: CancellationToken,
     tasks: crate::tasks::Tasks,
 ) {
@@ -233,6 +196,13 @@ pub async fn serve_h3(
             incoming.refuse();
             continue;
         };
+        // One source's TCP and QUIC connections count together.
+        let Some(peer_slot) = limits.peers.try_take(incoming.remote_address().ip()) else {
+            tracing::debug!(peer = %incoming.remote_address(), "refused: too many connections");
+            incoming.refuse();
+            continue;
+        };
+        let rule = limits.idle;
         if !admit(&incoming, &handshaking, &lim) {
             let _ = incoming.retry();
             continue;
@@ -242,9 +212,9 @@ pub async fn serve_h3(
         tasks.spawn(async move {
             // The connection slot is held for the connection's whole life. (Dropped at the
             // drain deadline, the task's request set aborts the requests still running.)
-            let _slot = slot;
+            let _slots = (slot, peer_slot);
             if let Some(conn) = handshake(incoming, lim.handshake_timeout, &handshaking).await {
-                serve_connection(conn, routes, &lim, shutdown).await;
+                serve_connection(conn, routes, &lim, rule, shutdown).await;
             }
         });
     }
@@ -256,9 +226,13 @@ async fn serve_connection(
     conn: quinn::Connection,
     routes: Routes,
     lim: &QuicLimits,
+    rule: IdleRule,
     shutdown: CancellationToken,
 ) {
     let cert_name = client_cert_name(&conn);
+    let activity = Activity::new();
+    let idle = tokio::time::sleep(rule.auth_timeout);
+    tokio::pin!(idle);
     let h3_conn = h3::server::builder()
         .max_field_section_size(lim.max_header_bytes)
         .build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()))
@@ -277,7 +251,7 @@ async fn serve_connection(
         tokio::select! {
             r = h3_conn.accept() => match r {
                 Ok(Some(resolver)) => {
-                    let info = peer_info(&conn, &cert_name);
+                    let info = peer_info(&conn, &cert_name, &activity);
                     let routes = routes.clone();
                     let header_timeout = lim.handshake_timeout;
                     requests.spawn(async move {
@@ -301,6 +275,15 @@ async fn serve_connection(
                 let _ = h3_conn.shutdown(0).await;
             }
             Some(_) = requests.join_next(), if !requests.is_empty() => {}
+            () = &mut idle => match rule.check(activity.state(), std::time::Instant::now()) {
+                Verdict::Close(why) => {
+                    tracing::debug!(peer = %conn.remote_address(), why, "closing connection");
+                    // H3_NO_ERROR: nothing was wrong with what the client sent.
+                    conn.close(quinn::VarInt::from_u32(0x100), why.as_bytes());
+                    break;
+                }
+                Verdict::CheckAt(at) => idle.as_mut().reset(tokio::time::Instant::from_std(at)),
+            },
         }
     }
     requests.abort_all();

@@ -20,7 +20,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::PeerInfo;
+use super::guard::{Activity, IdleRule, PeerSlot, Verdict};
+use super::{ConnLimits, PeerInfo};
 use crate::tasks::Tasks;
 
 /// Pending accepted connections; std's default of 128 drops connections when a thousand
@@ -43,18 +44,61 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// One accepted connection (TLS or plain), holding its connection-limit permit for its life.
+/// What an accepted connection holds for its whole life: its place under the global cap and
+/// under its source's.
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    _peer: PeerSlot,
+}
+
+/// One accepted connection (TLS or plain).
 pub struct Conn<S> {
     io: S,
     info: PeerInfo,
     /// Ready once the drain deadline has passed: reads fail, hyper drops the connection.
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
-    _permit: OwnedSemaphorePermit,
+    idle: IdleTimer,
+    _held: Held,
+}
+
+/// Closes a connection that breaks the idle rule: its reads fail, hyper drops it.
+struct IdleTimer {
+    rule: IdleRule,
+    activity: Arc<Activity>,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimer {
+    fn new(rule: IdleRule, activity: Arc<Activity>) -> IdleTimer {
+        let first = tokio::time::Instant::now() + rule.auth_timeout;
+        IdleTimer { rule, activity, sleep: Box::pin(tokio::time::sleep_until(first)) }
+    }
+
+    /// Why to close now, if the rule says so; otherwise arms the timer for the next check.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Option<&'static str> {
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            match self.rule.check(self.activity.state(), std::time::Instant::now()) {
+                Verdict::Close(why) => return Some(why),
+                Verdict::CheckAt(at) => {
+                    self.sleep.as_mut().reset(tokio::time::Instant::from_std(at));
+                }
+            }
+        }
+        None
+    }
 }
 
 impl<S> Conn<S> {
-    fn new(io: S, info: PeerInfo, tasks: &Tasks, permit: OwnedSemaphorePermit) -> Conn<S> {
-        Conn { io, info, stop: Box::pin(tasks.stopping().cancelled_owned()), _permit: permit }
+    fn new(io: S, mut info: PeerInfo, tasks: &Tasks, held: Held, rule: IdleRule) -> Conn<S> {
+        let activity = Activity::new();
+        info.activity = Some(activity.clone());
+        Conn {
+            io,
+            info,
+            stop: Box::pin(tasks.stopping().cancelled_owned()),
+            idle: IdleTimer::new(rule, activity),
+            _held: held,
+        }
     }
 }
 
@@ -75,6 +119,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
         // deadline.
         if self.stop.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(io::Error::other("server stopped: drain deadline passed")));
+        }
+        if let Some(why) = self.idle.poll_expired(cx) {
+            tracing::debug!(peer = ?self.info.remote_addr, why, "closing connection");
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
         }
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
@@ -112,6 +160,7 @@ pub fn accept_tls(
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
     max_connections: usize,
+    limits: ConnLimits,
     shutdown: CancellationToken,
     tasks: &Tasks,
 ) -> mpsc::Receiver<io::Result<Conn<tokio_rustls::server::TlsStream<TcpStream>>>> {
@@ -120,9 +169,11 @@ pub fn accept_tls(
     let tasks = tasks.clone();
     tasks.clone().spawn(async move {
         loop {
-            let Some((stream, peer, permit)) = next(&listener, &limit, &shutdown).await else {
+            let Some((stream, peer, held)) = next(&listener, &limit, &limits, &shutdown).await
+            else {
                 break;
             };
+            let rule = limits.idle;
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             let conn_tasks = tasks.clone();
@@ -141,9 +192,13 @@ pub fn accept_tls(
                             .peer_certificates()
                             .and_then(|c| c.first())
                             .and_then(super::tls::cert_common_name);
-                        let info =
-                            PeerInfo { remote_addr: Some(peer), client_cert_name, transport: "h2" };
-                        let _ = tx.send(Ok(Conn::new(tls, info, &conn_tasks, permit))).await;
+                        let info = PeerInfo {
+                            remote_addr: Some(peer),
+                            client_cert_name,
+                            transport: "h2",
+                            activity: None,
+                        };
+                        let _ = tx.send(Ok(Conn::new(tls, info, &conn_tasks, held, rule))).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -158,6 +213,7 @@ pub fn accept_tls(
 pub fn accept_plain(
     listener: TcpListener,
     max_connections: usize,
+    limits: ConnLimits,
     shutdown: CancellationToken,
     tasks: &Tasks,
 ) -> mpsc::Receiver<io::Result<Conn<TcpStream>>> {
@@ -165,10 +221,15 @@ pub fn accept_plain(
     let limit = Arc::new(Semaphore::new(max_connections));
     let conn_tasks = tasks.clone();
     tasks.spawn(async move {
-        while let Some((stream, peer, permit)) = next(&listener, &limit, &shutdown).await {
-            let info =
-                PeerInfo { remote_addr: Some(peer), client_cert_name: None, transport: "h2c" };
-            if tx.send(Ok(Conn::new(stream, info, &conn_tasks, permit))).await.is_err() {
+        while let Some((stream, peer, held)) = next(&listener, &limit, &limits, &shutdown).await {
+            let info = PeerInfo {
+                remote_addr: Some(peer),
+                client_cert_name: None,
+                transport: "h2c",
+                activity: None,
+            };
+            let conn = Conn::new(stream, info, &conn_tasks, held, limits.idle);
+            if tx.send(Ok(conn)).await.is_err() {
                 break;
             }
         }
@@ -176,25 +237,32 @@ pub fn accept_plain(
     rx
 }
 
-/// The next connection, once a connection slot is free; `None` at shutdown.
+/// The next connection, once a connection slot is free; `None` at shutdown. A connection from
+/// a source already at its cap is closed at once (the client sees the connection reset) and
+/// the slot waits for the next one.
 async fn next(
     listener: &TcpListener,
     limit: &Arc<Semaphore>,
+    limits: &ConnLimits,
     shutdown: &CancellationToken,
-) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+) -> Option<(TcpStream, SocketAddr, Held)> {
+    let permit = tokio::select! {
+        p = limit.clone().acquire_owned() => p.ok()?,
+        () = shutdown.cancelled() => return None,
+    };
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => p.ok()?,
-            () = shutdown.cancelled() => return None,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = shutdown.cancelled() => return None,
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Some(slot) = limits.peers.try_take(peer.ip()) else {
+                    tracing::debug!(%peer, "refused: too many connections from this address");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                return Some((stream, peer, permit));
+                return Some((stream, peer, Held { _permit: permit, _peer: slot }));
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.

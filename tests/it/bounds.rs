@@ -4,9 +4,13 @@
 
 use std::time::Duration;
 
+use edgechat::client;
 use edgechat::proto::{self, client_frame::Kind as C, server_frame::Kind as S};
+use tonic::Code;
 
-use crate::support::{Conn, TestServer, create_room, fast_server, history, room_with, send_rpc};
+use crate::support::{
+    Conn, TestServer, WAIT, create_room, expect_code, fast_server, history, room_with, send_rpc,
+};
 
 /// Server tasks alive now (the in-process server shares the test's runtime).
 fn alive_tasks() -> usize {
@@ -175,4 +179,188 @@ both_transports!(
     a_retry_flood_that_never_reads_is_held_back,
     a_resubscription_never_delivers_a_seq_twice,
     a_subscription_racing_a_kick_never_outlives_the_removal,
+);
+
+/// At most `max_connections_per_ip` connections from one address, TCP and QUIC alike: the
+/// next one is refused, the ones already open keep working, and a freed slot can be used.
+async fn one_address_may_hold_only_its_share_of_connections() {
+    let s = TestServer::start_with(|c| c.limits.max_connections_per_ip = 3).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let extra = async {
+        let ch = client::connect(&s.url(), &s.tls()).await.map_err(|e| e.to_string())?;
+        let mut auth = client::auth_client(ch, None);
+        let login = proto::LoginRequest { username: "bob".into(), password: "x".into() };
+        // The wrong password's UNAUTHENTICATED would mean the connection was served.
+        match auth.login(login).await {
+            Err(st) if st.code() == Code::Unauthenticated => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    };
+    assert!(extra.await.is_err(), "a fourth connection from 127.0.0.1 was served");
+    for u in [&alice, &bob, &carol] {
+        u.auth().who_am_i(proto::WhoAmIRequest {}).await.expect("the first three still work");
+    }
+    drop(alice);
+    // The server sees the connection go; then there is room for one more.
+    tokio::time::timeout(WAIT, async {
+        while s.api().peers.connections() > 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the closed connection is released");
+    s.user("dave").await.auth().who_am_i(proto::WhoAmIRequest {}).await.unwrap();
+}
+
+/// A connection that makes no authenticated request within `auth_timeout_secs` is closed, and
+/// an authenticated one with nothing open after `idle_connection_secs`; one with a `Connect`
+/// stream open is never idle.
+async fn connections_that_do_nothing_are_closed() {
+    let s = TestServer::start_with(|c| {
+        c.limits.auth_timeout_secs = 1;
+        c.limits.idle_connection_secs = 1;
+    })
+    .await;
+    let bob = s.user("bob").await;
+    let mut stream = Conn::open(&bob).await;
+    stream.ping(1).await;
+    let alice = s.user("alice").await;
+    alice.auth().who_am_i(proto::WhoAmIRequest {}).await.unwrap();
+    // Registration only (no authenticated request) and then nothing.
+    let silent = s.channel().await;
+    let carol = proto::RegisterRequest {
+        username: "carol".into(),
+        password: "correct horse battery".into(),
+        display_name: String::new(),
+    };
+    client::auth_client(silent.clone(), None).register(carol).await.unwrap();
+    // Alice's idle connection and the registration's go; bob's, with its stream, stays.
+    tokio::time::timeout(WAIT, async {
+        while s.api().peers.connections() > 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("idle connections are closed");
+    stream.ping(2).await;
+    assert_eq!(s.api().peers.connections(), 1);
+    // A closed channel reconnects by itself on the next call.
+    alice.auth().who_am_i(proto::WhoAmIRequest {}).await.unwrap();
+}
+
+/// A TLS client that never speaks HTTP/2 at all is closed at the auth deadline (before, it
+/// held its connection and slot for as long as it liked).
+#[tokio::test]
+async fn a_silent_tls_connection_is_closed_at_the_auth_deadline() {
+    use tokio::io::AsyncReadExt;
+    let s = TestServer::start_with(|c| c.limits.auth_timeout_secs = 1).await;
+    let roots = edgechat::transport::tls::load_roots(&s.ca()).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(edgechat::transport::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    // hyper sends its SETTINGS first; then the connection must end (EOF or reset).
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the silent connection was still open after {WAIT:?}");
+}
+
+/// Every change has a per-user budget, not only sends: room creation, edits, deletes, moving
+/// read markers. A read marker that does not move costs nothing (no writer job, no scans).
+async fn changes_other_than_sends_have_a_budget() {
+    let s = TestServer::start_with(|c| {
+        c.limits.action_rate_per_sec = 0.001;
+        c.limits.action_burst = 4;
+    })
+    .await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = create_room(&alice, "one", proto::Visibility::Public).await.id;
+    bob.rooms().join_room(proto::JoinRoomRequest { room_id: room.clone() }).await.unwrap();
+    let m = send_rpc(&alice, &room, "m1", "hello").await.unwrap();
+    let edit = |text: &str| proto::EditMessageRequest {
+        room_id: room.clone(),
+        seq: m.seq,
+        text: text.into(),
+    };
+    alice.chat().edit_message(edit("hello!")).await.unwrap();
+    let read = |seq| proto::MarkReadRequest { room_id: room.clone(), seq };
+    alice.chat().mark_read(read(m.seq)).await.unwrap();
+    // The fourth (after create, edit, mark read), then refusals saying when to retry.
+    alice.chat().edit_message(edit("hello!!")).await.unwrap();
+    let refused = alice.chat().edit_message(edit("hello!!!")).await;
+    let msg = expect_code(refused, Code::ResourceExhausted);
+    assert!(msg.contains("retry in"), "{msg}");
+    let more = alice
+        .rooms()
+        .create_room(proto::CreateRoomRequest {
+            name: "two".into(),
+            topic: String::new(),
+            visibility: proto::Visibility::Public as i32,
+            read_only: false,
+        })
+        .await;
+    expect_code(more, Code::ResourceExhausted);
+    // A marker already there does not move: free, and fine.
+    alice.chat().mark_read(read(m.seq)).await.unwrap();
+    alice.chat().mark_read(read(1)).await.unwrap();
+    // Sends have their own limit; bob's budget is his own.
+    send_rpc(&alice, &room, "m2", "still chatting").await.unwrap();
+    bob.chat().mark_read(read(m.seq + 1)).await.unwrap();
+}
+
+/// Editing is posting again: a member demoted to reader, or in a room made read-only, may not
+/// edit what they wrote (a moderator still may).
+async fn who_may_no_longer_post_may_not_edit() {
+    let s = fast_server().await;
+    let owner = s.user("owner").await;
+    let bob = s.user("bob").await;
+    let room = room_with(&owner, &[&bob]).await;
+    let mine = send_rpc(&bob, &room, "b1", "my words").await.unwrap();
+    let ours = send_rpc(&owner, &room, "o1", "owner words").await.unwrap();
+    let edit = |seq| proto::EditMessageRequest { room_id: room.clone(), seq, text: "new".into() };
+    let to_reader = proto::SetMemberRoleRequest {
+        room_id: room.clone(),
+        user_id: bob.id.clone(),
+        role: proto::RoomRole::Reader as i32,
+    };
+    owner.rooms().set_member_role(to_reader).await.unwrap();
+    expect_code(bob.chat().edit_message(edit(mine.seq)).await, Code::PermissionDenied);
+    let back = proto::SetMemberRoleRequest {
+        room_id: room.clone(),
+        user_id: bob.id.clone(),
+        role: proto::RoomRole::Member as i32,
+    };
+    owner.rooms().set_member_role(back).await.unwrap();
+    bob.chat().edit_message(edit(mine.seq)).await.unwrap();
+    let read_only =
+        proto::UpdateRoomRequest { room_id: room.clone(), topic: None, read_only: Some(true) };
+    owner.rooms().update_room(read_only).await.unwrap();
+    expect_code(bob.chat().edit_message(edit(mine.seq)).await, Code::PermissionDenied);
+    owner.chat().edit_message(edit(ours.seq)).await.unwrap();
+}
+
+both_transports!(
+    one_address_may_hold_only_its_share_of_connections,
+    connections_that_do_nothing_are_closed,
+    changes_other_than_sends_have_a_budget,
+    who_may_no_longer_post_may_not_edit,
 );

@@ -215,9 +215,10 @@ impl Session {
             Some(F::Reauthenticate(r)) => self.reauthenticate(&r.access_token).await,
             Some(F::Typing(t)) => self.typing(&t.room_id).await,
             Some(F::MarkRead(m)) => {
-                match self.deps.messages.mark_read(&self.who, &m.room_id, m.seq).await {
+                let now = crate::clock::now_ms();
+                match self.deps.messages.mark_read(&self.who, &m.room_id, m.seq, now).await {
                     // The new marker reaches every stream of the user, this one included.
-                    Ok(_) => true,
+                    Ok(()) => true,
                     Err(e) => self.out.error(&e, &m.room_id, "").await,
                 }
             }
