@@ -364,3 +364,43 @@ both_transports!(
     changes_other_than_sends_have_a_budget,
     who_may_no_longer_post_may_not_edit,
 );
+
+/// A login flood is refused at once, not queued: with every hashing slot taken, `Login`
+/// answers `RESOURCE_EXHAUSTED` with a retry hint; every call is answered, and a real login
+/// works once the flood has passed.
+async fn a_login_flood_is_refused_at_once_not_queued() {
+    let s = TestServer::start_with(|c| {
+        c.auth.hash_workers = 1;
+        c.auth.hash_queue = 1;
+    })
+    .await;
+    let alice = s.user("alice").await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let mut auth = client::auth_client(alice.ch.clone(), None);
+        calls.spawn(async move {
+            let bogus = proto::LoginRequest {
+                username: format!("nobody{i}"),
+                password: "guessing away".into(),
+            };
+            auth.login(bogus).await.map(|_| ())
+        });
+    }
+    let (mut busy, mut wrong) = (0, 0);
+    while let Some(r) = calls.join_next().await {
+        match r.unwrap() {
+            Err(st) if st.code() == Code::ResourceExhausted => {
+                assert!(st.message().contains("retry in"), "{}", st.message());
+                busy += 1;
+            }
+            Err(st) if st.code() == Code::Unauthenticated => wrong += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(busy > 0 && wrong > 0, "busy {busy}, wrong password {wrong}");
+    let real =
+        proto::LoginRequest { username: "alice".into(), password: "correct horse battery".into() };
+    client::auth_client(alice.ch.clone(), None).login(real).await.unwrap();
+}
+
+both_transports!(a_login_flood_is_refused_at_once_not_queued);

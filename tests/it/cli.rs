@@ -121,3 +121,66 @@ async fn keys_rotate_signs_with_the_new_key_and_still_trusts_the_old_one() {
     let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap();
     assert!(String::from_utf8_lossy(&header).contains(&new_kid));
 }
+
+/// A power cut during `init` leaves keys without their certificates and temp files: the next
+/// `init` (or `serve`) finishes the job; a certificate without its key is an error that names
+/// the file to remove.
+#[test]
+fn init_completes_a_half_initialised_directory_or_names_the_file_to_remove() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    assert!(edgechat().args(["init", "--data-dir"]).arg(&dir).output().unwrap().status.success());
+    std::fs::remove_file(dir.join("certs/server.pem")).unwrap();
+    let junk = dir.join("certs").join(format!("{}server.pem-1", edgechat::files::TEMP_PREFIX));
+    std::fs::write(&junk, b"half a certificate").unwrap();
+    let out = edgechat().args(["init", "--data-dir"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("server.pem"));
+    assert!(!junk.exists());
+    std::fs::remove_file(dir.join("certs/client.key")).unwrap();
+    let out =
+        edgechat().args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&dir).output();
+    let out = out.unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("client.key") && err.contains("remove") && err.contains("client.pem"),
+        "{err}"
+    );
+}
+
+/// The signing key `init` writes opens in OpenSSL (`openssl pkey`), as operators try. Where
+/// the machine has no `openssl`, the DER layout is pinned by the unit test in `auth::keys`.
+#[test]
+fn openssl_reads_the_signing_key_init_writes() {
+    if std::process::Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("no openssl here; skipped");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    assert!(edgechat().args(["init", "--data-dir"]).arg(&dir).output().unwrap().status.success());
+    let key = std::fs::read_dir(dir.join("keys")).unwrap().next().unwrap().unwrap().path();
+    let out = std::process::Command::new("openssl")
+        .args(["pkey", "-noout", "-text", "-in"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ED25519"));
+}
+
+/// A value that parses but would break at run time is refused at start, naming the key.
+#[test]
+fn serve_refuses_a_send_rate_that_would_overflow_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = edgechat()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("d"))
+        .env("EDGECHAT_LIMITS_SEND_RATE_PER_SEC", "1e-20")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("limits.send_rate_per_sec"), "{err}");
+}
