@@ -1,4 +1,5 @@
-//! The command line: `serve`, `init`, `user add`, `keys rotate`, `certs issue-client`, `bench`.
+//! The command line: `serve`, `init`, `user add`, `keys rotate`, `certs issue-client`,
+//! `backup`, `check`, `bench`.
 //! Errors are printed with what to do about them; the exit status is non-zero on failure.
 
 use std::io::BufRead;
@@ -33,6 +34,18 @@ enum Command {
     /// Issue certificates from the data directory's CA.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Write a consistent copy of the database to FILE: from a running server (--server, as an
+    /// admin; the server keeps serving) or, with the server stopped, from DIR.
+    Backup(BackupArgs),
+    /// Check a database (DIR's with the server stopped, or a backup --file): schema, gapless
+    /// seqs per room, counts. Exits non-zero naming what is damaged.
+    Check {
+        #[command(flatten)]
+        data: DataDirArg,
+        /// A database file to check instead of DIR's.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
     /// Load generator: run a scenario against a server it starts (or --server URL).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -74,6 +87,24 @@ struct ServeArgs {
     /// Extra host name for the generated server certificate (repeatable).
     #[arg(long = "hostname", value_name = "NAME")]
     hostnames: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct BackupArgs {
+    /// Where to write the copy (a new file; written whole or not at all).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// A running server (https://host:port or h3://host:port) to back up online.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// CA of the server's certificate [default: DIR/certs/ca.pem].
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Admin user to log in as (the password is read from standard input).
+    #[arg(long, value_name = "NAME", requires = "server")]
+    user: Option<String>,
+    #[command(flatten)]
+    data: DataDirArg,
 }
 
 #[derive(Args, Debug)]
@@ -225,6 +256,31 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Backup(args) => runtime()?.block_on(backup(args)),
+        Command::Check { data, file } => {
+            let path = file.unwrap_or_else(|| data_dir(&data).join(crate::store::DB_FILE_NAME));
+            if !path.exists() {
+                bail!("{} does not exist", path.display());
+            }
+            let store = crate::store::Store::open(&path, 16 << 20)?;
+            let r = store.check()?;
+            println!(
+                "{}: schema {}, {} users, {} rooms, {} events",
+                path.display(),
+                r.schema_version,
+                r.users,
+                r.rooms,
+                r.events
+            );
+            if r.problems.is_empty() {
+                println!("ok");
+                return Ok(());
+            }
+            for p in &r.problems {
+                eprintln!("damaged: {p}");
+            }
+            bail!("{} is damaged ({} problems)", path.display(), r.problems.len())
+        }
         Command::Bench(BenchCommand::Login(args)) => {
             let report = runtime()?.block_on(crate::bench::login::run(&args))?;
             if args.target.json {
@@ -281,6 +337,55 @@ async fn user_add(
         user.id
     );
     Ok(())
+}
+
+/// `edgechat backup`: online through `AdminService.Backup`, or offline from the data directory.
+async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    if args.out.exists() {
+        bail!("{} exists; choose a new file", args.out.display());
+    }
+    let dir = data_dir(&args.data);
+    let Some(url) = &args.server else {
+        let store = crate::store::Store::open(&dir.join(crate::store::DB_FILE_NAME), 16 << 20)?;
+        let info = store.snapshot_to(&args.out)?;
+        println!("wrote {} ({} events)", args.out.display(), info.events);
+        return Ok(());
+    };
+    let Some(user) = &args.user else {
+        bail!("an online backup needs --user NAME (an admin; password on standard input)");
+    };
+    let password = read_password_line()?;
+    let ca = args.ca.clone().unwrap_or_else(|| dir.join("certs/ca.pem"));
+    let tls = crate::client::TlsFiles { ca: Some(ca), client_cert: None };
+    let ch = crate::client::connect(url, &tls).await?;
+    let login = crate::proto::LoginRequest { username: user.clone(), password };
+    let token = crate::client::auth_client(ch.clone(), None).login(login).await?.into_inner();
+    let mut admin = crate::client::admin_client(ch, Some(&token.access_token));
+    let mut chunks = admin.backup(crate::proto::BackupRequest {}).await?.into_inner();
+    let temp = crate::files::temp_path(&args.out);
+    let written = async {
+        use tokio::io::AsyncWriteExt;
+        let mut f = tokio::fs::File::create(&temp).await?;
+        let mut bytes = 0u64;
+        while let Some(chunk) = chunks.message().await? {
+            f.write_all(&chunk.data).await?;
+            bytes += chunk.data.len() as u64;
+        }
+        f.sync_all().await?;
+        crate::files::publish(&temp, &args.out)?;
+        anyhow::Ok(bytes)
+    }
+    .await;
+    match written {
+        Ok(bytes) => {
+            println!("wrote {} ({bytes} bytes)", args.out.display());
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            Err(e)
+        }
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

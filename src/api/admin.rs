@@ -1,4 +1,4 @@
-//! `AdminService`: user management for global admins.
+//! `AdminService`: user management and online backup, for global admins.
 
 use tonic::{Request, Response, Status};
 
@@ -23,6 +23,18 @@ fn admin<T>(req: &Request<T>) -> Result<Principal, Status> {
 fn role_arg(v: i32) -> Result<Role, Status> {
     role_from_proto(v)
         .ok_or_else(|| Status::invalid_argument(format!("role {v} is not GUEST, MEMBER or ADMIN")))
+}
+
+/// Bytes per `BackupChunk` (well under every message-size limit).
+const BACKUP_CHUNK: usize = 32 * 1024;
+
+/// A file deleted when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn user_id_arg(id: &str) -> Result<&str, Status> {
@@ -66,6 +78,36 @@ impl AdminService for AdminApi {
         }
         let u = self.0.accounts.set_disabled(user_id_arg(&r.user_id)?, r.disabled).await?;
         Ok(Response::new(user_to_proto(&u)))
+    }
+
+    /// A consistent snapshot of the database (one read transaction; the server keeps serving)
+    /// written to a temporary file, then streamed in chunks; the file is removed when the
+    /// stream ends or the client goes away.
+    async fn backup(
+        &self,
+        req: Request<proto::BackupRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<proto::BackupChunk>>, Status> {
+        admin(&req)?;
+        let store = self.0.messages.store().clone();
+        let dir = self.0.config.data_dir.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            let out = crate::files::temp_path(&dir.join("backup.redb"));
+            store.snapshot_to(&out).map(|_| TempFile(out))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("backup task failed: {e}")))?
+        .map_err(|e| Status::unavailable(format!("backup failed: {e}")))?;
+        let reader = tokio::fs::File::open(&file.0)
+            .await
+            .map_err(|e| Status::unavailable(format!("backup failed: {e}")))?;
+        let chunks = tokio_util::io::ReaderStream::with_capacity(reader, BACKUP_CHUNK);
+        let stream = futures_util::StreamExt::map(chunks, move |r| {
+            // The temp file lives as long as the stream.
+            let _file = &file;
+            r.map(|data| proto::BackupChunk { data: data.to_vec() })
+                .map_err(|e| Status::unavailable(format!("backup read failed: {e}")))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn create_user(

@@ -9,12 +9,14 @@
 //! Reads take a [`redb::ReadTransaction`] from [`Store::read`] and call the typed functions in
 //! the submodules.
 
+mod check;
 pub mod events;
 mod health;
 pub mod notifications;
 mod records;
 pub mod rooms;
 pub mod sent;
+pub mod snapshot;
 mod tables;
 pub mod unread;
 pub mod users;
@@ -25,6 +27,7 @@ use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable};
 
+pub use check::CheckReport;
 pub use health::StorageHealth;
 pub use records::{
     BanRecord, FamilyRecord, MemberRecord, RefreshRecord, RoomRecord, SentRecord, UserRecord,
@@ -202,6 +205,13 @@ impl Store {
     /// committed batch's room events.
     pub fn start_writer(&self, publisher: Publisher) -> Writer {
         Writer::start(self.db.clone(), self.health.clone(), publisher)
+    }
+
+    /// Writes a consistent copy of the database as it is at one commit into `out` (a new
+    /// file, complete or absent), while the writer goes on. Blocking: call it off the async
+    /// threads.
+    pub fn snapshot_to(&self, out: &Path) -> Result<snapshot::SnapshotInfo, StoreError> {
+        snapshot::write(&self.db, out)
     }
 
     /// The schema version stored in the file.

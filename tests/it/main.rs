@@ -38,6 +38,7 @@ macro_rules! both_transports {
 }
 
 mod auth;
+mod backup;
 mod bounds;
 mod cli;
 mod crash;

@@ -1,0 +1,157 @@
+//! `edgechat check`: reads a whole database through one snapshot and says what is damaged.
+//!
+//! Checked: the schema version; every room event decodes, belongs to a known room and sits at
+//! its own seq; each room's seqs are gapless from 1 to its last; each room's member count
+//! matches its member records. Reading every event also makes redb verify the checksum of
+//! every page of the log.
+
+use redb::{ReadableTable, ReadableTableMetadata};
+
+use super::tables::{ROOM_EVENTS, ROOM_MEMBERS, ROOMS, USERS};
+use super::{Snapshot, Store, StoreError, decode, records::RoomRecord};
+use crate::proto::RoomEvent;
+
+/// What a check found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// The file's schema version.
+    pub schema_version: u64,
+    /// Users.
+    pub users: u64,
+    /// Rooms.
+    pub rooms: u64,
+    /// Room events (messages, edits, deletes, membership, room updates).
+    pub events: u64,
+    /// What is damaged, one line each (empty: the database is good).
+    pub problems: Vec<String>,
+}
+
+/// At most this many problems are listed (the count of the rest is given).
+const MAX_LISTED: usize = 50;
+
+impl CheckReport {
+    fn problem(&mut self, p: String) {
+        self.problems.push(p);
+    }
+}
+
+impl Store {
+    /// Checks the whole database (see the module doc).
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        let tx = self.read()?;
+        let mut r = CheckReport { schema_version: self.schema_version()?, ..Default::default() };
+        if r.schema_version != super::SCHEMA_VERSION {
+            r.problem(format!(
+                "schema version {} (this edgechat reads {})",
+                r.schema_version,
+                super::SCHEMA_VERSION
+            ));
+        }
+        r.users = tx.table(USERS)?.len()?;
+        let rooms = tx.table(ROOMS)?;
+        r.rooms = rooms.len()?;
+        let events = tx.table(ROOM_EVENTS)?;
+        let mut current: Option<(String, u64)> = None;
+        for row in events.iter()? {
+            let (key, value) = row?;
+            let (room, seq) = key.value();
+            r.events += 1;
+            let expected = match &current {
+                Some((r0, last)) if r0 == room => last + 1,
+                _ => {
+                    if rooms.get(room)?.is_none() {
+                        r.problem(format!(
+                            "room_events: events of room {room}, which does not exist"
+                        ));
+                    }
+                    1
+                }
+            };
+            if seq != expected {
+                r.problem(format!("room {room}: seq {seq} follows {} (a gap)", expected - 1));
+            }
+            match decode::<RoomEvent>("room_events", value.value()) {
+                Ok(ev) if ev.seq != seq || ev.room_id != room => r.problem(format!(
+                    "room {room}: the event at seq {seq} says room {} seq {}",
+                    ev.room_id, ev.seq
+                )),
+                Ok(_) => {}
+                Err(e) => r.problem(format!("room {room} seq {seq}: {e}")),
+            }
+            current = Some((room.to_string(), seq));
+        }
+        let members = tx.table(ROOM_MEMBERS)?;
+        for row in rooms.iter()? {
+            let (id, value) = row?;
+            let id = id.value();
+            let room: RoomRecord = match decode("rooms", value.value()) {
+                Ok(room) => room,
+                Err(e) => {
+                    r.problem(format!("room {id}: {e}"));
+                    continue;
+                }
+            };
+            let n = members
+                .range((id, "")..)?
+                .take_while(|m| m.as_ref().is_ok_and(|(k, _)| k.value().0 == id));
+            let count = n.count() as u32;
+            if count != room.member_count {
+                r.problem(format!(
+                    "room {id}: member_count says {} but {count} members are stored",
+                    room.member_count
+                ));
+            }
+        }
+        if r.problems.len() > MAX_LISTED {
+            let more = r.problems.len() - MAX_LISTED;
+            r.problems.truncate(MAX_LISTED);
+            r.problems.push(format!("... and {more} more"));
+        }
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_good_database_and_a_snapshot_of_it_check_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb"), 1 << 20).unwrap();
+        let writer = store.start_writer(Box::new(|_| {}));
+        writer
+            .write(|ctx| {
+                let room = RoomRecord { id: "r1".into(), member_count: 0, ..Default::default() };
+                super::super::rooms::put_room(ctx, &room, true)?;
+                for _ in 0..3 {
+                    let mut ev = RoomEvent { room_id: "r1".into(), ..Default::default() };
+                    super::super::events::append(ctx, &mut ev)?;
+                }
+                Ok(Ok::<_, StoreError>(()))
+            })
+            .await
+            .unwrap();
+        let report = store.check().unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!((report.rooms, report.events), (1, 3));
+        let copy = dir.path().join("copy.redb");
+        let info = store.snapshot_to(&copy).unwrap();
+        assert_eq!(info.events, 3);
+        assert!(store.snapshot_to(&copy).is_err(), "never overwrites");
+        drop(writer);
+        let copied = Store::open(&copy, 1 << 20).unwrap();
+        assert_eq!(copied.check().unwrap(), report);
+        // A hole in the log is named.
+        let writer = copied.start_writer(Box::new(|_| {}));
+        writer
+            .write(|ctx| {
+                ctx.open_table(ROOM_EVENTS)?.remove(("r1", 2))?;
+                Ok(Ok::<_, StoreError>(()))
+            })
+            .await
+            .unwrap();
+        let damaged = copied.check().unwrap();
+        assert_eq!(damaged.problems, vec!["room r1: seq 3 follows 1 (a gap)".to_string()]);
+    }
+}
