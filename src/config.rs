@@ -72,6 +72,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// The database.
     pub store: RawStore,
+    /// Snapshots of the database in the data directory.
+    pub backup: RawBackup,
     /// HTTP/3 over QUIC.
     pub quic: RawQuic,
 }
@@ -87,6 +89,7 @@ impl Default for RawConfig {
             rooms: RawRooms::default(),
             limits: RawLimits::default(),
             store: RawStore::default(),
+            backup: RawBackup::default(),
             quic: RawQuic::default(),
         }
     }
@@ -263,6 +266,9 @@ pub struct RawLimits {
     pub presence_grace_secs: u64,
     /// At shutdown, seconds clients get to finish before the server closes what is left.
     pub shutdown_drain_secs: u64,
+    /// Seconds between a stream's re-reads of its token version (a backstop: revocations
+    /// reach streams at once with their commit).
+    pub token_recheck_secs: u64,
 }
 
 impl Default for RawLimits {
@@ -289,8 +295,34 @@ impl Default for RawLimits {
             max_notifications_per_user: 10_000,
             presence_grace_secs: 15,
             shutdown_drain_secs: 10,
+            token_recheck_secs: 5,
         }
     }
+}
+
+/// `[backup]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBackup {
+    /// Seconds between snapshots of the database into `<data_dir>/snapshots`; 0 = none.
+    pub snapshot_interval_secs: u64,
+    /// Snapshots kept (the oldest are deleted).
+    pub keep: usize,
+}
+
+impl Default for RawBackup {
+    fn default() -> Self {
+        RawBackup { snapshot_interval_secs: 300, keep: 3 }
+    }
+}
+
+/// Validated `[backup]`.
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    /// Time between snapshots, `None` for no snapshots.
+    pub interval: Option<Duration>,
+    /// Snapshots kept.
+    pub keep: usize,
 }
 
 /// `[store]`.
@@ -442,6 +474,8 @@ pub struct Config {
     pub store_cache_bytes: usize,
     /// HTTP/3 limits, or `None` when HTTP/3 is off.
     pub quic: Option<QuicLimits>,
+    /// Snapshots.
+    pub backup: BackupConfig,
 }
 
 /// Validated `[tls]`.
@@ -531,6 +565,8 @@ pub struct Limits {
     pub presence_grace: Duration,
     /// Longest drain at shutdown.
     pub shutdown_drain: Duration,
+    /// Streams' token re-check period.
+    pub token_recheck: Duration,
 }
 
 /// Token-bucket rates (per second) a config may set: one per 1,000 s up to "unlimited".
@@ -696,6 +732,7 @@ impl RawConfig {
         )?;
         in_range("limits.presence_grace_secs", l.presence_grace_secs, 0, 3600)?;
         in_range("limits.shutdown_drain_secs", l.shutdown_drain_secs, 0, 3600)?;
+        in_range("limits.token_recheck_secs", l.token_recheck_secs, 1, 3600)?;
         let limits = Limits {
             max_concurrent_streams: l.max_concurrent_streams,
             keepalive_interval: Duration::from_secs(l.keepalive_interval_secs),
@@ -718,8 +755,19 @@ impl RawConfig {
             max_notifications_per_user: l.max_notifications_per_user,
             presence_grace: Duration::from_secs(l.presence_grace_secs),
             shutdown_drain: Duration::from_secs(l.shutdown_drain_secs),
+            token_recheck: Duration::from_secs(l.token_recheck_secs),
         };
         in_range("store.cache_mib", self.store.cache_mib as u64, 1, 64 * 1024)?;
+        let b = &self.backup;
+        in_range("backup.snapshot_interval_secs", b.snapshot_interval_secs, 0, 7 * 24 * 3600)?;
+        // Two at least: a copy tool that listed the directory just before the oldest was
+        // pruned still finds the newest.
+        in_range("backup.keep", b.keep as u64, 2, 1000)?;
+        let backup = BackupConfig {
+            interval: (b.snapshot_interval_secs > 0)
+                .then(|| Duration::from_secs(b.snapshot_interval_secs)),
+            keep: b.keep,
+        };
         let q = &self.quic;
         in_range("quic.idle_timeout_secs", q.idle_timeout_secs, 5, 600)?;
         in_range("quic.keep_alive_interval_secs", q.keep_alive_interval_secs, 1, 300)?;
@@ -755,6 +803,7 @@ impl RawConfig {
             limits,
             store_cache_bytes: self.store.cache_mib << 20,
             quic,
+            backup,
         })
     }
 }

@@ -61,6 +61,9 @@ pub enum NotificationError {
     /// Over the user's budget of changes.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The user's tokens were revoked after the request was authenticated.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// Storage.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -117,10 +120,15 @@ impl Notifications {
         now_ms: i64,
     ) -> Result<(), NotificationError> {
         self.inner.2.take(&who.user_id, now_ms).map_err(NotificationError::ResourceExhausted)?;
-        let user_id = who.user_id.clone();
+        let (who, user_id) = (who.clone(), who.user_id.clone());
         self.inner
             .1
             .write(move |ctx| {
+                match crate::rooms::service::check_current(&**ctx, &who) {
+                    Ok(()) => {}
+                    Err(crate::rooms::RoomError::Store(e)) => return Err(e),
+                    Err(e) => return Ok(Err(NotificationError::Unauthenticated(e.to_string()))),
+                }
                 let last = notifications::last_id(&**ctx, &user_id)?;
                 let target = if up_to_id == 0 { last } else { up_to_id.min(last) };
                 if let Some(mut u) = users::user(&**ctx, &user_id)?

@@ -92,10 +92,18 @@ impl Running {
     /// Every commit queued before is finished and the database is closed before this returns.
     /// A storage failure is returned as an error (the process exits non-zero).
     pub async fn wait(mut self) -> Result<(), ServeError> {
+        let mut failed = None;
         tokio::select! {
             () = self.shutdown.cancelled() => {}
             // Serving ended by itself: the listener failed.
-            _ = &mut self.serving => self.shutdown.cancel(),
+            r = &mut self.serving => {
+                failed = match r {
+                    Ok(Some(Err(e))) => Some(e),
+                    Err(e) => Some(ServeError::Transport(e.to_string())),
+                    _ => None,
+                };
+                self.shutdown.cancel();
+            }
         }
         // Load balancers and supervisors stop sending new clients while we drain.
         self.api.health.set(false).await;
@@ -136,7 +144,10 @@ impl Running {
         if let Some(why) = failure {
             return Err(ServeError::Storage(why));
         }
-        served
+        match failed {
+            Some(e) => Err(e),
+            None => served,
+        }
     }
 }
 

@@ -114,6 +114,14 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // Health checks are how supervisors watch the server: a prober's long-lived `Watch`
+        // connection counts as authenticated for the idle rule (it holds one connection slot
+        // of its source like any other).
+        if req.uri().path().starts_with("/grpc.health.v1.Health/")
+            && let Some(a) = req.extensions().get::<PeerInfo>().and_then(|i| i.activity.as_ref())
+        {
+            a.authenticated();
+        }
         if !is_public(req.uri().path()) {
             let checked: Result<Principal, Status> = bearer_token(req.headers())
                 .and_then(|t| {

@@ -62,6 +62,7 @@ impl Api {
             max_subscriptions: l.max_subscriptions_per_stream,
             max_streams_per_user: l.max_streams_per_user,
             stuck_timeout: l.stuck_stream_timeout,
+            token_recheck: l.token_recheck,
         }
     }
 }

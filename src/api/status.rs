@@ -88,6 +88,9 @@ impl From<crate::notifications::NotificationError> for Status {
             crate::notifications::NotificationError::ResourceExhausted(m) => {
                 Status::resource_exhausted(m)
             }
+            crate::notifications::NotificationError::Unauthenticated(m) => {
+                Status::unauthenticated(m)
+            }
             crate::notifications::NotificationError::Store(e) => store_status(&e),
         }
     }

@@ -46,25 +46,37 @@ pub enum UserSignal {
 pub struct Hub {
     rooms: Mutex<HashMap<String, broadcast::Sender<RoomFeed>>>,
     users: Mutex<HashMap<String, broadcast::Sender<UserSignal>>>,
-    streams: Mutex<HashMap<String, usize>>,
+    /// Each user's open streams, with the call that ends one at once on revocation.
+    streams: Mutex<HashMap<String, Vec<(u64, EndStream)>>>,
+    next_stream: std::sync::atomic::AtomicU64,
 }
+
+/// Ends one stream at once, with a reason (its queued frames are dropped).
+pub type EndStream = Box<dyn Fn(&'static str) + Send + Sync>;
 
 /// Holds one of a user's stream slots; released on drop.
 pub struct StreamSlot {
     hub: Arc<Hub>,
     user: String,
+    id: u64,
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let mut streams = self.hub.streams.lock().expect("hub lock");
-        if let Some(n) = streams.get_mut(&self.user) {
-            *n -= 1;
-            if *n == 0 {
+        let mut streams = lock(&self.hub.streams);
+        if let Some(list) = streams.get_mut(&self.user) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
                 streams.remove(&self.user);
             }
         }
     }
+}
+
+/// The hub's maps stay usable after a panic elsewhere (a publisher bug must not turn every
+/// later subscribe into a panic): their contents are consistent at every unlock.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Hub {
@@ -81,7 +93,7 @@ impl Hub {
             self.signal_user(user, UserSignal::Revoked(why));
         }
         {
-            let mut rooms = self.rooms.lock().expect("hub lock");
+            let mut rooms = lock(&self.rooms);
             for ev in &committed.events {
                 if let Some(tx) = rooms.get(&ev.room_id)
                     && tx.send(RoomFeed::Event(Arc::new(ev.clone()))).is_err()
@@ -98,7 +110,7 @@ impl Hub {
 
     /// Tells a room's live subscribers that `user_id` is typing (no-op when nobody listens).
     pub fn typing(&self, room_id: &str, user_id: &str) {
-        let rooms = self.rooms.lock().expect("hub lock");
+        let rooms = lock(&self.rooms);
         if let Some(tx) = rooms.get(room_id) {
             let _ = tx.send(RoomFeed::Typing(Arc::from(user_id)));
         }
@@ -106,7 +118,7 @@ impl Hub {
 
     /// A live feed of a room's committed events, from now on.
     pub fn subscribe_room(&self, room_id: &str) -> broadcast::Receiver<RoomFeed> {
-        let mut rooms = self.rooms.lock().expect("hub lock");
+        let mut rooms = lock(&self.rooms);
         rooms
             .entry(room_id.to_string())
             .or_insert_with(|| broadcast::channel(ROOM_RING).0)
@@ -116,7 +128,7 @@ impl Hub {
     /// Drops a room's ring if nobody follows it (after a refused subscription took one), so
     /// made-up room ids never leave rings behind.
     pub fn release_room(&self, room_id: &str) {
-        let mut rooms = self.rooms.lock().expect("hub lock");
+        let mut rooms = lock(&self.rooms);
         if rooms.get(room_id).is_some_and(|tx| tx.receiver_count() == 0) {
             rooms.remove(room_id);
         }
@@ -124,16 +136,25 @@ impl Hub {
 
     /// A feed of signals for one user's streams.
     pub fn subscribe_user(&self, user_id: &str) -> broadcast::Receiver<UserSignal> {
-        let mut users = self.users.lock().expect("hub lock");
+        let mut users = lock(&self.users);
         users
             .entry(user_id.to_string())
             .or_insert_with(|| broadcast::channel(USER_RING).0)
             .subscribe()
     }
 
-    /// Sends a signal to every open stream of a user (no-op when none is open).
+    /// Sends a signal to every open stream of a user (no-op when none is open). A revocation
+    /// also ends each of the user's streams at once, without waiting for a session that may
+    /// be busy writing to a slow client.
     pub fn signal_user(&self, user_id: &str, signal: UserSignal) {
-        let mut users = self.users.lock().expect("hub lock");
+        if let UserSignal::Revoked(why) = &signal
+            && let Some(list) = lock(&self.streams).get(user_id)
+        {
+            for (_, end) in list {
+                end(why);
+            }
+        }
+        let mut users = lock(&self.users);
         if let Some(tx) = users.get(user_id)
             && tx.send(signal).is_err()
         {
@@ -141,25 +162,32 @@ impl Hub {
         }
     }
 
-    /// Takes one of the user's stream slots, or `None` when they already hold `max`.
-    pub fn open_stream(self: &Arc<Self>, user_id: &str, max: usize) -> Option<StreamSlot> {
-        let mut streams = self.streams.lock().expect("hub lock");
-        let n = streams.entry(user_id.to_string()).or_insert(0);
-        if *n >= max {
+    /// Takes one of the user's stream slots, or `None` when they already hold `max`. `end` is
+    /// called if the user's tokens are revoked while the stream is open.
+    pub fn open_stream(
+        self: &Arc<Self>,
+        user_id: &str,
+        max: usize,
+        end: EndStream,
+    ) -> Option<StreamSlot> {
+        let mut streams = lock(&self.streams);
+        let list = streams.entry(user_id.to_string()).or_default();
+        if list.len() >= max {
             return None;
         }
-        *n += 1;
-        Some(StreamSlot { hub: self.clone(), user: user_id.to_string() })
+        let id = self.next_stream.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        list.push((id, end));
+        Some(StreamSlot { hub: self.clone(), user: user_id.to_string(), id })
     }
 
     /// How many rooms have a live feed (a ring) right now.
     pub fn room_feeds(&self) -> usize {
-        self.rooms.lock().expect("hub lock").len()
+        lock(&self.rooms).len()
     }
 
     /// How many streams the user has open.
     pub fn open_streams(&self, user_id: &str) -> usize {
-        self.streams.lock().expect("hub lock").get(user_id).copied().unwrap_or(0)
+        lock(&self.streams).get(user_id).map_or(0, Vec::len)
     }
 }
 
@@ -208,11 +236,12 @@ mod tests {
     #[test]
     fn stream_slots_are_bounded_and_released() {
         let hub = Hub::new();
-        let s1 = hub.open_stream("u", 2).unwrap();
-        let _s2 = hub.open_stream("u", 2).unwrap();
-        assert!(hub.open_stream("u", 2).is_none());
+        let none = || -> EndStream { Box::new(|_| {}) };
+        let s1 = hub.open_stream("u", 2, none()).unwrap();
+        let _s2 = hub.open_stream("u", 2, none()).unwrap();
+        assert!(hub.open_stream("u", 2, none()).is_none());
         drop(s1);
         assert_eq!(hub.open_streams("u"), 1);
-        assert!(hub.open_stream("u", 2).is_some());
+        assert!(hub.open_stream("u", 2, none()).is_some());
     }
 }

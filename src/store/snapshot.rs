@@ -112,3 +112,118 @@ fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
         }
     }
 }
+
+/// Where snapshots live inside the data directory.
+pub const SNAPSHOT_DIR: &str = "snapshots";
+
+/// A snapshot's file name: its time (ms since the epoch, zero-padded so names sort by time).
+pub fn snapshot_name(at_ms: i64) -> String {
+    format!("edgechat-{at_ms:016}.redb")
+}
+
+/// The snapshots in `dir` (complete ones: temp files have other names), newest first, with the
+/// time each was taken.
+pub fn list(dir: &Path) -> Vec<(std::path::PathBuf, i64)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<_> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let at = name.strip_prefix("edgechat-")?.strip_suffix(".redb")?.parse().ok()?;
+            Some((e.path(), at))
+        })
+        .collect();
+    found.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
+    found
+}
+
+impl super::Store {
+    /// Takes a snapshot into `dir` named after `now_ms` (the snapshot holds everything
+    /// committed before it started), then deletes all but the newest `keep`. Blocking.
+    pub fn take_snapshot(
+        &self,
+        dir: &Path,
+        keep: usize,
+        now_ms: i64,
+    ) -> Result<(std::path::PathBuf, SnapshotInfo), StoreError> {
+        let io = |e: std::io::Error| StoreError::Db(format!("snapshots in {}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        crate::files::remove_stale_temps(dir).map_err(io)?;
+        let path = dir.join(snapshot_name(now_ms));
+        let info = self.snapshot_to(&path)?;
+        for (old, _) in list(dir).into_iter().skip(keep) {
+            if let Err(e) = std::fs::remove_file(&old) {
+                tracing::warn!(file = %old.display(), error = %e, "could not delete an old snapshot");
+            }
+        }
+        Ok((path, info))
+    }
+}
+
+/// What `edgechat restore` did.
+#[derive(Debug)]
+pub struct Restored {
+    /// The snapshot now in place.
+    pub from: std::path::PathBuf,
+    /// Where the database it replaced was moved, if there was one.
+    pub replaced: Option<std::path::PathBuf>,
+    /// What the restored database holds.
+    pub report: super::CheckReport,
+}
+
+/// Puts a snapshot in place of `<data_dir>/edgechat.redb` (the server must be stopped):
+/// `from`, or the newest snapshot in `<data_dir>/snapshots` that passes `check` (older ones
+/// are tried in turn). The chosen file is copied (never moved) to a temporary file beside the
+/// database and checked there; the database it replaces is renamed aside, never deleted.
+pub fn restore(data_dir: &Path, from: Option<&Path>, now_ms: i64) -> Result<Restored, StoreError> {
+    let live = data_dir.join(super::DB_FILE_NAME);
+    if live.exists() {
+        // A running server holds the file's lock; a read-only open fails on it, without
+        // writing anything (a torn file is not repaired by a read-only open).
+        if let Err(redb::DatabaseError::DatabaseAlreadyOpen) =
+            redb::Builder::new().open_read_only(&live)
+        {
+            return Err(StoreError::Locked(live));
+        }
+    }
+    let candidates = match from {
+        Some(f) => vec![f.to_path_buf()],
+        None => list(&data_dir.join(SNAPSHOT_DIR)).into_iter().map(|(p, _)| p).collect(),
+    };
+    if candidates.is_empty() {
+        return Err(StoreError::Db(format!(
+            "no snapshot in {}; name a backup file with --from",
+            data_dir.join(SNAPSHOT_DIR).display()
+        )));
+    }
+    fn io(p: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+        move |e| StoreError::Db(format!("{}: {e}", p.display()))
+    }
+    let mut refused = Vec::new();
+    for candidate in candidates {
+        let temp = crate::files::temp_path(&live);
+        std::fs::copy(&candidate, &temp).map_err(io(&candidate))?;
+        std::fs::File::open(&temp).and_then(|f| f.sync_all()).map_err(io(&temp))?;
+        let checked = super::Store::open(&temp, 16 << 20).and_then(|s| s.check());
+        match checked {
+            Ok(report) if report.problems.is_empty() => {
+                let replaced = live
+                    .exists()
+                    .then(|| data_dir.join(format!("{}.replaced-{now_ms}", super::DB_FILE_NAME)));
+                if let Some(aside) = &replaced {
+                    std::fs::rename(&live, aside).map_err(io(&live))?;
+                }
+                crate::files::publish(&temp, &live).map_err(io(&live))?;
+                return Ok(Restored { from: candidate, replaced, report });
+            }
+            Ok(report) => {
+                refused.push(format!("{}: {}", candidate.display(), report.problems.join("; ")))
+            }
+            Err(e) => refused.push(format!("{}: {e}", candidate.display())),
+        }
+        let _ = std::fs::remove_file(&temp);
+    }
+    Err(StoreError::Db(format!("no snapshot passes the check: {}", refused.join(" | "))))
+}

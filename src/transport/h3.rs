@@ -196,13 +196,7 @@ pub async fn serve_h3(
             incoming.refuse();
             continue;
         };
-        // One source's TCP and QUIC connections count together.
-        let Some(peer_slot) = limits.peers.try_take(incoming.remote_address().ip()) else {
-            tracing::debug!(peer = %incoming.remote_address(), "refused: too many connections");
-            incoming.refuse();
-            continue;
-        };
-        let rule = limits.idle;
+        let (peers, rule) = (limits.peers.clone(), limits.idle);
         if !admit(&incoming, &handshaking, &lim) {
             let _ = incoming.retry();
             continue;
@@ -212,8 +206,16 @@ pub async fn serve_h3(
         tasks.spawn(async move {
             // The connection slot is held for the connection's whole life. (Dropped at the
             // drain deadline, the task's request set aborts the requests still running.)
-            let _slots = (slot, peer_slot);
+            let _slot = slot;
             if let Some(conn) = handshake(incoming, lim.handshake_timeout, &handshaking).await {
+                // One source's TCP and QUIC connections count together. Taken only once the
+                // handshake proved the address (a spoofed Initial cannot use up a victim's
+                // share).
+                let Some(_peer) = peers.try_take(conn.remote_address().ip()) else {
+                    tracing::debug!(peer = %conn.remote_address(), "refused: too many connections");
+                    conn.close(quinn::VarInt::from_u32(0x100), b"too many connections");
+                    return;
+                };
                 serve_connection(conn, routes, &lim, rule, shutdown).await;
             }
         });

@@ -89,6 +89,19 @@ impl IdleTimer {
 }
 
 impl<S> Conn<S> {
+    /// Whether the connection must end now (drain deadline passed, or the idle rule says so);
+    /// otherwise registers for both. Checked on reads, writes and flushes alike: hyper may be
+    /// waiting on either (h2 stops reading while a write to a client that does not read is
+    /// stuck).
+    fn ended(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        if self.stop.as_mut().poll(cx).is_ready() {
+            return Some(io::Error::other("server stopped: drain deadline passed"));
+        }
+        let why = self.idle.poll_expired(cx)?;
+        tracing::debug!(peer = ?self.info.remote_addr, why, "closing connection");
+        Some(io::Error::new(io::ErrorKind::TimedOut, why))
+    }
+
     fn new(io: S, mut info: PeerInfo, tasks: &Tasks, held: Held, rule: IdleRule) -> Conn<S> {
         let activity = Activity::new();
         info.activity = Some(activity.clone());
@@ -115,14 +128,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Conn<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        // hyper always has a read pending on a live connection, so this wakes it at the
-        // deadline.
-        if self.stop.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err(io::Error::other("server stopped: drain deadline passed")));
-        }
-        if let Some(why) = self.idle.poll_expired(cx) {
-            tracing::debug!(peer = ?self.info.remote_addr, why, "closing connection");
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)));
+        if let Some(e) = self.ended(cx) {
+            return Poll::Ready(Err(e));
         }
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
@@ -134,9 +141,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.ended(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(e) = self.ended(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.io).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -147,6 +160,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Conn<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.ended(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {

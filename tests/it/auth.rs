@@ -426,11 +426,18 @@ async fn registration_closed_and_admin_service() {
 }
 
 both_transports! {
-async fn later_milestones_answer_unimplemented_with_a_message() {
-    let s = TestServer::start_with(|c| c.auth.default_role = "admin".into()).await;
-    let reg = s.register("kate").await;
-    let mut admin = client::admin_client(s.channel().await, Some(&reg.access_token));
-    let r = admin.backup(proto::BackupRequest {}).await;
-    expect_code(r.map(|_| ()), Code::Unimplemented);
+async fn backup_is_for_admins_and_streams_a_database_file() {
+    let s = TestServer::start().await;
+    let member = s.register("kate").await;
+    let mut c = client::admin_client(s.channel().await, Some(&member.access_token));
+    expect_code(c.backup(proto::BackupRequest {}).await.map(|_| ()), Code::PermissionDenied);
+    let root = s.admin("root").await;
+    let mut admin = client::admin_client(root.ch.clone(), Some(&root.token));
+    let mut chunks = admin.backup(proto::BackupRequest {}).await.unwrap().into_inner();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = chunks.message().await.unwrap() {
+        bytes.extend(chunk.data);
+    }
+    assert!(bytes.starts_with(b"redb"), "a redb file");
 }
 }

@@ -138,9 +138,23 @@ fn init_completes_a_half_initialised_directory_or_names_the_file_to_remove() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("server.pem"));
     assert!(!junk.exists());
     std::fs::remove_file(dir.join("certs/client.key")).unwrap();
-    let out =
-        edgechat().args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&dir).output();
-    let out = out.unwrap();
+    let mut serve = edgechat()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must refuse to start; if it started instead, stop it and fail rather than hang.
+    let deadline = std::time::Instant::now() + crate::support::WAIT;
+    while serve.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            serve.kill().unwrap();
+            panic!("serve started although certs/client.key is missing");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = serve.wait_with_output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -21,7 +21,9 @@ use crate::support::{
 /// handler's code after the `.await`; the domain call alone is exactly what remains. Each
 /// revocation must still end every stream of its user.
 async fn revocations_end_streams_even_when_the_rpc_goes_away_after_its_commit() {
-    let s = fast_server().await;
+    // The periodic token re-check would end the streams too, in time: keep it out of the way,
+    // so only the revocation published with the commit can.
+    let s = TestServer::start_with(|c| c.limits.token_recheck_secs = 3600).await;
     let alice = s.user("alice").await;
     let bob = s.user("bob").await;
     let carol = s.user("carol").await;
@@ -137,7 +139,8 @@ async fn sigterm_drains_to_a_deadline_and_a_second_signal_exits_at_once() {
 /// acknowledged, health says NOT_SERVING, the server stops by itself with the storage error
 /// (the CLI exits non-zero), and after a restart every acknowledged message is there once.
 async fn a_failed_fsync_stops_the_server_and_loses_nothing_acknowledged() {
-    let mut s = fast_server().await;
+    // The health Watch stream below stays open: the drain ends it after 1 s.
+    let mut s = TestServer::start_with(|c| c.limits.shutdown_drain_secs = 1).await;
     let alice = s.user("alice").await;
     let room = room_with(&alice, &[]).await;
     let mut acked = Vec::new();

@@ -53,6 +53,8 @@ pub struct StreamDeps {
     pub max_streams_per_user: usize,
     /// Outbound stuck deadline.
     pub stuck_timeout: Duration,
+    /// How often a stream re-reads its token version.
+    pub token_recheck: Duration,
 }
 
 /// Opens a stream for `who`: takes a stream slot (or `RESOURCE_EXHAUSTED`), starts the
@@ -62,13 +64,17 @@ pub fn open(
     who: Principal,
     inbound: impl Stream<Item = Result<proto::ClientFrame, Status>> + Send + Unpin + 'static,
 ) -> Result<OutStream, Status> {
-    let slot = deps.hub.open_stream(&who.user_id, deps.max_streams_per_user).ok_or_else(|| {
-        Status::resource_exhausted(format!(
-            "too many open streams for this user (at most {}); close one first",
-            deps.max_streams_per_user
-        ))
-    })?;
-    let (out, stream) = out::channel(deps.stuck_timeout, slot);
+    let (out, mut stream) = out::channel(deps.stuck_timeout);
+    let ender = out.ender();
+    let end: super::hub::EndStream = Box::new(move |why| ender(Status::unauthenticated(why)));
+    let slot =
+        deps.hub.open_stream(&who.user_id, deps.max_streams_per_user, end).ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "too many open streams for this user (at most {}); close one first",
+                deps.max_streams_per_user
+            ))
+        })?;
+    stream.hold(slot);
     let tasks = deps.tasks.clone();
     let session = session::Session::new(deps, who, out);
     tasks.spawn(session.run(inbound));

@@ -30,7 +30,15 @@ pub struct OutStream {
     fatal: Pin<Box<WaitForCancellationFutureOwned>>,
     status: Arc<Mutex<Option<Status>>>,
     done: bool,
-    _slot: StreamSlot,
+    /// The user's stream slot, for as long as the transport holds this stream.
+    slot: Option<StreamSlot>,
+}
+
+impl OutStream {
+    /// Holds `slot` for the stream's life.
+    pub(super) fn hold(&mut self, slot: StreamSlot) {
+        self.slot = Some(slot);
+    }
 }
 
 impl Stream for OutStream {
@@ -67,20 +75,14 @@ pub(super) struct Out {
     stuck: Duration,
 }
 
-/// A new queue: the sending half and the response stream (which holds the user's stream
-/// slot for as long as the transport keeps it).
-pub(super) fn channel(stuck: Duration, slot: StreamSlot) -> (Out, OutStream) {
+/// A new queue: the sending half and the response stream.
+pub(super) fn channel(stuck: Duration) -> (Out, OutStream) {
     let (tx, rx) = mpsc::channel(OUT_QUEUE);
     let fatal = CancellationToken::new();
     let status = Arc::new(Mutex::new(None));
     let out = Out { tx, status: status.clone(), fatal: fatal.clone(), stuck };
-    let stream = OutStream {
-        rx,
-        fatal: Box::pin(fatal.cancelled_owned()),
-        status,
-        done: false,
-        _slot: slot,
-    };
+    let stream =
+        OutStream { rx, fatal: Box::pin(fatal.cancelled_owned()), status, done: false, slot: None };
     (out, stream)
 }
 
@@ -89,7 +91,12 @@ impl Out {
     /// ends it).
     pub(super) async fn send(&self, kind: server_frame::Kind) -> bool {
         let frame = proto::ServerFrame { kind: Some(kind) };
-        match tokio::time::timeout(self.stuck, self.tx.send(frame)).await {
+        // An ended stream (revoked, stuck) is no longer read: whoever waits here stops at once.
+        let queued = tokio::select! {
+            q = tokio::time::timeout(self.stuck, self.tx.send(frame)) => q,
+            () = self.fatal.cancelled() => return false,
+        };
+        match queued {
             Ok(Ok(())) => true,
             Ok(Err(_)) => false,
             Err(_) => {
@@ -105,6 +112,16 @@ impl Out {
     pub(super) fn end_now(&self, status: Status) {
         self.status.lock().expect("status lock").get_or_insert(status);
         self.fatal.cancel();
+    }
+
+    /// What ends this stream at once from outside (the hub, on revocation). It holds no
+    /// sender: the response stream still ends when the session and its followers are gone.
+    pub(super) fn ender(&self) -> impl Fn(Status) + Send + Sync + 'static {
+        let (status, fatal) = (self.status.clone(), self.fatal.clone());
+        move |st| {
+            status.lock().expect("status lock").get_or_insert(st);
+            fatal.cancel();
+        }
     }
 
     /// Ends the stream with `status` after the frames already queued.

@@ -33,15 +33,25 @@ use crate::store::{events, rooms};
 /// stops reading client frames until one is answered.
 pub const MAX_PENDING_SENDS: usize = 64;
 
-/// How often a stream re-reads its user's token version from the store. Revocations reach
-/// streams at once through the hub (published by the writer with the commit that made them);
-/// this is the backstop if that ever fails, so a revoked stream cannot run until its token
-/// expires. Each stream's first check is at a random point within the first period, so
-/// thousands of streams do not all read at once.
-const RECHECK: Duration = Duration::from_secs(5);
-
 /// A send awaiting its result: `(room_id, client_message_id, result)`.
 type PendingSend = BoxFuture<'static, (String, String, Result<proto::Message, ChatError>)>;
+
+/// Queues the answer to one send: its `SendAck`, or a `StreamError` carrying its
+/// `client_message_id`. `false` if the stream is over.
+async fn answer(
+    out: &Out,
+    room_id: String,
+    cmid: String,
+    result: Result<proto::Message, ChatError>,
+) -> bool {
+    match result {
+        Ok(m) => {
+            let ack = proto::SendAck { client_message_id: cmid, room_id: m.room_id, seq: m.seq };
+            out.send(server_frame::Kind::SendAck(ack)).await
+        }
+        Err(e) => out.error(&e, &room_id, &cmid).await,
+    }
+}
 
 /// A running follower: cancel it, then await it for where it got to.
 struct Following {
@@ -54,10 +64,6 @@ pub(super) struct Session {
     who: Principal,
     out: Out,
     follows: HashMap<String, Following>,
-    /// The highest seq this stream delivered per room it stopped following (unsubscribed or
-    /// re-subscribed), so a later subscription never goes back below it. At most
-    /// `2 * max_subscriptions` rooms; past that the map starts over.
-    delivered: HashMap<String, u64>,
     pending: FuturesOrdered<PendingSend>,
     user_rx: broadcast::Receiver<UserSignal>,
     /// Keeps the user online while this stream is open.
@@ -73,7 +79,6 @@ impl Session {
             who,
             out,
             follows: HashMap::new(),
-            delivered: HashMap::new(),
             pending: FuturesOrdered::new(),
             user_rx,
             _online: online,
@@ -107,8 +112,13 @@ impl Session {
         if self.revoked() {
             return;
         }
-        let first = RECHECK.mul_f64(rand::random::<f64>());
-        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + first, RECHECK);
+        // Revocations reach streams at once through the hub (published by the writer with the
+        // commit that made them); re-reading the token version every `token_recheck` is the
+        // backstop if that ever fails. Each stream's first check is at a random point within
+        // the first period, so thousands of streams do not all read at once.
+        let every = self.deps.token_recheck;
+        let first = every.mul_f64(rand::random::<f64>());
+        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + first, every);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let expires_in = Duration::from_millis(
@@ -134,22 +144,14 @@ impl Session {
                             break;
                         }
                     }
-                    None => break,
+                    // The client closed its side: answer the sends it made, then end.
+                    None => {
+                        self.answer_pending().await;
+                        break;
+                    }
                 },
                 Some((room_id, cmid, result)) = self.pending.next(), if !self.pending.is_empty() => {
-                    let queued = match result {
-                        Ok(m) => {
-                            self.out
-                                .send(server_frame::Kind::SendAck(proto::SendAck {
-                                    client_message_id: cmid,
-                                    room_id: m.room_id,
-                                    seq: m.seq,
-                                }))
-                                .await
-                        }
-                        Err(e) => self.out.error(&e, &room_id, &cmid).await,
-                    };
-                    if !queued {
+                    if !answer(&self.out, room_id, cmid, result).await {
                         break;
                     }
                 }
@@ -160,8 +162,9 @@ impl Session {
                     break;
                 }
                 signal = self.user_rx.recv() => match signal {
+                    // Ends delivery at once, queued frames included.
                     Ok(UserSignal::Revoked(why)) => {
-                        self.out.end_after_queue(Status::unauthenticated(why));
+                        self.out.end_now(Status::unauthenticated(why));
                         break;
                     }
                     Ok(UserSignal::Frame(frame)) => {
@@ -185,6 +188,8 @@ impl Session {
                     }
                 }
                 () = self.deps.shutdown.cancelled() => {
+                    // Sends already accepted are committed: their acks go out first.
+                    self.answer_pending().await;
                     let _ = self.out.send(server_frame::Kind::GoingAway(proto::GoingAway {
                         reason: "server is shutting down; reconnect and resume with after_seq".into(),
                     })).await;
@@ -199,12 +204,22 @@ impl Session {
         }
     }
 
+    /// Waits for every pending send and queues its answer (until the stream ends).
+    async fn answer_pending(&mut self) {
+        while let Some((room_id, cmid, result)) = self.pending.next().await {
+            if !answer(&self.out, room_id, cmid, result).await {
+                return;
+            }
+        }
+    }
+
     /// Handles one frame; `false` ends the stream.
     async fn handle(&mut self, frame: proto::ClientFrame) -> bool {
         use client_frame::Kind as F;
         match frame.kind {
             Some(F::Subscribe(s)) => self.subscribe(s).await,
             Some(F::Unsubscribe(u)) => {
+                // Waits for the follower: nothing of the room is queued after this.
                 self.stop_following(&u.room_id).await;
                 true
             }
@@ -310,20 +325,12 @@ impl Session {
         }
     }
 
-    /// Stops the room's follower, if any, and remembers how far it got.
-    async fn stop_following(&mut self, room_id: &str) {
-        let Some(f) = self.follows.remove(room_id) else {
-            return;
-        };
+    /// Stops the room's follower, if any, and returns the last seq it delivered. The
+    /// follower ends at its next await; only then is it sure to queue nothing more.
+    async fn stop_following(&mut self, room_id: &str) -> Option<u64> {
+        let f = self.follows.remove(room_id)?;
         f.cancel.cancel();
-        // The follower ends at its next await; only then is it sure to queue nothing more.
-        if let Ok(Some(last)) = f.task.await {
-            if self.delivered.len() >= 2 * self.deps.max_subscriptions {
-                self.delivered.clear();
-            }
-            let seen = self.delivered.entry(room_id.to_string()).or_insert(0);
-            *seen = (*seen).max(last);
-        }
+        f.task.await.ok().flatten()
     }
 
     async fn subscribe(&mut self, s: proto::Subscribe) -> bool {
@@ -336,6 +343,11 @@ impl Session {
             ));
             return self.out.status_error(&st, &s.room_id, "").await;
         }
+        // A subscription to a room this stream already follows continues after what the old
+        // follower delivered: on one stream a room's seqs never go backwards. The old follower
+        // is stopped before the snapshot below, so a removal it might have delivered is either
+        // before the snapshot (refused there) or after it (the new follower delivers it).
+        let delivered = self.stop_following(&s.room_id).await;
         // The feed first, then one snapshot for the permission, the last seq and the member's
         // join: every event committed after the snapshot is in the feed (followers drop what
         // they already delivered), and a kick committed before the snapshot is refused here
@@ -372,10 +384,7 @@ impl Session {
             Some(a) => a,
             None => last_seq,
         };
-        // A re-subscription continues after whatever this stream already delivered of the
-        // room: its seqs never go backwards.
-        self.stop_following(&s.room_id).await;
-        let from = from.max(self.delivered.remove(&s.room_id).unwrap_or(0));
+        let from = from.max(delivered.unwrap_or(0));
         if !self
             .out
             .send(server_frame::Kind::Subscribed(proto::Subscribed {
