@@ -46,6 +46,15 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
     },
+    /// Put a snapshot in place of DIR's database (server stopped): the newest good one in
+    /// DIR/snapshots, or --from FILE (a backup). The replaced file is kept beside it.
+    Restore {
+        #[command(flatten)]
+        data: DataDirArg,
+        /// A database file to restore instead of the newest snapshot.
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+    },
     /// Load generator: run a scenario against a server it starts (or --server URL).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -257,6 +266,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Backup(args) => runtime()?.block_on(backup(args)),
+        Command::Restore { data, from } => {
+            let dir = data_dir(&data);
+            let r = crate::store::snapshot::restore(&dir, from.as_deref(), crate::clock::now_ms())?;
+            println!(
+                "restored {} ({} rooms, {} events) as {}",
+                r.from.display(),
+                r.report.rooms,
+                r.report.events,
+                dir.join(crate::store::DB_FILE_NAME).display()
+            );
+            if let Some(old) = r.replaced {
+                println!("the database it replaced is kept as {}", old.display());
+            }
+            Ok(())
+        }
         Command::Check { data, file } => {
             let path = file.unwrap_or_else(|| data_dir(&data).join(crate::store::DB_FILE_NAME));
             if !path.exists() {

@@ -151,6 +151,61 @@ impl Running {
     }
 }
 
+/// Every `every`, a snapshot of the database into `<data_dir>/snapshots` (see
+/// `store::snapshot`), the newest `backup.keep` kept. A failed snapshot (disk full, say) is
+/// logged and the previous ones stay; serving goes on.
+async fn snapshots(store: Store, config: Arc<Config>, every: Duration, stop: CancellationToken) {
+    let dir = config.data_dir.join(crate::store::snapshot::SNAPSHOT_DIR);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let (store, dir, keep) = (store.clone(), dir.clone(), config.backup.keep);
+        let started = std::time::Instant::now();
+        let taken = tokio::task::spawn_blocking(move || {
+            store.take_snapshot(&dir, keep, crate::clock::now_ms())
+        })
+        .await;
+        match taken {
+            Ok(Ok((path, info))) => tracing::info!(
+                file = %path.display(),
+                events = info.events,
+                ms = started.elapsed().as_millis() as u64,
+                "snapshot taken"
+            ),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "snapshot failed; the previous ones are kept")
+            }
+            Err(e) => tracing::error!(error = %e, "snapshot task failed"),
+        }
+    }
+}
+
+/// A database that does not open: say which snapshot is newest and how to restore it. The
+/// file itself is left as it is.
+fn with_snapshot_hint(e: crate::store::StoreError, data_dir: &std::path::Path) -> ServeError {
+    let crate::store::StoreError::Open { path, message } = e else {
+        return e.into();
+    };
+    let snapshots =
+        crate::store::snapshot::list(&data_dir.join(crate::store::snapshot::SNAPSHOT_DIR));
+    let hint = match snapshots.first() {
+        Some((file, _)) => format!(
+            "; it was not changed. The newest snapshot is {}: stop here and run `edgechat \
+             restore --data-dir {}` to put it in place (the damaged file is kept beside it)",
+            file.display(),
+            data_dir.display()
+        ),
+        None => "; it was not changed, and there is no snapshot to restore (restore a backup \
+                 with `edgechat restore --from FILE`)"
+            .into(),
+    };
+    ServeError::Store(crate::store::StoreError::Open { path, message: format!("{message}{hint}") })
+}
+
 /// Binds TCP, and UDP on the same port when HTTP/3 is on. With port 0 the kernel picks a TCP
 /// port whose UDP twin may be taken (by any client socket on the machine), so that case
 /// retries with another port; an explicit port fails at once.
@@ -197,7 +252,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         false => Some(tls::server_config(&config.tls, &[b"h2", b"http/1.1"])?),
     };
     let (listener, addr, endpoint) = bind_both(config.listen, quic_config)?;
-    let store = Store::open(&config.data_dir.join(DB_FILE_NAME), config.store_cache_bytes)?;
+    let store = Store::open(&config.data_dir.join(DB_FILE_NAME), config.store_cache_bytes)
+        .map_err(|e| with_snapshot_hint(e, &config.data_dir))?;
     let hub = crate::chat::Hub::new();
     let publisher = hub.clone();
     let writer = store.start_writer(Box::new(move |committed| publisher.publish(committed)));
@@ -254,6 +310,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         config: config.clone(),
     };
     let routes = api::routes(api.clone(), health_service);
+    if let Some(every) = config.backup.interval {
+        let store = api.messages.store().clone();
+        tasks.spawn(snapshots(store, config.clone(), every, shutdown.clone()));
+    }
     // A failed write or fsync is final for this process: report it and stop, so that the
     // supervisor restarts us, instead of answering every write UNAVAILABLE forever.
     let stop = shutdown.clone();
