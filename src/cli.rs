@@ -96,6 +96,9 @@ struct ServeArgs {
     /// Extra host name for the generated server certificate (repeatable).
     #[arg(long = "hostname", value_name = "NAME")]
     hostnames: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -224,6 +227,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if args.insecure_plaintext {
         raw.tls.insecure_plaintext = true;
+    }
+    if let Some(m) = &args.metrics_listen {
+        raw.metrics.listen = m.clone();
     }
     raw.hostnames.extend(args.hostnames.iter().cloned());
     Ok(raw.validate()?)

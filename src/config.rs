@@ -74,6 +74,8 @@ pub struct RawConfig {
     pub store: RawStore,
     /// Snapshots of the database in the data directory.
     pub backup: RawBackup,
+    /// Prometheus metrics.
+    pub metrics: RawMetrics,
     /// HTTP/3 over QUIC.
     pub quic: RawQuic,
 }
@@ -90,6 +92,7 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             store: RawStore::default(),
             backup: RawBackup::default(),
+            metrics: RawMetrics::default(),
             quic: RawQuic::default(),
         }
     }
@@ -300,6 +303,14 @@ impl Default for RawLimits {
     }
 }
 
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Address for `GET /metrics` (Prometheus text); empty = off.
+    pub listen: String,
+}
+
 /// `[backup]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -476,6 +487,8 @@ pub struct Config {
     pub quic: Option<QuicLimits>,
     /// Snapshots.
     pub backup: BackupConfig,
+    /// Where to serve `/metrics`, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Validated `[tls]`.
@@ -763,6 +776,12 @@ impl RawConfig {
         // Two at least: a copy tool that listed the directory just before the oldest was
         // pruned still finds the newest.
         in_range("backup.keep", b.keep as u64, 2, 1000)?;
+        let metrics_listen = match self.metrics.listen.trim() {
+            "" => None,
+            a => Some(a.parse().map_err(|_| {
+                invalid("metrics.listen", format!("`{a}` is not an address like 127.0.0.1:9464"))
+            })?),
+        };
         let backup = BackupConfig {
             interval: (b.snapshot_interval_secs > 0)
                 .then(|| Duration::from_secs(b.snapshot_interval_secs)),
@@ -804,6 +823,7 @@ impl RawConfig {
             store_cache_bytes: self.store.cache_mib << 20,
             quic,
             backup,
+            metrics_listen,
         })
     }
 }

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod files;
 pub mod init;
+pub mod metrics;
 pub mod notifications;
 pub mod presence;
 pub mod proto;

@@ -68,6 +68,8 @@ pub struct Running {
     serving: JoinHandle<Option<Result<(), ServeError>>>,
     endpoint: Option<quinn::Endpoint>,
     drain: Duration,
+    /// Where `/metrics` is served, if it is.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Running {
@@ -252,6 +254,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         false => Some(tls::server_config(&config.tls, &[b"h2", b"http/1.1"])?),
     };
     let (listener, addr, endpoint) = bind_both(config.listen, quic_config)?;
+    let metrics_listener = match config.metrics_listen {
+        Some(at) => {
+            Some(crate::metrics::bind(at).map_err(|source| ServeError::Bind { addr: at, source })?)
+        }
+        None => None,
+    };
     let store = Store::open(&config.data_dir.join(DB_FILE_NAME), config.store_cache_bytes)
         .map_err(|e| with_snapshot_hint(e, &config.data_dir))?;
     let hub = crate::chat::Hub::new();
@@ -310,6 +318,30 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         config: config.clone(),
     };
     let routes = api::routes(api.clone(), health_service);
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(listener) = metrics_listener {
+        let api = api.clone();
+        let gauges = move || {
+            let snapshots = crate::store::snapshot::list(
+                &api.config.data_dir.join(crate::store::snapshot::SNAPSHOT_DIR),
+            );
+            let now = crate::clock::now_ms();
+            crate::metrics::Gauges {
+                connections: api.peers.connections(),
+                streams: api.hub.open_streams_total(),
+                online: api.presence.online_count(),
+                database_bytes: std::fs::metadata(api.messages.store().path())
+                    .map(|m| m.len())
+                    .unwrap_or(0),
+                snapshot: snapshots.first().map(|(path, at)| {
+                    let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                    (bytes, Duration::from_millis((now - at).max(0) as u64))
+                }),
+            }
+        };
+        tracing::info!(addr = ?metrics_addr, "serving Prometheus metrics at /metrics");
+        tasks.spawn(crate::metrics::serve(listener, gauges, tasks.clone(), shutdown.clone()));
+    }
     if let Some(every) = config.backup.interval {
         let store = api.messages.store().clone();
         tasks.spawn(snapshots(store, config.clone(), every, shutdown.clone()));
@@ -412,5 +444,13 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         served
     });
     tracing::info!(%addr, client_auth = ?config.tls.client_auth, "edgechat serving gRPC over HTTP/2");
-    Ok(Running { api, addr, shutdown, serving, endpoint, drain: config.limits.shutdown_drain })
+    Ok(Running {
+        api,
+        addr,
+        shutdown,
+        serving,
+        endpoint,
+        drain: config.limits.shutdown_drain,
+        metrics_addr,
+    })
 }

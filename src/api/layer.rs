@@ -16,6 +16,23 @@ use tonic::Status;
 use crate::auth::{Accounts, Principal};
 use crate::transport::PeerInfo;
 
+/// A refused authentication's reason, from a fixed set (a metric label).
+fn failure_reason(message: &str) -> &'static str {
+    if message.starts_with("missing") {
+        "missing"
+    } else if message.contains("revoked") {
+        "revoked"
+    } else if message.contains("disabled") {
+        "disabled"
+    } else if message.contains("certificate") {
+        "binding"
+    } else if message.contains("expired") {
+        "expired"
+    } else {
+        "invalid"
+    }
+}
+
 /// Paths that need no token.
 fn is_public(path: &str) -> bool {
     matches!(
@@ -143,6 +160,7 @@ where
                     req.extensions_mut().insert(p);
                 }
                 Err(status) => {
+                    crate::metrics::auth_failed(failure_reason(status.message()));
                     return futures_util::future::Either::Right(std::future::ready(Ok(
                         status.into_http()
                     )));
@@ -189,18 +207,44 @@ where
             .get::<PeerInfo>()
             .and_then(|i| i.activity.as_ref())
             .map(|a| a.request());
+        let method = crate::metrics::method_label(req.uri().path());
+        let started = std::time::Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let res = fut.await?;
-            Ok(res.map(|inner| Tracked { inner, _open: open }))
+            // A trailers-only answer (an error before any message) carries its status here.
+            let mut rpc = Some((method, started));
+            if let Some(code) = grpc_code(res.headers())
+                && let Some((method, started)) = rpc.take()
+            {
+                crate::metrics::rpc_done(&method, code, started.elapsed());
+            }
+            Ok(res.map(|inner| Tracked { inner, _open: open, rpc }))
         })
     }
 }
 
-/// A response body that keeps its request counted as open until it is done (or dropped).
+/// The status name in a `grpc-status` header or trailer.
+fn grpc_code(h: &http::HeaderMap) -> Option<&'static str> {
+    let n: i32 = h.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+    Some(crate::chat::stream::code_name(tonic::Code::from_i32(n)))
+}
+
+/// A response body that keeps its request counted as open until it is done (or dropped), and
+/// records the RPC (method, final status, time) when its trailers pass.
 pub struct Tracked<B> {
     inner: B,
     _open: Option<crate::transport::guard::OpenRequest>,
+    rpc: Option<(String, std::time::Instant)>,
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        // Ended without trailers: the client went away (or the stream was cut).
+        if let Some((method, started)) = self.rpc.take() {
+            crate::metrics::rpc_done(&method, "CANCELLED", started.elapsed());
+        }
+    }
 }
 
 impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
@@ -211,7 +255,15 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+        let frame = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_frame(cx));
+        if let Some(Ok(f)) = &frame
+            && let Some(trailers) = f.trailers_ref()
+            && let Some((method, started)) = self.rpc.take()
+        {
+            let code = grpc_code(trailers).unwrap_or("UNKNOWN");
+            crate::metrics::rpc_done(&method, code, started.elapsed());
+        }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -185,6 +185,11 @@ impl Hub {
         lock(&self.rooms).len()
     }
 
+    /// How many streams are open, all users.
+    pub fn open_streams_total(&self) -> usize {
+        lock(&self.streams).values().map(Vec::len).sum()
+    }
+
     /// How many streams the user has open.
     pub fn open_streams(&self, user_id: &str) -> usize {
         lock(&self.streams).get(user_id).map_or(0, Vec::len)

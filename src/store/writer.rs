@@ -259,6 +259,7 @@ fn commit_batch(
         health.record(format!("commit failed: {e}"));
         StoreError::Db(e.to_string())
     };
+    let started = std::time::Instant::now();
     let tx = db.begin_write().map_err(|e| storage(&e))?;
     let mut ctx = WriteCtx { tx: &tx, out };
     for job in batch.iter_mut() {
@@ -268,6 +269,16 @@ fn commit_batch(
         }
     }
     tx.commit().map_err(|e| storage(&e))?;
+    let m = crate::metrics::hot();
+    m.commits.increment(1);
+    m.commit_batch.record(batch.len() as f64);
+    m.commit_seconds.record(started.elapsed().as_secs_f64());
+    let messages = out
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, Some(crate::proto::room_event::Kind::Message(_))))
+        .count();
+    m.messages_committed.increment(messages as u64);
     Ok(())
 }
 

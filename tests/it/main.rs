@@ -44,6 +44,7 @@ mod cli;
 mod crash;
 mod faults;
 mod messaging;
+mod metrics;
 mod presence;
 mod rooms;
 mod session;

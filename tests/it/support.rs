@@ -184,6 +184,11 @@ impl TestServer {
         edgechat::auth::keys::Keyring::load(&self.data_dir().join("keys")).expect("keys")
     }
 
+    /// Where the running server serves `/metrics`, if it does.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.running.as_ref().expect("server running").metrics_addr
+    }
+
     /// The running server's services (to inspect state a client cannot see).
     pub fn api(&self) -> &edgechat::api::Api {
         self.running.as_ref().expect("server running").api()

@@ -150,6 +150,7 @@ impl Follower {
 
     /// Delivers stored events after the cursor and below `before`, page by page.
     async fn catch_up(&mut self, before: u64) -> Next {
+        crate::metrics::hot().catch_ups.increment(1);
         loop {
             let page = self.store.read().and_then(|tx| {
                 events::range(&tx, &self.room_id, self.cursor.last, before, CATCH_UP_PAGE, false)
@@ -179,6 +180,7 @@ impl Follower {
         if !self.out.send(server_frame::Kind::Event(ev.clone())).await {
             return Next::Stop;
         }
+        crate::metrics::hot().deliveries.increment(1);
         self.cursor.delivered(ev)
     }
 }

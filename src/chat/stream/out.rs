@@ -100,6 +100,7 @@ impl Out {
             Ok(Ok(())) => true,
             Ok(Err(_)) => false,
             Err(_) => {
+                crate::metrics::hot().slow_consumer_disconnects.increment(1);
                 self.end_now(Status::resource_exhausted(
                     "stream closed: the client did not read for too long; reconnect and resume with after_seq",
                 ));
