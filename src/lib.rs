@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod presence;
 pub mod proto;
+pub mod retention;
 pub mod rooms;
 pub mod server;
 pub mod store;

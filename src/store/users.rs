@@ -131,28 +131,35 @@ pub fn put_family(
     Ok(())
 }
 
-/// Deletes refresh tokens that expired before `now_ms` (keeps the table from growing forever).
-pub fn purge_expired_refresh_tokens(
+/// Examines at most `limit` refresh tokens from `cursor` (a token hash; `None` = the start)
+/// and deletes those that expired before `now_ms`, spent or not: a spent token is kept until
+/// then because presenting it again is how theft is detected, and past its expiry it is
+/// refused anyway. Returns how many it deleted and the next cursor (`None`: the end).
+pub fn prune_refresh_tokens(
     tx: &redb::WriteTransaction,
+    cursor: Option<Vec<u8>>,
     now_ms: i64,
-) -> Result<u64, StoreError> {
+    limit: usize,
+) -> Result<(u64, Option<Vec<u8>>), StoreError> {
     let mut t = tx.open_table(REFRESH_TOKENS)?;
-    let mut removed = 0;
-    t.retain(|_, v| {
-        let keep = RefreshRecord::decode_or_keep(v, now_ms);
-        if !keep {
-            removed += 1;
-        }
-        keep
-    })?;
-    Ok(removed)
-}
-
-impl RefreshRecord {
-    fn decode_or_keep(bytes: &[u8], now_ms: i64) -> bool {
-        match <RefreshRecord as prost::Message>::decode(bytes) {
-            Ok(r) => r.expires_at_ms >= now_ms,
-            Err(_) => true,
+    let mut old = Vec::new();
+    let mut next = None;
+    {
+        let start = cursor.as_deref().unwrap_or(&[]);
+        for (seen, row) in t.range(start..)?.enumerate() {
+            let (k, v) = row?;
+            if seen == limit {
+                next = Some(k.value().to_vec());
+                break;
+            }
+            let rec: RefreshRecord = decode("refresh_tokens", v.value())?;
+            if rec.expires_at_ms < now_ms {
+                old.push(k.value().to_vec());
+            }
         }
     }
+    for k in &old {
+        t.remove(k.as_slice())?;
+    }
+    Ok((old.len() as u64, next))
 }
