@@ -273,19 +273,7 @@ async fn connections_that_do_nothing_are_closed() {
 async fn a_silent_tls_connection_is_closed_at_the_auth_deadline() {
     use tokio::io::AsyncReadExt;
     let s = TestServer::start_with(|c| c.limits.auth_timeout_secs = 1).await;
-    let roots = edgechat::transport::tls::load_roots(&s.ca()).unwrap();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(edgechat::transport::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = s.raw_tls(b"h2").await;
     let mut buf = [0u8; 4096];
     // hyper sends its SETTINGS first; then the connection must end (EOF or reset).
     let ended = tokio::time::timeout(WAIT, async {

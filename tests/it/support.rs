@@ -184,6 +184,25 @@ impl TestServer {
         edgechat::auth::keys::Keyring::load(&self.data_dir().join("keys")).expect("keys")
     }
 
+    /// A bare TLS connection to the TCP listener offering `alpn`, for clients that misbehave
+    /// below gRPC (or speak HTTP/1.1 by hand).
+    pub async fn raw_tls(
+        &self,
+        alpn: &[u8],
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let roots = edgechat::transport::tls::load_roots(&self.ca()).unwrap();
+        let provider = edgechat::transport::tls::provider();
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![alpn.to_vec()];
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp).await.unwrap()
+    }
+
     /// Where the running server serves `/metrics`, if it does.
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.running.as_ref().expect("server running").metrics_addr

@@ -258,19 +258,7 @@ async fn grpc_web_over_http1_on_the_tcp_listener() {
     use tokio::io::AsyncReadExt;
     let s = TestServer::start().await;
     // A browser-style gRPC-Web call: HTTP/1.1 over TLS, the status in a trailer frame.
-    let roots = edgechat::transport::tls::load_roots(&s.ca()).unwrap();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(edgechat::transport::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = s.raw_tls(b"http/1.1").await;
     let msg = prost::Message::encode_to_vec(&proto::RegisterRequest {
         username: "webuser".into(),
         password: "correct horse battery".into(),
