@@ -38,7 +38,11 @@ RUN groupadd --system --gid 10001 edgechat \
 COPY --from=builder /src/target/release/edgechat /usr/local/bin/edgechat
 USER edgechat
 VOLUME /data
-# gRPC over HTTP/2 + TLS (and gRPC-Web) on TCP; HTTP/3 on UDP once it lands.
+# gRPC over HTTP/2 + TLS (and gRPC-Web) on TCP; HTTP/3 on UDP.
 EXPOSE 7443/tcp 7443/udp
+# The standard gRPC health service, over TLS with the data directory's CA: NOT_SERVING while
+# draining or after a storage failure.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/edgechat", "health", "--data-dir", "/data"]
 ENTRYPOINT ["/usr/local/bin/edgechat"]
 CMD ["serve", "--data-dir", "/data", "--listen", "0.0.0.0:7443"]

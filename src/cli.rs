@@ -55,6 +55,22 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         from: Option<PathBuf>,
     },
+    /// Ask a running server's standard health service whether it is SERVING (exit 0) or not
+    /// (exit 1): for container HEALTHCHECKs and Kubernetes exec probes (kubelet's own gRPC
+    /// probes cannot do TLS).
+    Health {
+        /// The server [default: https://localhost:7443].
+        #[arg(long, value_name = "URL", default_value = "https://localhost:7443")]
+        server: String,
+        /// CA of the server's certificate [default: DIR/certs/ca.pem].
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// A service name to ask about [default: the whole server].
+        #[arg(long, value_name = "NAME", default_value = "")]
+        service: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
     /// Load generator: run a scenario against a server it starts (or --server URL).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -272,6 +288,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Backup(args) => runtime()?.block_on(backup(args)),
+        Command::Health { server, ca, service, data } => {
+            let ca = ca.unwrap_or_else(|| data_dir(&data).join("certs/ca.pem"));
+            let status = runtime()?.block_on(async {
+                let tls = crate::client::TlsFiles { ca: Some(ca), client_cert: None };
+                let ch = crate::client::connect(&server, &tls).await?;
+                let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+                let req = tonic_health::pb::HealthCheckRequest { service: service.clone() };
+                let timeout = std::time::Duration::from_secs(5);
+                let answer = tokio::time::timeout(timeout, health.check(req)).await;
+                let answer = answer.map_err(|_| anyhow::anyhow!("no answer within 5 s"))??;
+                anyhow::Ok(answer.into_inner().status())
+            })?;
+            let name = status.as_str_name();
+            println!("{name}");
+            if status != tonic_health::pb::health_check_response::ServingStatus::Serving {
+                bail!("{server} is {name}");
+            }
+            Ok(())
+        }
         Command::Restore { data, from } => {
             let dir = data_dir(&data);
             let r = crate::store::snapshot::restore(&dir, from.as_deref(), crate::clock::now_ms())?;

@@ -42,6 +42,7 @@ mod backup;
 mod bounds;
 mod cli;
 mod crash;
+mod deploy;
 mod faults;
 mod messaging;
 mod metrics;
