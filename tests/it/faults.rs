@@ -4,7 +4,7 @@
 use edgechat::chat::ChatError;
 use edgechat::clock::now_ms;
 use edgechat::config::Role;
-use edgechat::proto::{self, server_frame::Kind as S};
+use edgechat::proto;
 use edgechat::rooms::RoomError;
 use edgechat::server::ServeError;
 use tonic::Code;
@@ -14,7 +14,7 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
 use crate::support::{
     Conn, TestServer, User, WAIT, all_events, binary_channel, fast_server, message_text, room_with,
-    send_rpc, serve_binary,
+    send_rpc, serve_binary, stuck_reader,
 };
 
 /// An admin RPC cancelled by its client (deadline, reset) after its commit runs none of the
@@ -83,25 +83,10 @@ async fn a_client_that_never_reads_cannot_hold_shutdown() {
         c.limits.shutdown_drain_secs = 1;
     })
     .await;
-    let stuck = stuck_reader(s.user("alice").await, s.user("bob").await).await;
+    let (_, stuck) = stuck_reader(s.user("alice").await, s.user("bob").await).await;
     // `stop` fails the test if the server is not stopped within WAIT (20 s).
     s.stop().await;
     drop(stuck);
-}
-
-/// Bob follows a room and stops reading while alice sends 6 MB into it: the server's writes
-/// to bob's stream block for good (his windows are full). Returns bob's stream.
-async fn stuck_reader(alice: User, bob: User) -> Conn {
-    let room = room_with(&alice, &[&bob]).await;
-    let mut stuck = Conn::open(&bob).await;
-    stuck.subscribe(&room, None).await;
-    let big = "x".repeat(4000);
-    let mut a = Conn::open(&alice).await;
-    for i in 0..1500 {
-        a.send(&room, &format!("big{i}"), &big).await;
-    }
-    a.until(|f| matches!(f, S::SendAck(x) if x.client_message_id == "big1499").then_some(())).await;
-    stuck
 }
 
 /// The real binary: SIGTERM drains for at most `shutdown_drain_secs` while a stuck client

@@ -556,19 +556,10 @@ async fn a_stream_stuck_past_the_deadline_is_closed_with_resource_exhausted() {
         c.limits.stuck_stream_timeout_secs = 1;
     })
     .await;
-    let alice = s.user("alice").await;
     let bob = s.user("bob").await;
-    let room = room_with(&alice, &[&bob]).await;
-    let mut stuck = Conn::open(&bob).await;
-    stuck.subscribe(&room, None).await;
     // Bob stops reading; 6 MB of 4 KB messages overflow the client's 2 MB HTTP/2 window, the
     // server's send buffer and the stream's queue.
-    let big = "x".repeat(4000);
-    let mut a = Conn::open(&alice).await;
-    for i in 0..1500 {
-        a.send(&room, &format!("big{i}"), &big).await;
-    }
-    acks(&mut a, 1500).await;
+    let (room, mut stuck) = crate::support::stuck_reader(s.user("alice").await, bob.clone()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let ended = loop {
         match stuck.next().await {

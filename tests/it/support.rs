@@ -692,3 +692,22 @@ pub fn forge(s: &TestServer, header: serde_json::Value, claims: serde_json::Valu
         jsonwebtoken::crypto::sign(msg.as_bytes(), key, jsonwebtoken::Algorithm::EdDSA).unwrap();
     format!("{msg}.{sig}")
 }
+
+/// Bob follows a room and stops reading while alice sends 6 MB into it: the server's writes
+/// to bob's stream block for good (his windows are full). Returns the room and bob's stream.
+pub async fn stuck_reader(alice: User, bob: User) -> (String, Conn) {
+    let room = room_with(&alice, &[&bob]).await;
+    let mut stuck = Conn::open(&bob).await;
+    stuck.subscribe(&room, None).await;
+    let big = "x".repeat(4000);
+    let mut a = Conn::open(&alice).await;
+    for i in 0..1500 {
+        a.send(&room, &format!("big{i}"), &big).await;
+    }
+    let last = |f: &proto::server_frame::Kind| {
+        matches!(f, proto::server_frame::Kind::SendAck(x) if x.client_message_id == "big1499")
+            .then_some(())
+    };
+    a.until(last).await;
+    (room, stuck)
+}
