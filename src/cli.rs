@@ -45,6 +45,9 @@ enum Command {
         /// A database file to check instead of DIR's.
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
+        /// Also print where the file's bytes go, table by table.
+        #[arg(long)]
+        sizes: bool,
     },
     /// Put a snapshot in place of DIR's database (server stopped): the newest good one in
     /// DIR/snapshots, or --from FILE (a backup). The replaced file is kept beside it.
@@ -81,6 +84,9 @@ enum BenchCommand {
     /// A burst of registrations and logins: hashes/s and the server's RSS before, at peak and
     /// after.
     Login(crate::bench::login::LoginArgs),
+    /// Senders sending as fast as acks come back: msgs/s, ack latency, database bytes per
+    /// message.
+    Durable(crate::bench::durable::DurableArgs),
 }
 
 #[derive(Args, Debug)]
@@ -322,7 +328,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Check { data, file } => {
+        Command::Check { data, file, sizes } => {
             let path = file.unwrap_or_else(|| data_dir(&data).join(crate::store::DB_FILE_NAME));
             if !path.exists() {
                 bail!("{} does not exist", path.display());
@@ -337,6 +343,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 r.rooms,
                 r.events
             );
+            if sizes {
+                let len = std::fs::metadata(&path)?.len();
+                print!("{}", size_table(&store.sizes(len)?, r.events));
+            }
             if r.problems.is_empty() {
                 println!("ok");
                 return Ok(());
@@ -348,6 +358,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Login(args)) => {
             let report = runtime()?.block_on(crate::bench::login::run(&args))?;
+            if args.target.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Durable(args)) => {
+            let report = runtime()?.block_on(crate::bench::durable::run(&args))?;
             if args.target.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -519,4 +538,38 @@ impl Signals {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// `check --sizes`: the file, then each table, with bytes per room event.
+fn size_table(s: &crate::store::SizeReport, events: u64) -> String {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let per = |b: u64| b.checked_div(events).unwrap_or(0);
+    let mut out = format!(
+        "file {:.1} MiB ({} bytes per event): {:.1} MiB in pages, {:.1} MiB free or unused\n\
+         {:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}\n",
+        mib(s.file_bytes),
+        per(s.file_bytes),
+        mib(s.allocated_bytes),
+        mib(s.fragmented_bytes),
+        "table",
+        "rows",
+        "pages MiB",
+        "data MiB",
+        "meta MiB",
+        "unused MiB",
+        "B/event"
+    );
+    for t in &s.tables {
+        out.push_str(&format!(
+            "{:<18} {:>10} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9}\n",
+            t.name,
+            t.entries,
+            mib(t.page_bytes),
+            mib(t.stored_bytes),
+            mib(t.metadata_bytes),
+            mib(t.fragmented_bytes),
+            per(t.page_bytes)
+        ));
+    }
+    out
 }

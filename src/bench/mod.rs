@@ -7,11 +7,13 @@
 //! `/proc/PID/{status,stat}` (Linux), so they are the real process's, not an in-process guess;
 //! the load generator's own CPU is reported next to them, to show when it is the bottleneck.
 
+pub mod durable;
 pub mod login;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::client::TlsFiles;
@@ -55,6 +57,10 @@ pub struct Target {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Data directory for the server this run starts, kept afterwards (default: a temporary
+    /// one, removed). For looking at the database a run leaves, e.g. with `edgechat check`.
+    #[arg(long, value_name = "DIR", conflicts_with = "server")]
+    pub keep_data_dir: Option<PathBuf>,
 }
 
 /// The server a run talks to; a server this run started is stopped (SIGTERM) and its data
@@ -69,6 +75,9 @@ pub struct Server {
     /// The limits this run set on a server it started (`EDGECHAT_*` variables).
     pub settings: Vec<(String, String)>,
     child: Option<Child>,
+    /// The started server's data directory.
+    data_dir: Option<PathBuf>,
+    /// A temporary data directory to remove on drop.
     dir: Option<PathBuf>,
 }
 
@@ -88,26 +97,47 @@ impl Server {
                 pid: target.server_pid,
                 settings: Vec::new(),
                 child: None,
+                data_dir: None,
                 dir: None,
             });
         }
-        let dir = std::env::temp_dir().join(format!(
-            "edgechat-bench-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let (dir, keep) = match &target.keep_data_dir {
+            Some(d) => (d.clone(), true),
+            None => (
+                std::env::temp_dir().join(format!(
+                    "edgechat-bench-{}-{:08x}",
+                    std::process::id(),
+                    rand::random::<u32>()
+                )),
+                false,
+            ),
+        };
         let exe = std::env::current_exe().map_err(|e| BenchError::Server(e.to_string()))?;
         let mut cmd = Command::new(exe);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         for (k, v) in settings {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().map_err(|e| BenchError::Server(format!("spawn: {e}")))?;
         let stdout = child.stdout.take().expect("piped stdout");
+        // The server's log is drained all along (a full pipe would stall it); its last lines
+        // explain a server that failed to start.
+        let log = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let tail = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut tail = tail.lock().unwrap_or_else(|e| e.into_inner());
+                if tail.len() == 5 {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
         // `serve` prints exactly one line once it listens: `edgechat listening on ADDR`.
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -121,16 +151,25 @@ impl Server {
             pid: Some(child.id()),
             settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             child: Some(child),
-            dir: Some(dir),
+            data_dir: Some(dir.clone()),
+            dir: Some(dir).filter(|_| !keep),
         };
         let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let addr = line
-            .trim()
-            .strip_prefix("edgechat listening on ")
-            .ok_or_else(|| BenchError::Server(format!("did not start (printed {line:?})")))?;
+        let addr = line.trim().strip_prefix("edgechat listening on ").ok_or_else(|| {
+            let tail = log.lock().unwrap_or_else(|e| e.into_inner());
+            let tail: Vec<&str> = tail.iter().map(String::as_str).collect();
+            BenchError::Server(format!("did not start: {}", tail.join(" / ")))
+        })?;
         let port = addr.rsplit(':').next().unwrap_or_default();
         server.url = format!("{scheme}://localhost:{port}");
         Ok(server)
+    }
+}
+
+impl Server {
+    /// The data directory of a server this run started.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_deref()
     }
 }
 

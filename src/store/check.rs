@@ -35,7 +35,68 @@ impl CheckReport {
     }
 }
 
+/// Where a database's bytes go (`edgechat check --sizes`), from redb's own page accounting.
+#[derive(Debug, Default, Clone)]
+pub struct SizeReport {
+    /// The file's length.
+    pub file_bytes: u64,
+    /// Pages in use (tables, their branches, redb's own metadata), times the page size.
+    pub allocated_bytes: u64,
+    /// Free space inside allocated pages plus free pages.
+    pub fragmented_bytes: u64,
+    /// One row per table, largest first.
+    pub tables: Vec<TableSize>,
+}
+
+/// One table's share of the file.
+#[derive(Debug, Clone)]
+pub struct TableSize {
+    /// Table name.
+    pub name: String,
+    /// Rows.
+    pub entries: u64,
+    /// Bytes of keys and values as stored.
+    pub stored_bytes: u64,
+    /// Bytes of redb's per-entry and per-page bookkeeping.
+    pub metadata_bytes: u64,
+    /// Unused bytes inside the table's pages.
+    pub fragmented_bytes: u64,
+    /// Leaf plus branch pages, times the page size.
+    pub page_bytes: u64,
+}
+
 impl Store {
+    /// Per-table sizes. Opens a write transaction (redb reports page use there) and drops it
+    /// uncommitted, so it changes nothing; for a database no server holds.
+    pub fn sizes(&self, file_bytes: u64) -> Result<SizeReport, StoreError> {
+        let tx = self.db.begin_write()?;
+        let stats = tx.stats()?;
+        let page = stats.page_size() as u64;
+        let mut tables = Vec::new();
+        let read = self.read()?;
+        for handle in read.list_tables()? {
+            let name = redb::TableHandle::name(&handle).to_string();
+            let t = read.open_untyped_table(handle)?;
+            let st = t.stats()?;
+            tables.push(TableSize {
+                name,
+                entries: t.len()?,
+                stored_bytes: st.stored_bytes(),
+                metadata_bytes: st.metadata_bytes(),
+                fragmented_bytes: st.fragmented_bytes(),
+                page_bytes: (st.leaf_pages() + st.branch_pages()) * page,
+            });
+        }
+        tx.abort()?;
+        tables.sort_by_key(|t| std::cmp::Reverse(t.page_bytes));
+        Ok(SizeReport {
+            file_bytes,
+            allocated_bytes: stats.allocated_pages() * page,
+            fragmented_bytes: stats.fragmented_bytes(),
+            tables,
+        })
+    }
+
     /// Checks the whole database (see the module doc).
     pub fn check(&self) -> Result<CheckReport, StoreError> {
         let tx = self.read()?;

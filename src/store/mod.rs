@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable};
 
-pub use check::CheckReport;
+pub use check::{CheckReport, SizeReport, TableSize};
 pub use health::StorageHealth;
 pub use records::{
     BanRecord, FamilyRecord, MemberRecord, RefreshRecord, RoomRecord, SentRecord, UserRecord,
