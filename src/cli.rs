@@ -58,6 +58,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         from: Option<PathBuf>,
     },
+    /// Rewrite DIR's database without its free space (server stopped): a snapshot of it,
+    /// checked, renamed into place. Run it after lowering retention or after an upgrade.
+    Compact {
+        #[command(flatten)]
+        data: DataDirArg,
+    },
     /// Ask a running server's standard health service whether it is SERVING (exit 0) or not
     /// (exit 1): for container HEALTHCHECKs and Kubernetes exec probes (kubelet's own gRPC
     /// probes cannot do TLS).
@@ -328,6 +334,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Compact { data } => {
+            let c = crate::store::snapshot::compact(&data_dir(&data))?;
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            println!(
+                "compacted: {:.1} MiB -> {:.1} MiB ({} rooms, {} events)",
+                mib(c.before_bytes),
+                mib(c.after_bytes),
+                c.report.rooms,
+                c.report.events
+            );
+            Ok(())
+        }
         Command::Check { data, file, sizes } => {
             let path = file.unwrap_or_else(|| data_dir(&data).join(crate::store::DB_FILE_NAME));
             if !path.exists() {
@@ -546,7 +564,7 @@ fn size_table(s: &crate::store::SizeReport, events: u64) -> String {
     let per = |b: u64| b.checked_div(events).unwrap_or(0);
     let mut out = format!(
         "file {:.1} MiB ({} bytes per event): {:.1} MiB in pages, {:.1} MiB free or unused\n\
-         {:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}\n",
+         {:<20} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}\n",
         mib(s.file_bytes),
         per(s.file_bytes),
         mib(s.allocated_bytes),
@@ -561,8 +579,8 @@ fn size_table(s: &crate::store::SizeReport, events: u64) -> String {
     );
     for t in &s.tables {
         out.push_str(&format!(
-            "{:<18} {:>10} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9}\n",
-            t.name,
+            "{:<20} {:>10} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9}\n",
+            if t.tables > 1 { format!("{} ({})", t.name, t.tables) } else { t.name.clone() },
             t.entries,
             mib(t.page_bytes),
             mib(t.stored_bytes),

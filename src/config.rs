@@ -74,6 +74,8 @@ pub struct RawConfig {
     pub store: RawStore,
     /// Snapshots of the database in the data directory.
     pub backup: RawBackup,
+    /// How long room events are kept.
+    pub retention: RawRetention,
     /// Prometheus metrics.
     pub metrics: RawMetrics,
     /// HTTP/3 over QUIC.
@@ -92,6 +94,7 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             store: RawStore::default(),
             backup: RawBackup::default(),
+            retention: RawRetention::default(),
             metrics: RawMetrics::default(),
             quic: RawQuic::default(),
         }
@@ -311,6 +314,29 @@ pub struct RawMetrics {
     pub listen: String,
 }
 
+/// `[retention]`. Both limits off (0) by default: history is kept forever.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetention {
+    /// Room events older than this many days are removed; 0 = no age limit.
+    pub max_age_days: u64,
+    /// At most this many of each room's newest events are kept; 0 = no count limit.
+    pub max_events_per_room: u64,
+}
+
+/// Validated `[retention]`: what the background pruning removes (`retention::Rules`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Events older than this go.
+    pub max_age: Option<Duration>,
+    /// Events beyond this many of a room's newest go.
+    pub max_events_per_room: Option<u64>,
+}
+
+/// The smallest `max_events_per_room`: fewer would leave a client that was away for a minute
+/// nothing to resume from.
+pub const MIN_EVENTS_PER_ROOM: u64 = 100;
+
 /// `[backup]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -487,6 +513,8 @@ pub struct Config {
     pub quic: Option<QuicLimits>,
     /// Snapshots.
     pub backup: BackupConfig,
+    /// What room history is removed, and when.
+    pub retention: RetentionConfig,
     /// Where to serve `/metrics`, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -787,6 +815,20 @@ impl RawConfig {
                 .then(|| Duration::from_secs(b.snapshot_interval_secs)),
             keep: b.keep,
         };
+        let r = &self.retention;
+        in_range("retention.max_age_days", r.max_age_days, 0, 100 * 365)?;
+        if r.max_events_per_room != 0 {
+            in_range(
+                "retention.max_events_per_room",
+                r.max_events_per_room,
+                MIN_EVENTS_PER_ROOM,
+                1 << 48,
+            )?;
+        }
+        let retention = RetentionConfig {
+            max_age: (r.max_age_days > 0).then(|| Duration::from_secs(r.max_age_days * 86_400)),
+            max_events_per_room: (r.max_events_per_room > 0).then_some(r.max_events_per_room),
+        };
         let q = &self.quic;
         in_range("quic.idle_timeout_secs", q.idle_timeout_secs, 5, 600)?;
         in_range("quic.keep_alive_interval_secs", q.keep_alive_interval_secs, 1, 300)?;
@@ -823,6 +865,7 @@ impl RawConfig {
             store_cache_bytes: self.store.cache_mib << 20,
             quic,
             backup,
+            retention,
             metrics_listen,
         })
     }

@@ -1,29 +1,73 @@
 //! Background pruning of what the server must not keep forever: idempotency records older
-//! than their 24-hour window (API.md keeps them at least that long) and refresh tokens past
-//! their expiry. One small writer job a second, each looking at a bounded slice of a table
-//! from where the last stopped, so no job holds the writer for long however large the tables.
+//! than their 24-hour window (API.md keeps them at least that long), refresh tokens past
+//! their expiry, and, when `[retention]` asks for it, room events older than `max_age_days`
+//! or beyond a room's newest `max_events_per_room`. One small writer job a second, each
+//! looking at a bounded slice from where the last stopped, so no job holds the writer for long
+//! however large the tables.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{StoreError, Writer, sent, users};
+use crate::config::RetentionConfig;
+use crate::proto::room_event::Kind;
+use crate::store::{StoreError, WriteCtx, Writer, events, rooms, sent, unread, users};
 
 /// Records looked at per job and table.
 const SLICE: usize = 2_000;
+/// Rooms looked at per job.
+const ROOMS_PER_JOB: usize = 64;
+/// Room events removed per job, all rooms together.
+const EVENTS_PER_JOB: usize = 2_000;
 /// Time between jobs.
 const EVERY: Duration = Duration::from_secs(1);
+
+/// Which room events have outlived `[retention]`: a pure rule, time passed in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// Events committed before `now - max_age_ms` go.
+    pub max_age_ms: Option<i64>,
+    /// Events more than this many below the room's last seq go.
+    pub max_events: Option<u64>,
+}
+
+impl Rules {
+    /// From the validated config.
+    pub fn new(c: RetentionConfig) -> Rules {
+        Rules {
+            max_age_ms: c.max_age.map(|d| d.as_millis().min(i64::MAX as u128) as i64),
+            max_events: c.max_events_per_room,
+        }
+    }
+
+    /// Whether neither limit is set.
+    pub fn keeps_everything(&self) -> bool {
+        self.max_age_ms.is_none() && self.max_events.is_none()
+    }
+
+    /// Whether the event at `seq`, committed at `at_ms`, in a room whose last seq is `last`,
+    /// should go at `now_ms`. (The room's last event itself is never removed: callers do not
+    /// ask; see `events::prune_front`.)
+    pub fn expired(&self, seq: u64, at_ms: i64, last: u64, now_ms: i64) -> bool {
+        let too_many = self.max_events.is_some_and(|n| seq + n <= last);
+        let too_old = self.max_age_ms.is_some_and(|age| at_ms < now_ms.saturating_sub(age));
+        too_many || too_old
+    }
+}
 
 /// Where each table's pass has got to.
 #[derive(Debug, Default, Clone)]
 pub struct Cursors {
     sent: Option<(String, String)>,
     refresh: Option<Vec<u8>>,
+    /// The room the next slice starts with (empty: the first).
+    room: String,
 }
 
 /// Runs one slice of pruning at `now_ms`; returns (records deleted, the cursors to go on from).
 pub async fn prune_once(
     writer: &Writer,
+    rules: Rules,
     cursors: Cursors,
     now_ms: i64,
 ) -> Result<(u64, Cursors), StoreError> {
@@ -31,23 +75,68 @@ pub async fn prune_once(
         .write(move |ctx| {
             let (a, sent) = sent::prune(ctx, cursors.sent, now_ms - sent::KEEP_MS, SLICE)?;
             let (b, refresh) = users::prune_refresh_tokens(ctx, cursors.refresh, now_ms, SLICE)?;
-            Ok(Ok::<_, StoreError>((a + b, Cursors { sent, refresh })))
+            let (c, room) = if rules.keeps_everything() {
+                (0, String::new())
+            } else {
+                prune_rooms(ctx, rules, cursors.room, now_ms)?
+            };
+            Ok(Ok::<_, StoreError>((a + b + c, Cursors { sent, refresh, room })))
         })
         .await
 }
 
+/// Prunes the rooms from `from` on (inclusive; empty: the first): at most [`ROOMS_PER_JOB`]
+/// rooms and [`EVENTS_PER_JOB`] events. Returns the room the next job starts with: a room with
+/// more to remove than the budget left is that room again; after the last room, the first.
+fn prune_rooms(
+    ctx: &mut WriteCtx<'_>,
+    rules: Rules,
+    from: String,
+    now_ms: i64,
+) -> Result<(u64, String), StoreError> {
+    // One id more than the slice: where the next slice starts.
+    let mut ids = rooms::room_ids_from(&**ctx, &from, ROOMS_PER_JOB + 1)?;
+    let mut next =
+        if ids.len() > ROOMS_PER_JOB { ids.pop().unwrap_or_default() } else { String::new() };
+    let mut budget = EVENTS_PER_JOB;
+    let mut deleted = 0;
+    for room in &ids {
+        let last = events::last_seq(&**ctx, room)?;
+        let gone = events::prune_front(ctx, room, budget, |seq, ev| {
+            rules.expired(seq, ev.at_ms, last, now_ms)
+        })?;
+        if let Some(end) = gone.last() {
+            unread::unindex_upto(ctx, room, end.seq)?;
+        }
+        for ev in &gone {
+            if let Some(Kind::Message(m)) = &ev.kind {
+                unread::remove_mentions(ctx, room, ev.seq, &m.mention_user_ids)?;
+            }
+        }
+        budget -= gone.len();
+        deleted += gone.len() as u64;
+        if budget == 0 {
+            // This room may have more: the next job starts with it again.
+            next.clone_from(room);
+            break;
+        }
+    }
+    Ok((deleted, next))
+}
+
 /// Prunes a slice every second until `stop`.
-pub async fn run(writer: Writer, stop: CancellationToken) {
+pub async fn run(writer: Writer, retention: RetentionConfig, stop: CancellationToken) {
+    let rules = Rules::new(retention);
     let mut cursors = Cursors::default();
     loop {
         tokio::select! {
             () = tokio::time::sleep(EVERY) => {}
             () = stop.cancelled() => return,
         }
-        match prune_once(&writer, cursors.clone(), crate::clock::now_ms()).await {
+        match prune_once(&writer, rules, cursors.clone(), crate::clock::now_ms()).await {
             Ok((deleted, next)) => {
                 if deleted > 0 {
-                    tracing::debug!(deleted, "pruned old idempotency records and refresh tokens");
+                    tracing::debug!(deleted, "pruned old events, idempotency records and tokens");
                 }
                 cursors = next;
             }
@@ -59,7 +148,95 @@ pub async fn run(writer: Writer, stop: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{RefreshRecord, SentRecord, Store};
+    use crate::proto::{Message, RoomEvent};
+    use crate::store::{RefreshRecord, RoomRecord, SentRecord, Store};
+
+    #[test]
+    fn rules() {
+        let count = Rules { max_events: Some(100), max_age_ms: None };
+        let age = Rules { max_events: None, max_age_ms: Some(1000) };
+        let both = Rules { max_events: Some(100), max_age_ms: Some(1000) };
+        // (rules, seq, at_ms, last, now, expired)
+        let table: &[(Rules, u64, i64, u64, i64, bool)] = &[
+            (count, 1, 0, 100, 0, false), // exactly 100 kept: 1..=100
+            (count, 1, 0, 101, 0, true),
+            (count, 50, 0, 150, 0, true),
+            (count, 51, 0, 150, 0, false),
+            (age, 1, 4000, 9, 5000, false), // exactly max_age old: kept
+            (age, 1, 3999, 9, 5000, true),
+            (age, 1, 0, 9, 500, false), // now below max_age: nothing is old
+            (both, 1, 4500, 101, 5000, true),
+            (both, 2, 3000, 101, 5000, true),
+            (both, 2, 4500, 101, 5000, false),
+            (Rules::default(), 1, 0, u64::MAX, i64::MAX, false),
+        ];
+        for (i, (r, seq, at, last, now, want)) in table.iter().enumerate() {
+            assert_eq!(r.expired(*seq, *at, *last, *now), *want, "row {i}");
+        }
+        assert!(Rules::default().keeps_everything() && !count.keeps_everything());
+    }
+
+    #[tokio::test]
+    async fn room_events_go_from_the_front_in_budgeted_slices() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb"), 1 << 20).unwrap();
+        let writer = store.start_writer(Box::new(|_| {}));
+        let now = 1_000_000;
+        // 70 rooms (more than one slice); room 0 has 3,000 events (more than one job's
+        // budget), the others 150; every event is a message from u1 mentioning u2. Events
+        // at seq <= 1,000 of room 0 are old.
+        let ids: Vec<String> = (0..70).map(|i| format!("r{i:03}")).collect();
+        let rooms = ids.clone();
+        writer
+            .write(move |ctx| {
+                for (i, id) in rooms.iter().enumerate() {
+                    let rec = RoomRecord { id: id.clone(), ..Default::default() };
+                    crate::store::rooms::put_room(ctx, &rec, true)?;
+                    for seq in 1..=if i == 0 { 3000 } else { 150 } {
+                        let old = i == 0 && seq <= 1000;
+                        let mut ev = RoomEvent {
+                            room_id: id.clone(),
+                            at_ms: if old { 1 } else { now },
+                            actor_id: "u1".into(),
+                            kind: Some(Kind::Message(Message {
+                                sender_id: "u1".into(),
+                                mention_user_ids: vec!["u2".into()],
+                                ..Default::default()
+                            })),
+                            ..Default::default()
+                        };
+                        events::append(ctx, &mut ev)?;
+                        unread::index_message(ctx, id, seq, "u1")?;
+                        unread::add_mentions(ctx, id, seq, "u1", &["u2".into()])?;
+                    }
+                }
+                Ok(Ok::<_, StoreError>(()))
+            })
+            .await
+            .unwrap();
+        let rules = Rules { max_events: Some(100), max_age_ms: Some(now / 2) };
+        let (mut deleted, mut cursors, mut jobs) = (Vec::new(), Cursors::default(), 0);
+        loop {
+            let (d, next) = prune_once(&writer, rules, cursors, now).await.unwrap();
+            jobs += 1;
+            if d == 0 && next.room.is_empty() {
+                break;
+            }
+            assert!(d as usize <= EVENTS_PER_JOB, "job {jobs} removed {d}");
+            deleted.push(d);
+            cursors = next;
+        }
+        // Room 0 keeps its newest 100 (2,900 go), the others their newest 100 (50 each).
+        assert_eq!(deleted.iter().sum::<u64>(), 2900 + 69 * 50);
+        let tx = store.read().unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            let last = if i == 0 { 3000 } else { 150 };
+            assert_eq!(events::first_seq(&tx, id).unwrap(), last - 99, "{id}");
+            assert_eq!(events::last_seq(&tx, id).unwrap(), last);
+            assert_eq!(unread::unread_count(&tx, id, "u2", 0).unwrap(), 100, "index pruned too");
+            assert_eq!(unread::mention_count(&tx, "u2", id, 0).unwrap(), 100, "mentions too");
+        }
+    }
 
     #[tokio::test]
     async fn old_records_go_in_slices_and_recent_ones_stay() {
@@ -89,7 +266,7 @@ mod tests {
             .unwrap();
         let (mut deleted, mut cursors, mut jobs) = (0, Cursors::default(), 0);
         loop {
-            let (d, next) = prune_once(&writer, cursors, now).await.unwrap();
+            let (d, next) = prune_once(&writer, Rules::default(), cursors, now).await.unwrap();
             deleted += d;
             jobs += 1;
             cursors = next;

@@ -342,7 +342,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         tracing::info!(addr = ?metrics_addr, "serving Prometheus metrics at /metrics");
         tasks.spawn(crate::metrics::serve(listener, gauges, tasks.clone(), shutdown.clone()));
     }
-    tasks.spawn(crate::retention::run(api.messages.writer().clone(), shutdown.clone()));
+    tasks.spawn(crate::retention::run(
+        api.messages.writer().clone(),
+        config.retention,
+        shutdown.clone(),
+    ));
     if let Some(every) = config.backup.interval {
         let store = api.messages.store().clone();
         tasks.spawn(snapshots(store, config.clone(), every, shutdown.clone()));

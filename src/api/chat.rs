@@ -43,9 +43,13 @@ impl ChatService for ChatApi {
     ) -> Result<Response<proto::HistoryResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
-        let (events, has_more) =
-            self.0.messages.history(&who, &r.room_id, r.before_seq, r.after_seq, r.limit)?;
-        Ok(Response::new(proto::HistoryResponse { events, has_more }))
+        Ok(Response::new(self.0.messages.history(
+            &who,
+            &r.room_id,
+            r.before_seq,
+            r.after_seq,
+            r.limit,
+        )?))
     }
 
     async fn edit_message(

@@ -229,7 +229,7 @@ impl Messages {
         before_seq: u64,
         after_seq: u64,
         limit: u32,
-    ) -> Result<(Vec<proto::RoomEvent>, bool), ChatError> {
+    ) -> Result<proto::HistoryResponse, ChatError> {
         let limit = match limit {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
@@ -245,7 +245,8 @@ impl Messages {
         let before = if before_seq == 0 { u64::MAX } else { before_seq };
         // Only `after` alone pages forwards; everything else picks the newest of its range.
         let newest = !(after_seq != 0 && before_seq == 0);
-        Ok(events::range(&tx, room_id, after_seq, before, limit, newest)?)
+        let (events, has_more) = events::range(&tx, room_id, after_seq, before, limit, newest)?;
+        Ok(proto::HistoryResponse { events, has_more, first_seq: events::first_seq(&tx, room_id)? })
     }
 
     /// `EditMessage`: the sender replaces the text; the message shows the latest text with

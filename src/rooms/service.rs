@@ -244,7 +244,7 @@ pub fn room_view(
         member_count: room.member_count,
         created_at_ms: room.created_at_ms,
         mention_count,
-        first_seq: 1,
+        first_seq: events::first_seq(s, &room.id)?,
     })
 }
 

@@ -1,15 +1,14 @@
 //! `edgechat check`: reads a whole database through one snapshot and says what is damaged.
 //!
-//! Checked: the schema version; every room event decodes, belongs to a known room and sits at
-//! its own seq; each room's seqs are gapless from 1 to its last; each room's member count
+//! Checked: the schema version; every room event decodes and belongs to a known room; each
+//! room's seqs are gapless from its first retained one to its last; each room's member count
 //! matches its member records. Reading every event also makes redb verify the checksum of
 //! every page of the log.
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
-use super::tables::{ROOM_EVENTS, ROOM_MEMBERS, ROOMS, USERS};
-use super::{Snapshot, Store, StoreError, decode, records::RoomRecord};
-use crate::proto::RoomEvent;
+use super::tables::{ROOM_MEMBERS, ROOMS, USERS};
+use super::{Snapshot, Store, StoreError, decode, events, records::RoomRecord};
 
 /// What a check found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -51,8 +50,10 @@ pub struct SizeReport {
 /// One table's share of the file.
 #[derive(Debug, Clone)]
 pub struct TableSize {
-    /// Table name.
+    /// Table name (`events/*`: every room's event table).
     pub name: String,
+    /// How many tables the row sums.
+    pub tables: u64,
     /// Rows.
     pub entries: u64,
     /// Bytes of keys and values as stored.
@@ -74,19 +75,33 @@ impl Store {
         let page = stats.page_size() as u64;
         let mut tables = Vec::new();
         let read = self.read()?;
+        let mut by_name = std::collections::BTreeMap::<String, TableSize>::new();
         for handle in read.list_tables()? {
             let name = redb::TableHandle::name(&handle).to_string();
+            // A room's own tables are summed over all rooms: `events/*`, `messages/*`.
+            let name = match name.split_once('/') {
+                Some((prefix, _)) => format!("{prefix}/*"),
+                None => name,
+            };
             let t = read.open_untyped_table(handle)?;
             let st = t.stats()?;
-            tables.push(TableSize {
+            let row = by_name.entry(name.clone()).or_insert(TableSize {
                 name,
-                entries: t.len()?,
-                stored_bytes: st.stored_bytes(),
-                metadata_bytes: st.metadata_bytes(),
-                fragmented_bytes: st.fragmented_bytes(),
-                page_bytes: (st.leaf_pages() + st.branch_pages()) * page,
+                tables: 0,
+                entries: 0,
+                stored_bytes: 0,
+                metadata_bytes: 0,
+                fragmented_bytes: 0,
+                page_bytes: 0,
             });
+            row.tables += 1;
+            row.entries += t.len()?;
+            row.stored_bytes += st.stored_bytes();
+            row.metadata_bytes += st.metadata_bytes();
+            row.fragmented_bytes += st.fragmented_bytes();
+            row.page_bytes += (st.leaf_pages() + st.branch_pages()) * page;
         }
+        tables.extend(by_name.into_values());
         tx.abort()?;
         tables.sort_by_key(|t| std::cmp::Reverse(t.page_bytes));
         Ok(SizeReport {
@@ -111,35 +126,36 @@ impl Store {
         r.users = tx.table(USERS)?.len()?;
         let rooms = tx.table(ROOMS)?;
         r.rooms = rooms.len()?;
-        let events = tx.table(ROOM_EVENTS)?;
-        let mut current: Option<(String, u64)> = None;
-        for row in events.iter()? {
-            let (key, value) = row?;
-            let (room, seq) = key.value();
-            r.events += 1;
-            let expected = match &current {
-                Some((r0, last)) if r0 == room => last + 1,
-                _ => {
-                    if rooms.get(room)?.is_none() {
-                        r.problem(format!(
-                            "room_events: events of room {room}, which does not exist"
-                        ));
-                    }
-                    1
+        for row in rooms.iter()? {
+            let (id, _) = row?;
+            let room = id.value();
+            let name = events::table_name(room);
+            let Some(t) = tx.table_opt(events::table(&name))? else { continue };
+            let mut expected = None;
+            for row in t.iter()? {
+                let (key, value) = row?;
+                let seq = key.value();
+                r.events += 1;
+                if let Some(expected) = expected.filter(|e| *e != seq) {
+                    r.problem(format!("room {room}: seq {seq} follows {} (a gap)", expected - 1));
                 }
-            };
-            if seq != expected {
-                r.problem(format!("room {room}: seq {seq} follows {} (a gap)", expected - 1));
+                expected = Some(seq + 1);
+                if let Err(e) = events::unpack(room, seq, value.value()) {
+                    r.problem(format!("room {room} seq {seq}: {e}"));
+                }
             }
-            match decode::<RoomEvent>("room_events", value.value()) {
-                Ok(ev) if ev.seq != seq || ev.room_id != room => r.problem(format!(
-                    "room {room}: the event at seq {seq} says room {} seq {}",
-                    ev.room_id, ev.seq
-                )),
-                Ok(_) => {}
-                Err(e) => r.problem(format!("room {room} seq {seq}: {e}")),
+        }
+        // Tables of rooms that do not exist.
+        for handle in tx.list_tables()? {
+            let name = redb::TableHandle::name(&handle);
+            let room = name
+                .strip_prefix(events::TABLE_PREFIX)
+                .or_else(|| name.strip_prefix(super::unread::TABLE_PREFIX));
+            if let Some(room) = room
+                && rooms.get(room)?.is_none()
+            {
+                r.problem(format!("{name}: a table of room {room}, which does not exist"));
             }
-            current = Some((room.to_string(), seq));
         }
         let members = tx.table(ROOM_MEMBERS)?;
         for row in rooms.iter()? {
@@ -186,7 +202,8 @@ mod tests {
                 let room = RoomRecord { id: "r1".into(), member_count: 0, ..Default::default() };
                 super::super::rooms::put_room(ctx, &room, true)?;
                 for _ in 0..3 {
-                    let mut ev = RoomEvent { room_id: "r1".into(), ..Default::default() };
+                    let mut ev =
+                        crate::proto::RoomEvent { room_id: "r1".into(), ..Default::default() };
                     super::super::events::append(ctx, &mut ev)?;
                 }
                 Ok(Ok::<_, StoreError>(()))
@@ -207,7 +224,8 @@ mod tests {
         let writer = copied.start_writer(Box::new(|_| {}));
         writer
             .write(|ctx| {
-                ctx.open_table(ROOM_EVENTS)?.remove(("r1", 2))?;
+                let name = events::table_name("r1");
+                ctx.open_table(events::table(&name))?.remove(2)?;
                 Ok(Ok::<_, StoreError>(()))
             })
             .await

@@ -1,24 +1,50 @@
 //! The room event log: the one narrow interface for seq assignment and reading ranges, so the
 //! log can later move to another engine (DESIGN.md: cluster mode on JetStream).
 //!
-//! Invariant: a room's seqs are 1, 2, 3, ... with no gap. A seq is assigned only inside a write
-//! transaction, as the room's last key + 1, so two appends can never get the same seq and a
-//! failed transaction leaves no hole.
+//! Invariant: a room's seqs are gapless from its first retained seq to its last. A seq is
+//! assigned only inside a write transaction, as the room's last key + 1, so two appends can
+//! never get the same seq and a failed transaction leaves no hole. Retention removes events
+//! only from the front and never a room's last event (it carries the room's seq).
+//!
+//! Layout (schema 2): one table per room, `events/<room id>`: seq -> the event, stored without
+//! what the key and the event already say (room id, seq, the message's sender when it is the
+//! actor, its time when it is the event's). One tree per room means every append goes to the
+//! right edge of its tree, where redb leaves full pages behind; with all rooms in one table
+//! keyed `(room, seq)`, appends landed inside the tree and left half-empty pages (issue 14:
+//! 1,646 bytes per 128-byte message).
 
-use redb::ReadableTable;
+use redb::{ReadableTable, TableDefinition};
 
-use super::tables::ROOM_EVENTS;
 use super::{Snapshot, StoreError, decode};
 use crate::proto::RoomEvent;
+use crate::proto::room_event::Kind;
+
+/// Per-room event tables are named this plus the room id.
+pub(super) const TABLE_PREFIX: &str = "events/";
+
+/// The name of a room's event table.
+pub(super) fn table_name(room: &str) -> String {
+    format!("{TABLE_PREFIX}{room}")
+}
+
+/// A room's event table.
+pub(super) fn table(name: &str) -> TableDefinition<'_, u64, &'static [u8]> {
+    TableDefinition::new(name)
+}
 
 /// The room's last seq (0 when it has no events).
 pub fn last_seq(s: &impl Snapshot, room: &str) -> Result<u64, StoreError> {
-    let t = s.table(ROOM_EVENTS)?;
-    let mut range = t.range((room, 0)..=(room, u64::MAX))?;
-    Ok(match range.next_back() {
-        Some(row) => row?.0.value().1,
-        None => 0,
-    })
+    let name = table_name(room);
+    let Some(t) = s.table_opt(table(&name))? else { return Ok(0) };
+    Ok(t.last()?.map(|(k, _)| k.value()).unwrap_or(0))
+}
+
+/// The room's first retained seq: 1 unless retention removed older events (and 1 for a room
+/// without events).
+pub fn first_seq(s: &impl Snapshot, room: &str) -> Result<u64, StoreError> {
+    let name = table_name(room);
+    let Some(t) = s.table_opt(table(&name))? else { return Ok(1) };
+    Ok(t.first()?.map(|(k, _)| k.value()).unwrap_or(1))
 }
 
 /// Appends `event` with the room's next seq (written into `event.seq`, and into the message's
@@ -26,27 +52,81 @@ pub fn last_seq(s: &impl Snapshot, room: &str) -> Result<u64, StoreError> {
 pub fn append(tx: &redb::WriteTransaction, event: &mut RoomEvent) -> Result<u64, StoreError> {
     let seq = last_seq(tx, &event.room_id)? + 1;
     event.seq = seq;
-    if let Some(crate::proto::room_event::Kind::Message(m)) = &mut event.kind {
+    if let Some(Kind::Message(m)) = &mut event.kind {
         m.seq = seq;
+        m.room_id.clone_from(&event.room_id);
     }
-    let bytes = prost::Message::encode_to_vec(&*event);
-    tx.open_table(ROOM_EVENTS)?.insert((event.room_id.as_str(), seq), bytes.as_slice())?;
+    put(tx, event)?;
     Ok(seq)
 }
 
 /// One event.
 pub fn get(s: &impl Snapshot, room: &str, seq: u64) -> Result<Option<RoomEvent>, StoreError> {
-    let t = s.table(ROOM_EVENTS)?;
-    let v = t.get((room, seq))?;
-    v.map(|v| decode("room_events", v.value())).transpose()
+    let name = table_name(room);
+    let Some(t) = s.table_opt(table(&name))? else { return Ok(None) };
+    let v = t.get(seq)?;
+    v.map(|v| unpack(room, seq, v.value())).transpose()
 }
 
 /// Rewrites an existing event in place (a message's latest text after an edit, or its
 /// tombstone after a delete). The seq never changes.
 pub fn replace(tx: &redb::WriteTransaction, event: &RoomEvent) -> Result<(), StoreError> {
-    let bytes = prost::Message::encode_to_vec(event);
-    tx.open_table(ROOM_EVENTS)?.insert((event.room_id.as_str(), event.seq), bytes.as_slice())?;
+    put(tx, event)
+}
+
+fn put(tx: &redb::WriteTransaction, event: &RoomEvent) -> Result<(), StoreError> {
+    let bytes = prost::Message::encode_to_vec(&pack(event));
+    let name = table_name(&event.room_id);
+    tx.open_table(table(&name))?.insert(event.seq, bytes.as_slice())?;
     Ok(())
+}
+
+/// The stored form: what the key (room, seq) and the event itself say is left out.
+fn pack(event: &RoomEvent) -> RoomEvent {
+    let mut e = event.clone();
+    e.room_id.clear();
+    e.seq = 0;
+    if let Some(Kind::Message(m)) = &mut e.kind {
+        m.room_id.clear();
+        m.seq = 0;
+        if m.sender_id == e.actor_id {
+            m.sender_id.clear();
+        }
+        if m.sent_at_ms == e.at_ms {
+            m.sent_at_ms = 0;
+        }
+    }
+    e
+}
+
+/// Decodes a stored event and puts back what [`pack`] left out. (Events stored whole, by
+/// schema 1, decode the same: their fields are simply already there.)
+pub(super) fn unpack(room: &str, seq: u64, bytes: &[u8]) -> Result<RoomEvent, StoreError> {
+    let mut e: RoomEvent = decode("events", bytes)?;
+    room.clone_into(&mut e.room_id);
+    e.seq = seq;
+    if let Some(Kind::Message(m)) = &mut e.kind {
+        room.clone_into(&mut m.room_id);
+        m.seq = seq;
+        if m.sender_id.is_empty() {
+            m.sender_id.clone_from(&e.actor_id);
+        }
+        if m.sent_at_ms == 0 {
+            m.sent_at_ms = e.at_ms;
+        }
+    }
+    Ok(e)
+}
+
+/// Stores an event under its own room and seq as schema 1 kept it (the migration's write).
+pub(super) fn put_raw(
+    tx: &redb::WriteTransaction,
+    room: &str,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    let event = unpack(room, seq, bytes)?;
+    put(tx, &event)
 }
 
 /// Events with `after < seq < before` (`before = u64::MAX` for no upper bound), at most
@@ -64,26 +144,26 @@ pub fn range(
     if before <= after.saturating_add(1) {
         return Ok((out, false));
     }
-    let t = s.table(ROOM_EVENTS)?;
-    let rows = t.range((room, after + 1)..=(room, before - 1))?;
+    let name = table_name(room);
+    let Some(t) = s.table_opt(table(&name))? else { return Ok((out, false)) };
+    let rows = t.range(after + 1..=before - 1)?;
     let more = if newest {
-        let more = take(rows.rev(), limit, &mut out)?;
+        let more = take(room, rows.rev(), limit, &mut out)?;
         out.reverse();
         more
     } else {
-        take(rows, limit, &mut out)?
+        take(room, rows, limit, &mut out)?
     };
     Ok((out, more))
 }
 
-/// One row of a `room_events` range.
-type Row<'a> = Result<
-    (redb::AccessGuard<'a, (&'static str, u64)>, redb::AccessGuard<'a, &'static [u8]>),
-    redb::StorageError,
->;
+/// One row of an event table range.
+type Row<'a> =
+    Result<(redb::AccessGuard<'a, u64>, redb::AccessGuard<'a, &'static [u8]>), redb::StorageError>;
 
 /// Decodes up to `limit` rows into `out`; whether rows were left over.
 fn take<'a>(
+    room: &str,
     rows: impl Iterator<Item = Row<'a>>,
     limit: usize,
     out: &mut Vec<RoomEvent>,
@@ -92,15 +172,46 @@ fn take<'a>(
         if out.len() == limit {
             return Ok(true);
         }
-        let (_, v) = row?;
-        out.push(decode("room_events", v.value())?);
+        let (k, v) = row?;
+        out.push(unpack(room, k.value(), v.value())?);
     }
     Ok(false)
+}
+
+/// Removes at most `limit` of the room's oldest events for which `expired(seq, event)` holds,
+/// stopping at the first that does not, and never the room's last event. Returns the removed
+/// events (their seqs ascending), so the caller can drop what indexes them.
+pub fn prune_front(
+    tx: &redb::WriteTransaction,
+    room: &str,
+    limit: usize,
+    mut expired: impl FnMut(u64, &RoomEvent) -> bool,
+) -> Result<Vec<RoomEvent>, StoreError> {
+    let name = table_name(room);
+    let mut t = tx.open_table(table(&name))?;
+    let last = t.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+    let mut old = Vec::new();
+    for row in t.range(..last)? {
+        if old.len() == limit {
+            break;
+        }
+        let (k, v) = row?;
+        let e = unpack(room, k.value(), v.value())?;
+        if !expired(e.seq, &e) {
+            break;
+        }
+        old.push(e);
+    }
+    if let (Some(first), Some(end)) = (old.first(), old.last()) {
+        t.retain_in(first.seq..=end.seq, |_, _| false)?;
+    }
+    Ok(old)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::Message;
     use crate::store::Store;
 
     fn ev(room: &str) -> RoomEvent {
@@ -127,6 +238,7 @@ mod tests {
         let tx = store.read().unwrap();
         assert_eq!(last_seq(&tx, "a").unwrap(), 5);
         assert_eq!(last_seq(&tx, "c").unwrap(), 0);
+        assert_eq!((first_seq(&tx, "a").unwrap(), first_seq(&tx, "c").unwrap()), (1, 1));
         let seqs_of = |v: Vec<RoomEvent>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
         let (v, more) = range(&tx, "a", 0, u64::MAX, 2, true).unwrap();
         assert_eq!((seqs_of(v), more), (vec![4, 5], true));
@@ -141,5 +253,62 @@ mod tests {
         let (v, _) = range(&tx, "a", 1, 5, 10, true).unwrap();
         assert_eq!(seqs_of(v), vec![2, 3, 4]);
         assert!(range(&tx, "a", 3, 4, 10, true).unwrap().0.is_empty());
+        assert!(range(&tx, "nowhere", 0, u64::MAX, 10, true).unwrap().0.is_empty());
+        assert_eq!(get(&tx, "nowhere", 1).unwrap(), None);
+    }
+
+    #[test]
+    fn the_stored_form_leaves_out_only_what_it_can_put_back() {
+        let message = |sender: &str, sent: i64| RoomEvent {
+            room_id: "r1".into(),
+            seq: 7,
+            at_ms: 1000,
+            actor_id: "u1".into(),
+            kind: Some(Kind::Message(Message {
+                room_id: "r1".into(),
+                seq: 7,
+                sender_id: sender.into(),
+                text: "hi".into(),
+                sent_at_ms: sent,
+                client_message_id: "c".into(),
+                ..Default::default()
+            })),
+        };
+        for e in [message("u1", 1000), message("u2", 999), ev("r1")] {
+            let e = RoomEvent { seq: 7, ..e };
+            let bytes = prost::Message::encode_to_vec(&pack(&e));
+            assert_eq!(unpack("r1", 7, &bytes).unwrap(), e);
+            // Schema 1 stored events whole; they read the same.
+            let whole = prost::Message::encode_to_vec(&e);
+            assert_eq!(unpack("r1", 7, &whole).unwrap(), e);
+            assert!(bytes.len() < whole.len() || e.kind.is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn pruning_takes_the_oldest_and_never_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), 1 << 20).unwrap();
+        let writer = store.start_writer(Box::new(|_| {}));
+        let pruned = writer
+            .write(|ctx| {
+                for _ in 0..6 {
+                    append(ctx, &mut ev("a"))?;
+                }
+                let two = prune_front(ctx, "a", 2, |_, _| true)?;
+                let upto4 = prune_front(ctx, "a", 10, |seq, _| seq <= 4)?;
+                let all = prune_front(ctx, "a", 10, |_, _| true)?;
+                let seqs = |v: Vec<RoomEvent>| v.iter().map(|e| e.seq).collect::<Vec<_>>();
+                Ok(Ok::<_, StoreError>((seqs(two), seqs(upto4), seqs(all))))
+            })
+            .await
+            .unwrap();
+        assert_eq!(pruned, (vec![1, 2], vec![3, 4], vec![5]));
+        let tx = store.read().unwrap();
+        assert_eq!((first_seq(&tx, "a").unwrap(), last_seq(&tx, "a").unwrap()), (6, 6));
+        drop(tx);
+        let next =
+            writer.write(|ctx| Ok(Ok::<_, StoreError>(append(ctx, &mut ev("a"))?))).await.unwrap();
+        assert_eq!(next, 7, "seqs go on after pruning");
     }
 }

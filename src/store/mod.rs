@@ -12,6 +12,7 @@
 mod check;
 pub mod events;
 mod health;
+mod migrate;
 pub mod notifications;
 mod records;
 pub mod rooms;
@@ -37,7 +38,7 @@ pub use writer::{Committed, JobResult, Publisher, WriteCtx, Writer};
 
 /// The schema this build reads and writes. Bump it (and add a migration) whenever a table's key
 /// or value encoding changes incompatibly.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// The database file's name inside the data directory.
 pub const DB_FILE_NAME: &str = "edgechat.redb";
@@ -152,7 +153,7 @@ impl Store {
                 other => open_err(&other),
             })?;
         let tx = db.begin_write()?;
-        {
+        let found = {
             let mut meta = tx.open_table(tables::META)?;
             let found = meta.get(tables::META_SCHEMA_VERSION)?.map(|v| v.value());
             match found {
@@ -163,14 +164,16 @@ impl Store {
                         supported: SCHEMA_VERSION,
                     });
                 }
-                Some(_) => {}
+                Some(v) => v,
                 None => {
                     meta.insert(tables::META_SCHEMA_VERSION, SCHEMA_VERSION)?;
+                    SCHEMA_VERSION
                 }
             }
-        }
+        };
         tables::create_all(&tx)?;
         tx.commit()?;
+        migrate::run(&db, found)?;
         let (closed_tx, closed) = tokio::sync::watch::channel(());
         Ok(Store {
             db: Arc::new(Db { db, _closed: closed_tx }),

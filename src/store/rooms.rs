@@ -42,6 +42,22 @@ pub fn public_room_ids(s: &impl Snapshot) -> Result<Vec<String>, StoreError> {
     Ok(out)
 }
 
+/// Up to `limit` room ids from `from` on (inclusive), in id order: for passes over every room
+/// in slices.
+pub fn room_ids_from(
+    s: &impl Snapshot,
+    from: &str,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let t = s.table(ROOMS)?;
+    let rows = t.range::<&str>(from..)?;
+    let mut out = Vec::new();
+    for row in rows.take(limit) {
+        out.push(row?.0.value().to_string());
+    }
+    Ok(out)
+}
+
 /// A member's record.
 pub fn member(
     s: &impl Snapshot,

@@ -39,8 +39,10 @@ pub(super) const USER_INVITES: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("user_invites");
 /// `direct_rooms`: "smaller user id/larger user id" -> room id. One direct room per pair.
 pub(super) const DIRECT_ROOMS: TableDefinition<&str, &str> = TableDefinition::new("direct_rooms");
-/// `room_events`: (room id, seq) -> `proto::RoomEvent`. Seqs are gapless per room: 1, 2, ...
-/// and the last key is the room's last seq.
+// Each room's events and message index are tables of their own, `events/<room id>` and
+// `messages/<room id>`: see `events` and `unread`.
+
+/// Schema 1 only (moved by `migrate`): `room_events`: (room id, seq) -> `proto::RoomEvent`.
 pub(super) const ROOM_EVENTS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("room_events");
 
@@ -52,15 +54,15 @@ pub(super) const SENT_IDS: TableDefinition<(&str, &str), &[u8]> = TableDefinitio
 /// ...; the oldest are dropped past the per-user cap.
 pub(super) const NOTIFICATIONS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("notifications");
-/// `room_messages`: (room id, seq) -> sender id, for every message that is not deleted. Unread
-/// counts scan only the part after a reader's marker, never whole histories.
+/// Schema 1 only (moved by `migrate`): `room_messages`: (room id, seq) -> sender id.
 pub(super) const ROOM_MESSAGES: TableDefinition<(&str, u64), &str> =
     TableDefinition::new("room_messages");
 /// `mentions`: (user id, room id, seq) -> () for every live message mentioning the user.
 pub(super) const MENTIONS: TableDefinition<(&str, &str, u64), ()> =
     TableDefinition::new("mentions");
 
-/// Opens every table once so that later read transactions find them all.
+/// Opens every fixed table once so that later read transactions find them all (a room's own
+/// tables are created by its first write; readers take a missing one as empty).
 pub(super) fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::TableError> {
     tx.open_table(META)?;
     tx.open_table(USERS)?;
@@ -75,10 +77,8 @@ pub(super) fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::TableE
     tx.open_table(ROOM_INVITES)?;
     tx.open_table(USER_INVITES)?;
     tx.open_table(DIRECT_ROOMS)?;
-    tx.open_table(ROOM_EVENTS)?;
     tx.open_table(SENT_IDS)?;
     tx.open_table(NOTIFICATIONS)?;
-    tx.open_table(ROOM_MESSAGES)?;
     tx.open_table(MENTIONS)?;
     Ok(())
 }

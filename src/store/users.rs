@@ -13,6 +13,13 @@ pub trait Snapshot {
         &self,
         def: TableDefinition<K, V>,
     ) -> Result<impl ReadableTable<K, V> + '_, StoreError>;
+
+    /// Opens a table that may not exist yet (a room's own tables, created by its first write):
+    /// `None` when a snapshot does not have it. (In a write transaction it is created.)
+    fn table_opt<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<K, V>,
+    ) -> Result<Option<impl ReadableTable<K, V> + '_>, StoreError>;
 }
 
 impl Snapshot for redb::ReadTransaction {
@@ -21,6 +28,17 @@ impl Snapshot for redb::ReadTransaction {
         def: TableDefinition<K, V>,
     ) -> Result<impl ReadableTable<K, V> + '_, StoreError> {
         Ok(self.open_table(def)?)
+    }
+
+    fn table_opt<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<K, V>,
+    ) -> Result<Option<impl ReadableTable<K, V> + '_>, StoreError> {
+        match self.open_table(def) {
+            Ok(t) => Ok(Some(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -31,6 +49,13 @@ impl Snapshot for redb::WriteTransaction {
     ) -> Result<impl ReadableTable<K, V> + '_, StoreError> {
         Ok(self.open_table(def)?)
     }
+
+    fn table_opt<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<K, V>,
+    ) -> Result<Option<impl ReadableTable<K, V> + '_>, StoreError> {
+        Ok(Some(self.open_table(def)?))
+    }
 }
 
 impl Snapshot for super::WriteCtx<'_> {
@@ -39,6 +64,13 @@ impl Snapshot for super::WriteCtx<'_> {
         def: TableDefinition<K, V>,
     ) -> Result<impl ReadableTable<K, V> + '_, StoreError> {
         Ok(self.open_table(def)?)
+    }
+
+    fn table_opt<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: TableDefinition<K, V>,
+    ) -> Result<Option<impl ReadableTable<K, V> + '_>, StoreError> {
+        Ok(Some(self.open_table(def)?))
     }
 }
 

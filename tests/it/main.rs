@@ -47,6 +47,7 @@ mod faults;
 mod messaging;
 mod metrics;
 mod presence;
+mod retention;
 mod rooms;
 mod session;
 mod support;

@@ -659,10 +659,19 @@ pub async fn history(
         .map(|r| r.into_inner())
 }
 
-/// Every event of a room, through History paging forwards (`after_seq = 0` alone means
-/// "newest", so the first page is "below 2").
+/// Every retained event of a room, through History paging forwards from its first retained
+/// seq (`after_seq = 0` alone means "newest", so from seq 1 the first page is "below 2").
 pub async fn all_events(u: &User, room: &str) -> Vec<proto::RoomEvent> {
-    let mut out = history(u, room, 2, 0, 1).await.expect("history").events;
+    let first = history(u, room, 0, 0, 1).await.expect("history").first_seq;
+    let mut out = if first <= 1 {
+        history(u, room, 2, 0, 1).await.expect("history").events
+    } else {
+        let r = history(u, room, 0, first - 1, 500).await.expect("history");
+        if !r.has_more {
+            return r.events;
+        }
+        r.events
+    };
     loop {
         let after = out.last().map(|e| e.seq).unwrap_or(0);
         if after == 0 {

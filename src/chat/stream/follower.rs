@@ -153,9 +153,21 @@ impl Follower {
         crate::metrics::hot().catch_ups.increment(1);
         loop {
             let page = self.store.read().and_then(|tx| {
-                events::range(&tx, &self.room_id, self.cursor.last, before, CATCH_UP_PAGE, false)
+                let first = events::first_seq(&tx, &self.room_id)?;
+                let pruned = (first > self.cursor.last + 1)
+                    .then(|| events::last_seq(&tx, &self.room_id).map(|last| (first, last)))
+                    .transpose()?;
+                let page = events::range(
+                    &tx,
+                    &self.room_id,
+                    self.cursor.last,
+                    before,
+                    CATCH_UP_PAGE,
+                    false,
+                )?;
+                Ok((pruned, page))
             });
-            let (page, more) = match page {
+            let (pruned, page) = match page {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(error = %e, room = %self.room_id, "catch-up read failed");
@@ -163,6 +175,17 @@ impl Follower {
                     return Next::Stop;
                 }
             };
+            // Retention dropped events this follower had not delivered yet (it lagged longer
+            // than the retention window): say so as a new Subscribed, never a silent gap.
+            if let Some((first_seq, last_seq)) = pruned {
+                let frame =
+                    proto::Subscribed { room_id: self.room_id.clone(), last_seq, first_seq };
+                if !self.out.send(server_frame::Kind::Subscribed(frame)).await {
+                    return Next::Stop;
+                }
+                self.cursor.last = first_seq - 1;
+            }
+            let (page, more) = page;
             for ev in &page {
                 if self.cursor.step(Input::Stored(ev)) == Step::Deliver
                     && self.deliver(ev).await == Next::Stop

@@ -353,7 +353,7 @@ impl Session {
         // they already delivered), and a kick committed before the snapshot is refused here
         // rather than followed forever.
         let feed = self.deps.hub.subscribe_room(&s.room_id);
-        let start = (|| -> Result<(u64, u64), ChatError> {
+        let start = (|| -> Result<(u64, u64, u64), ChatError> {
             let tx = self.deps.messages.store().read()?;
             let l = load(&tx, &self.who, &s.room_id)?;
             permissions::may(l.actor, Action::Read, facts(&l.room))?;
@@ -363,9 +363,9 @@ impl Session {
             let joined = rooms::member(&tx, &s.room_id, &self.who.user_id)?
                 .map(|m| m.joined_seq)
                 .unwrap_or(last);
-            Ok((last, joined))
+            Ok((last, joined, events::first_seq(&tx, &s.room_id)?))
         })();
-        let (last_seq, joined_seq) = match start {
+        let (last_seq, joined_seq, first_seq) = match start {
             Ok(v) => v,
             Err(e) => {
                 // Made-up or forbidden room ids leave no ring behind in the hub.
@@ -384,13 +384,15 @@ impl Session {
             Some(a) => a,
             None => last_seq,
         };
-        let from = from.max(delivered.unwrap_or(0));
+        // Below the retained range the replay starts at the first retained event; Subscribed's
+        // first_seq tells the client what it cannot have.
+        let from = from.max(delivered.unwrap_or(0)).max(first_seq - 1);
         if !self
             .out
             .send(server_frame::Kind::Subscribed(proto::Subscribed {
                 room_id: s.room_id.clone(),
                 last_seq,
-                first_seq: 1,
+                first_seq,
             }))
             .await
         {

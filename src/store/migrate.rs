@@ -1,0 +1,199 @@
+//! Upgrades a file written by an older edgechat, at open, before anything reads it.
+//!
+//! Schema 1 -> 2: room events and the message index move from one shared table keyed
+//! `(room, seq)` into a table per room (see `events`). The move goes in chunks, each its own
+//! transaction that inserts the rows into their new tables and removes them from the old one,
+//! so a kill at any point leaves a file that is consistent and resumes where it stopped; the
+//! version becomes 2 (and the old tables go) in the last transaction. Until then a schema-1
+//! edgechat can still open the file; afterwards it refuses it.
+
+use redb::ReadableTable;
+
+use super::tables::{META, META_SCHEMA_VERSION, ROOM_EVENTS, ROOM_MESSAGES};
+use super::{StoreError, events, unread};
+
+/// Rows moved per transaction (bounds the transaction's dirty pages and the memory held).
+const CHUNK: usize = 10_000;
+
+/// Brings the file from `found` to the current schema. Returns how many rows it moved.
+pub(super) fn run(db: &redb::Database, found: u64) -> Result<u64, StoreError> {
+    if found >= 2 {
+        return Ok(0);
+    }
+    let started = std::time::Instant::now();
+    let mut moved = 0;
+    loop {
+        let tx = db.begin_write()?;
+        let n = move_events(&tx)? + move_index(&tx)?;
+        if n == 0 {
+            tx.delete_table(ROOM_EVENTS)?;
+            tx.delete_table(ROOM_MESSAGES)?;
+            tx.open_table(META)?.insert(META_SCHEMA_VERSION, 2)?;
+            tx.commit()?;
+            break;
+        }
+        tx.commit()?;
+        moved += n;
+        tracing::info!(moved, "upgrading the database to schema 2 (a table per room)");
+    }
+    if moved > 0 {
+        tracing::info!(
+            moved,
+            secs = started.elapsed().as_secs_f64(),
+            "database upgraded to schema 2"
+        );
+    }
+    Ok(moved)
+}
+
+/// Moves up to [`CHUNK`] of the oldest `room_events` rows; how many.
+fn move_events(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let rows: Vec<(String, u64, Vec<u8>)> = {
+        let Some(old) = open(tx, ROOM_EVENTS)? else { return Ok(0) };
+        let mut rows = Vec::new();
+        for row in old.iter()?.take(CHUNK) {
+            let (k, v) = row?;
+            let (room, seq) = k.value();
+            rows.push((room.to_string(), seq, v.value().to_vec()));
+        }
+        rows
+    };
+    for (room, seq, bytes) in &rows {
+        events::put_raw(tx, room, *seq, bytes)?;
+    }
+    remove_moved(tx, ROOM_EVENTS, &rows)
+}
+
+/// Moves up to [`CHUNK`] of the oldest `room_messages` rows; how many.
+fn move_index(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let rows: Vec<(String, u64, String)> = {
+        let Some(old) = open(tx, ROOM_MESSAGES)? else { return Ok(0) };
+        let mut rows = Vec::new();
+        for row in old.iter()?.take(CHUNK) {
+            let (k, v) = row?;
+            let (room, seq) = k.value();
+            rows.push((room.to_string(), seq, v.value().to_string()));
+        }
+        rows
+    };
+    for (room, seq, sender) in &rows {
+        unread::index_message(tx, room, *seq, sender)?;
+    }
+    remove_moved(tx, ROOM_MESSAGES, &rows)
+}
+
+/// Removes the moved rows (the first `rows.len()` of the table, so one key range).
+fn remove_moved<V: redb::Value + 'static, T>(
+    tx: &redb::WriteTransaction,
+    def: redb::TableDefinition<(&str, u64), V>,
+    rows: &[(String, u64, T)],
+) -> Result<u64, StoreError> {
+    if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
+        let mut t = tx.open_table(def)?;
+        t.retain_in((first.0.as_str(), first.1)..=(last.0.as_str(), last.1), |_, _| false)?;
+    }
+    Ok(rows.len() as u64)
+}
+
+/// A schema-1 table keyed `(room, seq)`.
+type OldTable<'t, V> = redb::Table<'t, (&'static str, u64), V>;
+
+/// A schema-1 table, if the file has it (a file created by schema 2 never did).
+fn open<'t, V: redb::Value + 'static>(
+    tx: &'t redb::WriteTransaction,
+    def: redb::TableDefinition<(&str, u64), V>,
+) -> Result<Option<OldTable<'t, V>>, StoreError> {
+    let exists =
+        tx.list_tables()?.any(|t| redb::TableHandle::name(&t) == redb::TableHandle::name(&def));
+    Ok(if exists { Some(tx.open_table(def)?) } else { None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Message, RoomEvent, room_event::Kind};
+    use crate::store::{Store, tables};
+
+    /// A schema-1 file as an older edgechat wrote it: events stored whole, one shared table.
+    fn schema_1_file(path: &std::path::Path, per_room: u64) {
+        let db = redb::Database::create(path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META).unwrap().insert(META_SCHEMA_VERSION, 1).unwrap();
+        tables::create_all(&tx).unwrap();
+        {
+            let mut ev = tx.open_table(ROOM_EVENTS).unwrap();
+            let mut ix = tx.open_table(ROOM_MESSAGES).unwrap();
+            let mut rooms = tx.open_table(tables::ROOMS).unwrap();
+            for room in ["ra", "rb"] {
+                let rec = crate::store::RoomRecord { id: room.into(), ..Default::default() };
+                rooms.insert(room, prost::Message::encode_to_vec(&rec).as_slice()).unwrap();
+                for seq in 1..=per_room {
+                    let sender = if seq % 2 == 0 { "u1" } else { "u2" };
+                    let e = RoomEvent {
+                        room_id: room.into(),
+                        seq,
+                        at_ms: 5,
+                        actor_id: sender.into(),
+                        kind: Some(Kind::Message(Message {
+                            room_id: room.into(),
+                            seq,
+                            sender_id: sender.into(),
+                            text: format!("{room} {seq}"),
+                            sent_at_ms: 5,
+                            ..Default::default()
+                        })),
+                    };
+                    ev.insert((room, seq), prost::Message::encode_to_vec(&e).as_slice()).unwrap();
+                    ix.insert((room, seq), sender).unwrap();
+                }
+            }
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn a_schema_1_file_moves_in_chunks_and_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let per_room = CHUNK as u64 / 2 + 7; // more rows than one chunk
+        schema_1_file(&path, per_room);
+        // An upgrade killed after its first chunk: the file still opens, and the next open
+        // finishes the move.
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            assert_eq!(move_events(&tx).unwrap(), CHUNK as u64);
+            tx.commit().unwrap();
+        }
+        let store = Store::open(&path, 1 << 20).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 2);
+        let tx = store.read().unwrap();
+        assert!(tx.list_tables().unwrap().all(|t| {
+            let name = redb::TableHandle::name(&t).to_string();
+            name != "room_events" && name != "room_messages"
+        }));
+        for room in ["ra", "rb"] {
+            assert_eq!(events::last_seq(&tx, room).unwrap(), per_room);
+            let (all, more) = events::range(&tx, room, 0, u64::MAX, usize::MAX, false).unwrap();
+            assert!(!more);
+            assert_eq!(all.len() as u64, per_room);
+            for (i, e) in all.iter().enumerate() {
+                let Some(Kind::Message(m)) = &e.kind else { panic!("{e:?}") };
+                assert_eq!(
+                    (e.seq, m.seq, m.text.clone()),
+                    (i as u64 + 1, e.seq, format!("{room} {}", e.seq))
+                );
+                assert_eq!((e.room_id.as_str(), m.room_id.as_str(), m.sent_at_ms), (room, room, 5));
+            }
+            // u1 sent the even seqs: after seq 10, the odd ones are unread for u1.
+            let unread = unread::unread_count(&tx, room, "u1", 10).unwrap();
+            assert_eq!(unread, (per_room - 10).div_ceil(2));
+        }
+        drop(tx);
+        drop(store);
+        assert_eq!(
+            Store::open(&path, 1 << 20).unwrap().check().unwrap().problems,
+            Vec::<String>::new()
+        );
+    }
+}
