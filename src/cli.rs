@@ -184,6 +184,15 @@ enum KeysCommand {
         #[command(flatten)]
         data: DataDirArg,
     },
+    /// Print the public keys tokens are verified with (DIR's keys and `[auth] trusted_keys`)
+    /// as a JWKS document, for services that verify edgechat's tokens.
+    Jwks {
+        #[command(flatten)]
+        data: DataDirArg,
+        /// Config file (for `[auth] trusted_keys`) [default: DIR/edgechat.toml if it exists].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -297,6 +306,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 "new signing key {kid} in {}; restart the server to sign with it",
                 keys.display()
             );
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Jwks { data, config }) => {
+            let dir = data_dir(&data);
+            let mut ring = crate::auth::keys::Keyring::load(&dir.join("keys"))?;
+            let config = config.or_else(|| Some(dir.join("edgechat.toml")).filter(|p| p.exists()));
+            if let Some(file) = config {
+                let mut raw = crate::config::RawConfig::from_file(&file)?;
+                raw.data_dir = dir.to_string_lossy().into_owned();
+                ring.trust(&raw.validate()?.auth.trusted_keys)?;
+            }
+            println!("{}", serde_json::to_string_pretty(&ring.jwks())?);
             Ok(())
         }
         Command::Backup(args) => runtime()?.block_on(backup(args)),

@@ -191,6 +191,9 @@ pub struct RawAuth {
     pub hash_workers: usize,
     /// Password hashes that may wait for a worker; beyond, `RESOURCE_EXHAUSTED` at once.
     pub hash_queue: usize,
+    /// Verify-only public keys of an outside issuer: PEM public-key files or JWKS files
+    /// (relative paths are relative to the data directory).
+    pub trusted_keys: Vec<String>,
 }
 
 impl Default for RawAuth {
@@ -206,6 +209,7 @@ impl Default for RawAuth {
             login_max_delay_secs: 300,
             hash_workers: 0,
             hash_queue: 64,
+            trusted_keys: Vec::new(),
         }
     }
 }
@@ -559,6 +563,8 @@ pub struct AuthConfig {
     pub hash_workers: usize,
     /// Hashes waiting for a worker at most.
     pub hash_queue: usize,
+    /// Verify-only key files (`Keyring::trust`), resolved against the data directory.
+    pub trusted_keys: Vec<PathBuf>,
 }
 
 /// Validated `[limits]`.
@@ -724,6 +730,17 @@ impl RawConfig {
             login_max_delay: Duration::from_secs(a.login_max_delay_secs),
             hash_workers,
             hash_queue: a.hash_queue,
+            trusted_keys: a
+                .trusted_keys
+                .iter()
+                .map(|f| {
+                    if f.trim().is_empty() {
+                        Err(invalid("auth.trusted_keys", "a file name is empty"))
+                    } else {
+                        Ok(data_dir.join(f))
+                    }
+                })
+                .collect::<Result<_, _>>()?,
         };
         let l = &self.limits;
         in_range("limits.max_concurrent_streams", l.max_concurrent_streams.into(), 1, 10_000)?;

@@ -147,15 +147,27 @@ pub fn render(gauges: &Gauges) -> String {
     h.render()
 }
 
-/// Serves `GET /metrics` on `listener` until `stop`: one short request per connection, a few
-/// at a time (each reads at most 8 KiB within 5 s).
-pub async fn serve(
+/// What the metrics listener serves.
+pub struct Site<G> {
+    /// Gauges read at each scrape.
+    pub gauges: G,
+    /// The JWKS document of the keys tokens are verified with (`Keyring::jwks`), served at
+    /// `/.well-known/jwks.json` for services that verify edgechat's tokens.
+    pub jwks: String,
+}
+
+/// The path of the JWKS document on the metrics listener.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// Serves `GET /metrics` and `GET /.well-known/jwks.json` on `listener` until `stop`: one short
+/// request per connection, a few at a time (each reads at most 8 KiB within 5 s).
+pub async fn serve<G: Fn() -> Gauges + Send + Sync + 'static>(
     listener: tokio::net::TcpListener,
-    gauges: impl Fn() -> Gauges + Send + Sync + 'static,
+    site: Site<G>,
     tasks: crate::tasks::Tasks,
     stop: CancellationToken,
 ) {
-    let gauges = std::sync::Arc::new(gauges);
+    let site = std::sync::Arc::new(site);
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
     loop {
         let accepted = tokio::select! {
@@ -164,7 +176,7 @@ pub async fn serve(
         };
         let Ok((mut conn, _)) = accepted else { continue };
         let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
-        let gauges = gauges.clone();
+        let site = site.clone();
         tasks.spawn(async move {
             let _slot = slot;
             let mut buf = vec![0u8; 8192];
@@ -185,14 +197,21 @@ pub async fn serve(
             if !matches!(head, Ok(true)) {
                 return;
             }
-            let ok = buf.starts_with(b"GET /metrics ") || buf.starts_with(b"GET /metrics?");
-            let (status, body) = if ok {
-                ("200 OK", render(&gauges()))
+            let target = |path: &str| {
+                let line = format!("GET {path}");
+                buf.starts_with(format!("{line} ").as_bytes())
+                    || buf.starts_with(format!("{line}?").as_bytes())
+            };
+            let (status, kind, body) = if target("/metrics") {
+                ("200 OK", "text/plain; version=0.0.4", render(&(site.gauges)()))
+            } else if target(JWKS_PATH) {
+                ("200 OK", "application/json", site.jwks.clone())
             } else {
-                ("404 Not Found", "only GET /metrics is served here\n".to_string())
+                let body = format!("only GET /metrics and GET {JWKS_PATH} are served here\n");
+                ("404 Not Found", "text/plain", body)
             };
             let reply = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n\
                  Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );

@@ -242,7 +242,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     for path in &report.created {
         tracing::info!(path = %path.display(), "initialised");
     }
-    let keys = Keyring::load(&config.data_dir.join("keys"))?;
+    let mut keys = Keyring::load(&config.data_dir.join("keys"))?;
+    keys.trust(&config.auth.trusted_keys)?;
+    let jwks = keys.jwks().to_string();
     // Listeners before the database: a start that fails to bind leaves nothing running (no
     // writer thread holding the file while a retry opens it).
     let quic_config = match &config.quic {
@@ -340,7 +342,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             }
         };
         tracing::info!(addr = ?metrics_addr, "serving Prometheus metrics at /metrics");
-        tasks.spawn(crate::metrics::serve(listener, gauges, tasks.clone(), shutdown.clone()));
+        let site = crate::metrics::Site { gauges, jwks };
+        tasks.spawn(crate::metrics::serve(listener, site, tasks.clone(), shutdown.clone()));
     }
     tasks.spawn(crate::retention::run(
         api.messages.writer().clone(),

@@ -3,6 +3,11 @@
 //! Every key file there is trusted for verification (by `kid`, derived from the public key);
 //! the newest file (names sort by creation time) signs new tokens. Rotation adds a file; old
 //! public keys stay trusted until their file is removed, so nobody is logged out by a rotation.
+//!
+//! `[auth] trusted_keys` adds verify-only keys of an outside issuer (a site's identity service
+//! signing edgechat tokens): PEM public keys or JWKS files (RFC 8037 OKP keys). [`Keyring::jwks`]
+//! publishes every trusted public key the same way, for other services to verify edgechat's
+//! tokens.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +40,14 @@ pub enum KeyError {
     /// No key file at all.
     #[error("no signing key in {0}; run `edgechat init` or `edgechat keys rotate`")]
     Empty(PathBuf),
+    /// A `[auth] trusted_keys` file or one of its keys cannot be trusted.
+    #[error("auth.trusted_keys: {path}: {message}")]
+    Trusted {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
 }
 
 /// One signing key and what verification needs of it.
@@ -50,8 +63,19 @@ pub struct SigningEntry {
 /// All trusted keys, and which one signs.
 pub struct Keyring {
     keys: HashMap<String, SigningEntry>,
+    /// Verify-only keys from `[auth] trusted_keys`, by `kid`.
+    trusted: HashMap<String, TrustedKey>,
     active: String,
 }
+
+/// A verify-only public key.
+struct TrustedKey {
+    public: [u8; 32],
+    decoding: jsonwebtoken::DecodingKey,
+}
+
+/// The longest `kid` accepted from a JWKS file.
+const MAX_KID_CHARS: usize = 128;
 
 /// The `kid` of a public key: the first 16 characters of base64url(SHA-256(public key)).
 pub fn kid_of(public: &[u8; 32]) -> String {
@@ -95,7 +119,77 @@ impl Keyring {
             keys.insert(entry.kid.clone(), entry);
         }
         let active = active.ok_or_else(|| KeyError::Empty(dir.to_path_buf()))?;
-        Ok(Keyring { keys, active })
+        Ok(Keyring { keys, trusted: HashMap::new(), active })
+    }
+
+    /// Adds the verify-only keys of `files` (each a PEM public key, `-----BEGIN PUBLIC KEY`,
+    /// whose `kid` is [`kid_of`] it, or a JWKS document with the issuer's own `kid`s). Refused,
+    /// naming the file and key: anything but an Ed25519 key, a key not meant for signatures,
+    /// a missing or duplicate `kid` (across all files and edgechat's own keys).
+    pub fn trust(&mut self, files: &[PathBuf]) -> Result<(), KeyError> {
+        for path in files {
+            let bad = |message: String| KeyError::Trusted { path: path.clone(), message };
+            let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+            let found = if text.trim_start().starts_with('{') {
+                parse_jwks(&text).map_err(bad)?
+            } else {
+                use ed25519_dalek::pkcs8::DecodePublicKey;
+                let key = ed25519_dalek::VerifyingKey::from_public_key_pem(&text).map_err(|e| {
+                    bad(format!("not an Ed25519 PEM public key or a JWKS document ({e})"))
+                })?;
+                let public = key.to_bytes();
+                vec![(kid_of(&public), public)]
+            };
+            if found.is_empty() {
+                return Err(bad("holds no key".into()));
+            }
+            for (kid, public) in found {
+                if self.keys.contains_key(&kid) || self.trusted.contains_key(&kid) {
+                    return Err(bad(format!(
+                        "key `{kid}`: a key with this kid is already trusted"
+                    )));
+                }
+                let decoding =
+                    jsonwebtoken::DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(public))
+                        .map_err(|e| bad(format!("key `{kid}`: {e}")))?;
+                self.trusted.insert(kid, TrustedKey { public, decoding });
+            }
+        }
+        Ok(())
+    }
+
+    /// The verification key for `kid`: one of edgechat's own or a trusted one.
+    pub fn verifying(&self, kid: &str) -> Option<&jsonwebtoken::DecodingKey> {
+        match self.keys.get(kid) {
+            Some(k) => Some(&k.decoding),
+            None => self.trusted.get(kid).map(|t| &t.decoding),
+        }
+    }
+
+    /// Every public key tokens are verified with, as a JWKS document (RFC 7517; Ed25519 keys as
+    /// RFC 8037 OKP keys), sorted by `kid`.
+    pub fn jwks(&self) -> serde_json::Value {
+        let own = self.keys.values().map(|k| {
+            let public = k.decoding.try_get_as_bytes().map(<[u8]>::to_vec).unwrap_or_default();
+            (k.kid.clone(), public)
+        });
+        let trusted = self.trusted.iter().map(|(kid, t)| (kid.clone(), t.public.to_vec()));
+        let mut all: Vec<(String, Vec<u8>)> = own.chain(trusted).collect();
+        all.sort();
+        let keys: Vec<serde_json::Value> = all
+            .into_iter()
+            .map(|(kid, public)| {
+                serde_json::json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "x": URL_SAFE_NO_PAD.encode(public),
+                    "kid": kid,
+                    "alg": "EdDSA",
+                    "use": "sig",
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
     }
 
     /// The key that signs new tokens.
@@ -107,6 +201,54 @@ impl Keyring {
     pub fn get(&self, kid: &str) -> Option<&SigningEntry> {
         self.keys.get(kid)
     }
+}
+
+/// The keys of a JWKS document as (kid, public key), or what is wrong, naming the key.
+fn parse_jwks(text: &str) -> Result<Vec<(String, [u8; 32])>, String> {
+    let doc: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let keys =
+        doc.get("keys").and_then(|k| k.as_array()).ok_or("not a JWKS document: no `keys` array")?;
+    let mut out: Vec<(String, [u8; 32])> = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let field = |name: &str| key.get(name).and_then(|v| v.as_str());
+        let kid = match field("kid") {
+            Some(k) if !k.is_empty() && k.chars().count() <= MAX_KID_CHARS => k.to_string(),
+            Some(_) => return Err(format!("key {i}: `kid` must be 1-{MAX_KID_CHARS} characters")),
+            None => return Err(format!("key {i}: has no `kid` (tokens name their key by it)")),
+        };
+        let name = format!("key `{kid}`");
+        match (field("kty"), field("crv")) {
+            (Some("OKP"), Some("Ed25519")) => {}
+            (kty, crv) => {
+                return Err(format!(
+                    "{name}: is not an Ed25519 key (kty {}, crv {}); only OKP/Ed25519 is accepted",
+                    kty.unwrap_or("missing"),
+                    crv.unwrap_or("missing")
+                ));
+            }
+        }
+        if let Some(alg) = field("alg").filter(|a| *a != "EdDSA") {
+            return Err(format!("{name}: alg `{alg}` (EdDSA only)"));
+        }
+        if let Some(usage) = field("use").filter(|u| *u != "sig") {
+            return Err(format!("{name}: use `{usage}` (only signature keys verify tokens)"));
+        }
+        if key.get("d").is_some() {
+            return Err(format!("{name}: holds a private key (`d`); publish only public keys"));
+        }
+        let x = field("x").ok_or(format!("{name}: has no `x`"))?;
+        let public: [u8; 32] = URL_SAFE_NO_PAD
+            .decode(x)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or(format!("{name}: `x` is not 32 base64url bytes"))?;
+        if out.iter().any(|(k, _)| *k == kid) {
+            return Err(format!("{name}: the kid appears twice"));
+        }
+        out.push((kid, public));
+    }
+    Ok(out)
 }
 
 /// Writes a new Ed25519 key into `dir` (mode 0600) named so it sorts after every existing one,
@@ -206,5 +348,37 @@ mod tests {
         std::fs::write(dir.path().join("x.pem"), "garbage").unwrap();
         let e = Keyring::load(dir.path()).err().unwrap().to_string();
         assert!(e.contains("x.pem"), "{e}");
+    }
+
+    #[test]
+    fn trusted_pem_public_keys_verify_and_are_published() {
+        use ed25519_dalek::pkcs8::EncodePublicKey;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        let own = generate_key(&keys, 1).unwrap();
+        let outside = SigningKey::from_bytes(&[3; 32]);
+        let pem = outside.verifying_key().to_public_key_pem(Default::default()).unwrap();
+        let file = dir.path().join("idp.pem");
+        std::fs::write(&file, pem).unwrap();
+        let mut ring = Keyring::load(&keys).unwrap();
+        ring.trust(std::slice::from_ref(&file)).unwrap();
+        let kid = kid_of(&outside.verifying_key().to_bytes());
+        assert!(ring.verifying(&kid).is_some() && ring.verifying(&own).is_some());
+        assert!(ring.get(&kid).is_none(), "trusted keys never sign");
+        let kids: Vec<String> = ring.jwks()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_string())
+            .collect();
+        let mut want = vec![own.clone(), kid.clone()];
+        want.sort();
+        assert_eq!(kids, want);
+        // The same key again is a duplicate kid; a private key file is not a public key.
+        let e = ring.trust(std::slice::from_ref(&file)).unwrap_err().to_string();
+        assert!(e.contains("idp.pem") && e.contains(&kid), "{e}");
+        let private = std::fs::read_dir(&keys).unwrap().next().unwrap().unwrap().path();
+        let e = ring.trust(&[private]).unwrap_err().to_string();
+        assert!(e.contains("not an Ed25519 PEM public key"), "{e}");
     }
 }

@@ -160,15 +160,12 @@ pub fn verify(
     if header.alg != "EdDSA" {
         return Err(TokenError::Algorithm(header.alg));
     }
-    let key = header.kid.as_deref().and_then(|k| keys.get(k)).ok_or(TokenError::UnknownKey)?;
+    let key =
+        header.kid.as_deref().and_then(|k| keys.verifying(k)).ok_or(TokenError::UnknownKey)?;
     let signed = &token[..h64.len() + 1 + p64.len()];
-    let ok = jsonwebtoken::crypto::verify(
-        s64,
-        signed.as_bytes(),
-        &key.decoding,
-        jsonwebtoken::Algorithm::EdDSA,
-    )
-    .map_err(|_| TokenError::BadSignature)?;
+    let ok =
+        jsonwebtoken::crypto::verify(s64, signed.as_bytes(), key, jsonwebtoken::Algorithm::EdDSA)
+            .map_err(|_| TokenError::BadSignature)?;
     if !ok {
         return Err(TokenError::BadSignature);
     }

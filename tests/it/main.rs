@@ -44,6 +44,7 @@ mod cli;
 mod crash;
 mod deploy;
 mod faults;
+mod jwks;
 mod messaging;
 mod metrics;
 mod presence;

@@ -6,7 +6,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::{Conn, TestServer, room_with, send_rpc};
 
 /// `GET path` over plain HTTP/1.1; the status line and the body.
-async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+pub async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
     let mut all = String::new();
