@@ -109,6 +109,9 @@ impl Running {
         }
         // Load balancers and supervisors stop sending new clients while we drain.
         self.api.health.set(false).await;
+        // A snapshot of a large database takes seconds: it must not hold the file past the
+        // drain (the one it replaces stays).
+        self.api.messages.store().cancel_snapshots();
         let tasks = self.api.tasks.clone();
         let serving = &mut self.serving;
         let drained = tokio::time::timeout(self.drain, async {

@@ -108,6 +108,9 @@ db_error_from!(
 /// The database and, dropped right after it, the sender whose end tells waiters it closed.
 pub(crate) struct Db {
     db: redb::Database,
+    /// Set at shutdown: snapshots in progress stop at their next batch (see `snapshot`), so
+    /// they do not hold the file open past the drain.
+    snapshots_cancelled: std::sync::atomic::AtomicBool,
     _closed: tokio::sync::watch::Sender<()>,
 }
 
@@ -176,7 +179,11 @@ impl Store {
         migrate::run(&db, found)?;
         let (closed_tx, closed) = tokio::sync::watch::channel(());
         Ok(Store {
-            db: Arc::new(Db { db, _closed: closed_tx }),
+            db: Arc::new(Db {
+                db,
+                snapshots_cancelled: std::sync::atomic::AtomicBool::new(false),
+                _closed: closed_tx,
+            }),
             path: path.to_path_buf(),
             health,
             closed,
@@ -215,6 +222,12 @@ impl Store {
     /// threads.
     pub fn snapshot_to(&self, out: &Path) -> Result<snapshot::SnapshotInfo, StoreError> {
         snapshot::write(&self.db, out)
+    }
+
+    /// Stops every snapshot in progress (periodic, online backup, compaction) at its next
+    /// batch of entries, and refuses new ones: for shutdown, so the file can close.
+    pub fn cancel_snapshots(&self) {
+        self.db.snapshots_cancelled.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The schema version stored in the file.

@@ -44,7 +44,8 @@ pub(super) fn write(db: &Db, out: &Path) -> Result<SnapshotInfo, StoreError> {
             .create(&temp)
             .map_err(|e| StoreError::Db(format!("snapshot {}: {e}", temp.display())))?;
         let mut info = SnapshotInfo::default();
-        let mut copier = Copier { copy: &copy, tx: None, in_batch: 0 };
+        let mut copier =
+            Copier { copy: &copy, tx: None, in_batch: 0, cancelled: &db.snapshots_cancelled };
         macro_rules! each_table {
             ($($t:ident),* $(,)?) => {$(
                 info.entries += copier.table(&read, tables::$t)?;
@@ -98,6 +99,8 @@ struct Copier<'a> {
     copy: &'a redb::Database,
     tx: Option<redb::WriteTransaction>,
     in_batch: usize,
+    /// `Db::snapshots_cancelled`, checked before each batch.
+    cancelled: &'a std::sync::atomic::AtomicBool,
 }
 
 impl Copier<'_> {
@@ -111,6 +114,9 @@ impl Copier<'_> {
         let mut entries = src.iter()?;
         let mut copied = 0u64;
         loop {
+            if self.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(StoreError::Db("snapshot cancelled: the server is stopping".into()));
+            }
             let tx = match self.tx.take() {
                 Some(tx) => tx,
                 None => self.copy.begin_write()?,
@@ -303,5 +309,23 @@ pub fn compact(data_dir: &Path) -> Result<Compacted, StoreError> {
                 Err(e) => format!("the compacted copy does not open: {e}"),
             }))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancelled_snapshot_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::Store::open(&dir.path().join("db.redb"), 1 << 20).unwrap();
+        let out = dir.path().join("snap.redb");
+        store.cancel_snapshots();
+        let e = store.snapshot_to(&out).unwrap_err().to_string();
+        assert!(e.contains("server is stopping"), "{e}");
+        let left: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("db.redb")], "no snapshot, no temp file");
     }
 }
