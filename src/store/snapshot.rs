@@ -314,8 +314,6 @@ pub fn compact(data_dir: &Path) -> Result<Compacted, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn a_cancelled_snapshot_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
