@@ -170,21 +170,21 @@ async fn snapshots(store: Store, config: Arc<Config>, every: Duration, stop: Can
         }
         let (store, dir, keep) = (store.clone(), dir.clone(), config.backup.keep);
         let started = std::time::Instant::now();
-        let taken = tokio::task::spawn_blocking(move || {
+        let taken = crate::tasks::background(move || {
             store.take_snapshot(&dir, keep, crate::clock::now_ms())
         })
         .await;
         match taken {
-            Ok(Ok((path, info))) => tracing::info!(
+            Some(Ok((path, info))) => tracing::info!(
                 file = %path.display(),
                 events = info.events,
                 ms = started.elapsed().as_millis() as u64,
                 "snapshot taken"
             ),
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 tracing::error!(error = %e, "snapshot failed; the previous ones are kept")
             }
-            Err(e) => tracing::error!(error = %e, "snapshot task failed"),
+            None => tracing::error!("snapshot thread failed; the previous snapshots are kept"),
         }
     }
 }

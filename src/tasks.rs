@@ -74,6 +74,36 @@ impl Tasks {
     }
 }
 
+/// Runs blocking `f` on a thread of its own at a lower CPU priority (nice 10 on Linux) and
+/// waits for it without blocking the runtime: for snapshots and backups, which read the whole
+/// database and would otherwise take a core from the requests on a two-core box. `None` if
+/// `f` panicked. (A thread per call, not tokio's blocking pool: the priority must not outlive
+/// the work. Callers run one at a time per purpose, so these threads are bounded.)
+pub async fn background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("edgechat-background".into()).spawn(move || {
+        lower_priority();
+        let _ = tx.send(f());
+    });
+    if spawned.is_err() {
+        return None;
+    }
+    rx.await.ok()
+}
+
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // SAFETY: gettid and setpriority have no memory-safety preconditions; on Linux
+    // PRIO_PROCESS with a thread id changes only that thread's nice value.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,12 +90,12 @@ impl AdminService for AdminApi {
         admin(&req)?;
         let store = self.0.messages.store().clone();
         let dir = self.0.config.data_dir.clone();
-        let file = tokio::task::spawn_blocking(move || {
+        let file = crate::tasks::background(move || {
             let out = crate::files::temp_path(&dir.join("backup.redb"));
             store.snapshot_to(&out).map(|_| TempFile(out))
         })
         .await
-        .map_err(|e| Status::internal(format!("backup task failed: {e}")))?
+        .ok_or_else(|| Status::internal("backup thread failed"))?
         .map_err(|e| Status::unavailable(format!("backup failed: {e}")))?;
         let reader = tokio::fs::File::open(&file.0)
             .await

@@ -140,7 +140,9 @@ pub async fn run(args: &DurableArgs) -> Result<DurableReport, BenchError> {
         Arc::new(AtomicU64::new(if args.messages == 0 { u64::MAX } else { args.messages }));
     let errors = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
-    let (cpu0, own0) = (super::cpu_time(pid), super::cpu_time(None));
+    // Without a pid the server's CPU is unknown (`cpu_time(None)` would be our own).
+    let server_cpu = || pid.and_then(|p| super::cpu_time(Some(p)));
+    let (cpu0, own0) = (server_cpu(), super::cpu_time(None));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (ch, token)) in senders.into_iter().enumerate() {
@@ -186,7 +188,7 @@ pub async fn run(args: &DurableArgs) -> Result<DurableReport, BenchError> {
         latencies.extend(r.map_err(|e| err(&e))?);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let (cpu1, own1) = (super::cpu_time(pid), super::cpu_time(None));
+    let (cpu1, own1) = (server_cpu(), super::cpu_time(None));
     latencies.sort();
     let ms = |q: f64| quantile(&latencies, q).as_secs_f64() * 1e3;
     let secs = |a: Option<Duration>, b: Option<Duration>| Some((b? - a?).as_secs_f64());

@@ -93,7 +93,7 @@ pub async fn run(args: &LoginArgs) -> Result<LoginReport, BenchError> {
             }
         })
     });
-    let (cpu0, own0) = (super::cpu_time(pid), super::cpu_time(None));
+    let (cpu0, own0) = (pid.and_then(|p| super::cpu_time(Some(p))), super::cpu_time(None));
     let started = Instant::now();
     let run_id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
     let counters = Arc::new(Counters::default());
@@ -155,7 +155,7 @@ pub async fn run(args: &LoginArgs) -> Result<LoginReport, BenchError> {
         }
     }
     let elapsed = started.elapsed();
-    let (cpu1, own1) = (super::cpu_time(pid), super::cpu_time(None));
+    let (cpu1, own1) = (pid.and_then(|p| super::cpu_time(Some(p))), super::cpu_time(None));
     // Let the server settle (threads finish, buffers drop) before reading "after".
     tokio::time::sleep(Duration::from_millis(500)).await;
     if let Some(s) = sampling {
