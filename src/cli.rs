@@ -78,6 +78,8 @@ enum Command {
         #[arg(long, value_name = "NAME", default_value = "")]
         service: String,
         #[command(flatten)]
+        cert: ClientCertArgs,
+        #[command(flatten)]
         data: DataDirArg,
     },
     /// Load generator: run a scenario against a server it starts (or --server URL).
@@ -144,7 +146,26 @@ struct BackupArgs {
     #[arg(long, value_name = "NAME", requires = "server")]
     user: Option<String>,
     #[command(flatten)]
+    cert: ClientCertArgs,
+    #[command(flatten)]
     data: DataDirArg,
+}
+
+/// A client certificate for a server with `[tls] client_auth = "required"`.
+#[derive(Args, Debug)]
+struct ClientCertArgs {
+    /// Client certificate (PEM), for servers that require one, e.g. DIR/certs/client.pem.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+impl ClientCertArgs {
+    fn pair(&self) -> Option<(PathBuf, PathBuf)> {
+        Some((self.cert.clone()?, self.key.clone()?))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -321,10 +342,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Backup(args) => runtime()?.block_on(backup(args)),
-        Command::Health { server, ca, service, data } => {
+        Command::Health { server, ca, service, cert, data } => {
             let ca = ca.unwrap_or_else(|| data_dir(&data).join("certs/ca.pem"));
             let status = runtime()?.block_on(async {
-                let tls = crate::client::TlsFiles { ca: Some(ca), client_cert: None };
+                let tls = crate::client::TlsFiles { ca: Some(ca), client_cert: cert.pair() };
                 let ch = crate::client::connect(&server, &tls).await?;
                 let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
                 let req = tonic_health::pb::HealthCheckRequest { service: service.clone() };
@@ -479,7 +500,7 @@ async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     };
     let password = read_password_line()?;
     let ca = args.ca.clone().unwrap_or_else(|| dir.join("certs/ca.pem"));
-    let tls = crate::client::TlsFiles { ca: Some(ca), client_cert: None };
+    let tls = crate::client::TlsFiles { ca: Some(ca), client_cert: args.cert.pair() };
     let ch = crate::client::connect(url, &tls).await?;
     let login = crate::proto::LoginRequest { username: user.clone(), password };
     let token = crate::client::auth_client(ch.clone(), None).login(login).await?.into_inner();

@@ -96,3 +96,30 @@ fn edgechat_health_says_serving_and_fails_when_nothing_answers() {
     served.signal(libc::SIGTERM);
     assert!(served.exit_status().success());
 }
+
+/// With `[tls] client_auth = "required"`, `edgechat health` (the container and Kubernetes
+/// probe) needs a client certificate: without one the handshake fails, with `--cert/--key`
+/// it answers SERVING.
+#[test]
+fn health_presents_a_client_certificate_when_the_server_requires_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let mut served =
+        crate::support::serve_binary(&dir, &[("EDGECHAT_TLS_CLIENT_AUTH", "required")]);
+    let url = format!("https://localhost:{}", served.port);
+    let health = |cert: bool| {
+        let mut cmd = edgechat_bin();
+        cmd.args(["health", "--server", &url, "--ca"]).arg(dir.join("certs/ca.pem"));
+        if cert {
+            cmd.arg("--cert").arg(dir.join("certs/client.pem"));
+            cmd.arg("--key").arg(dir.join("certs/client.key"));
+        }
+        cmd.output().unwrap()
+    };
+    assert!(!health(false).status.success(), "no client certificate, no answer");
+    let out = health(true);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "SERVING");
+    served.signal(libc::SIGTERM);
+    assert!(served.exit_status().success());
+}
