@@ -319,6 +319,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
         health: health.clone(),
+        backup_slot: Arc::new(tokio::sync::Semaphore::new(1)),
         peers: peers.clone(),
         config: config.clone(),
     };

@@ -78,7 +78,8 @@ impl Tasks {
 /// waits for it without blocking the runtime: for snapshots and backups, which read the whole
 /// database and would otherwise take a core from the requests on a two-core box. `None` if
 /// `f` panicked. (A thread per call, not tokio's blocking pool: the priority must not outlive
-/// the work. Callers run one at a time per purpose, so these threads are bounded.)
+/// the work. Callers run one at a time per purpose, the periodic snapshot in its loop and
+/// online backups behind `Api::backup_slot`, so these threads are bounded.)
 pub async fn background<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new().name("edgechat-background".into()).spawn(move || {

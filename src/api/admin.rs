@@ -88,9 +88,15 @@ impl AdminService for AdminApi {
         req: Request<proto::BackupRequest>,
     ) -> Result<Response<tonic::codegen::BoxStream<proto::BackupChunk>>, Status> {
         admin(&req)?;
+        let Ok(slot) = self.0.backup_slot.clone().try_acquire_owned() else {
+            return Err(Status::resource_exhausted(
+                "another backup is running; try again when it has finished",
+            ));
+        };
         let store = self.0.messages.store().clone();
         let dir = self.0.config.data_dir.clone();
         let file = crate::tasks::background(move || {
+            let _slot = slot;
             let out = crate::files::temp_path(&dir.join("backup.redb"));
             store.snapshot_to(&out).map(|_| TempFile(out))
         })

@@ -45,6 +45,9 @@ pub struct Api {
     pub peers: Arc<crate::transport::guard::PeerLimits>,
     /// The validated configuration.
     pub config: Arc<Config>,
+    /// One online backup at a time (each copies the whole database on a thread of its own
+    /// and needs its size in disk); a second one meanwhile is refused.
+    pub backup_slot: Arc<tokio::sync::Semaphore>,
 }
 
 impl Api {

@@ -3,11 +3,12 @@
 //! Schema 1 -> 2: room events and the message index move from one shared table keyed
 //! `(room, seq)` into a table per room (see `events`). The move goes in chunks, each its own
 //! transaction that inserts the rows into their new tables and removes them from the old one,
-//! so a kill at any point leaves a file that is consistent and resumes where it stopped; the
-//! version becomes 2 (and the old tables go) in the last transaction. Until then a schema-1
-//! edgechat can still open the file; afterwards it refuses it.
+//! so a kill at any point leaves a file that is consistent and resumes where it stopped
+//! (while the old tables exist, the move goes on, whatever the version says). The first chunk
+//! already sets the version to 2, so an older edgechat refuses a half-moved file instead of
+//! appending to its half-empty old tables; the last one drops the old tables.
 
-use redb::ReadableTable;
+use redb::{ReadableDatabase, ReadableTable};
 
 use super::tables::{META, META_SCHEMA_VERSION, ROOM_EVENTS, ROOM_MESSAGES};
 use super::{StoreError, events, unread};
@@ -15,20 +16,31 @@ use super::{StoreError, events, unread};
 /// Rows moved per transaction (bounds the transaction's dirty pages and the memory held).
 const CHUNK: usize = 10_000;
 
-/// Brings the file from `found` to the current schema. Returns how many rows it moved.
+/// Brings the file from `found` to the current schema (or finishes a move an earlier start
+/// began). Returns how many rows it moved.
 pub(super) fn run(db: &redb::Database, found: u64) -> Result<u64, StoreError> {
-    if found >= 2 {
+    let pending = {
+        let tx = db.begin_read()?;
+        let names: Vec<String> =
+            tx.list_tables()?.map(|t| redb::TableHandle::name(&t).to_string()).collect();
+        names.iter().any(|n| n == "room_events" || n == "room_messages")
+    };
+    if found >= 2 && !pending {
         return Ok(0);
     }
     let started = std::time::Instant::now();
     let mut moved = 0;
     loop {
         let tx = db.begin_write()?;
+        tx.open_table(META)?.insert(META_SCHEMA_VERSION, 2)?;
         let n = move_events(&tx)? + move_index(&tx)?;
         if n == 0 {
-            tx.delete_table(ROOM_EVENTS)?;
-            tx.delete_table(ROOM_MESSAGES)?;
-            tx.open_table(META)?.insert(META_SCHEMA_VERSION, 2)?;
+            if open(&tx, ROOM_EVENTS)?.is_some() {
+                tx.delete_table(ROOM_EVENTS)?;
+            }
+            if open(&tx, ROOM_MESSAGES)?.is_some() {
+                tx.delete_table(ROOM_MESSAGES)?;
+            }
             tx.commit()?;
             break;
         }
@@ -157,11 +169,12 @@ mod tests {
         let path = dir.path().join("db.redb");
         let per_room = CHUNK as u64 / 2 + 7; // more rows than one chunk
         schema_1_file(&path, per_room);
-        // An upgrade killed after its first chunk: the file still opens, and the next open
-        // finishes the move.
+        // An upgrade killed after its first chunk (which already says version 2): the next
+        // open finishes the move.
         {
             let db = redb::Database::open(&path).unwrap();
             let tx = db.begin_write().unwrap();
+            tx.open_table(META).unwrap().insert(META_SCHEMA_VERSION, 2).unwrap();
             assert_eq!(move_events(&tx).unwrap(), CHUNK as u64);
             tx.commit().unwrap();
         }
@@ -195,5 +208,25 @@ mod tests {
             Store::open(&path, 1 << 20).unwrap().check().unwrap().problems,
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn a_damaged_schema_1_event_moves_as_it_is_and_check_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        schema_1_file(&path, 3);
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(ROOM_EVENTS)
+                .unwrap()
+                .insert(("ra", 4), b"\xff\xff\xff".as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = Store::open(&path, 1 << 20).expect("a damaged record does not stop a start");
+        let problems = store.check().unwrap().problems;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("room ra seq 4:"), "{problems:?}");
     }
 }

@@ -285,24 +285,28 @@ pub struct Compacted {
 /// every table copied in key order into a new file, which packs pages full and leaves out the
 /// free pages a busy file accumulates (redb never shrinks a file by itself). The copy is
 /// checked, then renamed over the original, so a kill at any moment leaves either file whole.
-/// Needs free disk for the copy (about the size of the live data, not of the file).
+/// Needs free disk for the copy: up to about 1.5 times the live data while it is written, the
+/// live data once compacted (not the size of the file).
 pub fn compact(data_dir: &Path) -> Result<Compacted, StoreError> {
     let live = data_dir.join(super::DB_FILE_NAME);
     let io = |p: &Path, e: std::io::Error| StoreError::Db(format!("{}: {e}", p.display()));
     let before_bytes = std::fs::metadata(&live).map_err(|e| io(&live, e))?.len();
     let copy = data_dir.join(format!("{}.compacting", super::DB_FILE_NAME));
+    // The database first: its lock proves no server runs here (one would be writing temp
+    // files, an online backup say, that the cleanup below must not touch). It stays open,
+    // locked, until the copy has replaced it, so no server can start on it in between.
+    let store = super::Store::open(&live, 16 << 20)?;
     // What an earlier, interrupted compaction left.
     crate::files::remove_stale_temps(data_dir).map_err(|e| io(data_dir, e))?;
     if copy.exists() {
         std::fs::remove_file(&copy).map_err(|e| io(&copy, e))?;
     }
-    let store = super::Store::open(&live, 16 << 20)?;
     store.snapshot_to(&copy)?;
-    drop(store);
     let report = super::Store::open(&copy, 16 << 20).and_then(|s| s.check());
     match report {
         Ok(report) if report.problems.is_empty() => {
             crate::files::publish(&copy, &live).map_err(|e| io(&live, e))?;
+            drop(store);
             let after_bytes = std::fs::metadata(&live).map_err(|e| io(&live, e))?.len();
             Ok(Compacted { before_bytes, after_bytes, report })
         }

@@ -4,7 +4,7 @@
 //! Layout (schema 2): one table per room, `messages/<room id>`: seq -> a 64-bit tag of the
 //! sender's id ([`sender_tag`]), for every message that is not deleted. Fixed-width 16-byte
 //! rows appended at the right edge of their own tree (see `events`): the index costs about
-//! 17 bytes a message instead of the 130 that `(room, seq) -> sender id` rows in one shared
+//! 17 bytes a message instead of the 132 that `(room, seq) -> sender id` rows in one shared
 //! table took.
 
 use redb::{ReadableTable, TableDefinition};

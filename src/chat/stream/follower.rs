@@ -99,6 +99,10 @@ pub(super) struct Follower {
     pub(super) out: Out,
     pub(super) room_id: String,
     pub(super) cursor: Cursor,
+    /// The member's `joined_seq` when they subscribed (`None`: not a member, a global admin
+    /// reading along). A membership that ended with an event retention removed before it was
+    /// delivered is caught by comparing it again.
+    pub(super) member_since: Option<u64>,
 }
 
 impl Follower {
@@ -154,9 +158,15 @@ impl Follower {
         loop {
             let page = self.store.read().and_then(|tx| {
                 let first = events::first_seq(&tx, &self.room_id)?;
-                let pruned = (first > self.cursor.last + 1)
-                    .then(|| events::last_seq(&tx, &self.room_id).map(|last| (first, last)))
-                    .transpose()?;
+                let pruned = if first > self.cursor.last + 1 {
+                    let last = events::last_seq(&tx, &self.room_id)?;
+                    let now = store::rooms::member(&tx, &self.room_id, &self.cursor.me)?;
+                    let still = self.member_since.is_none()
+                        || now.map(|m| m.joined_seq) == self.member_since;
+                    Some((first, last, still))
+                } else {
+                    None
+                };
                 let page = events::range(
                     &tx,
                     &self.room_id,
@@ -177,7 +187,13 @@ impl Follower {
             };
             // Retention dropped events this follower had not delivered yet (it lagged longer
             // than the retention window): say so as a new Subscribed, never a silent gap.
-            if let Some((first_seq, last_seq)) = pruned {
+            if let Some((first_seq, last_seq, still_member)) = pruned {
+                if !still_member {
+                    // Their leave, kick or ban was among the removed events.
+                    let st = Status::permission_denied("you are no longer a member of this room");
+                    self.out.status_error(&st, &self.room_id, "").await;
+                    return Next::Stop;
+                }
                 let frame =
                     proto::Subscribed { room_id: self.room_id.clone(), last_seq, first_seq };
                 if !self.out.send(server_frame::Kind::Subscribed(frame)).await {

@@ -353,19 +353,18 @@ impl Session {
         // they already delivered), and a kick committed before the snapshot is refused here
         // rather than followed forever.
         let feed = self.deps.hub.subscribe_room(&s.room_id);
-        let start = (|| -> Result<(u64, u64, u64), ChatError> {
+        let start = (|| -> Result<(u64, u64, u64, Option<u64>), ChatError> {
             let tx = self.deps.messages.store().read()?;
             let l = load(&tx, &self.who, &s.room_id)?;
             permissions::may(l.actor, Action::Read, facts(&l.room))?;
             let last = events::last_seq(&tx, &s.room_id)?;
             // A member stops at their own removal after their current join; for anyone else
             // (a global admin reading along) removals before now are history.
-            let joined = rooms::member(&tx, &s.room_id, &self.who.user_id)?
-                .map(|m| m.joined_seq)
-                .unwrap_or(last);
-            Ok((last, joined, events::first_seq(&tx, &s.room_id)?))
+            let member = rooms::member(&tx, &s.room_id, &self.who.user_id)?.map(|m| m.joined_seq);
+            let joined = member.unwrap_or(last);
+            Ok((last, joined, events::first_seq(&tx, &s.room_id)?, member))
         })();
-        let (last_seq, joined_seq, first_seq) = match start {
+        let (last_seq, joined_seq, first_seq, member_since) = match start {
             Ok(v) => v,
             Err(e) => {
                 // Made-up or forbidden room ids leave no ring behind in the hub.
@@ -404,6 +403,7 @@ impl Session {
             out: self.out.clone(),
             room_id: s.room_id.clone(),
             cursor: Cursor { me: self.who.user_id.as_str().into(), joined_seq, last: from },
+            member_since,
         };
         let stop = cancel.clone();
         let task = self.deps.tasks.spawn(async move {
