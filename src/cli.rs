@@ -95,6 +95,9 @@ enum BenchCommand {
     /// Senders sending as fast as acks come back: msgs/s, ack latency, database bytes per
     /// message.
     Durable(crate::bench::durable::DurableArgs),
+    /// One room, N subscribers on their own connections, P publishers at R msg/s:
+    /// deliveries/s, end-to-end latency, gaps.
+    Fanout(crate::bench::fanout::FanoutArgs),
 }
 
 #[derive(Args, Debug)]
@@ -418,6 +421,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Login(args)) => {
             let report = runtime()?.block_on(crate::bench::login::run(&args))?;
+            if args.target.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Fanout(args)) => {
+            let report = runtime()?.block_on(crate::bench::fanout::run(&args))?;
             if args.target.json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

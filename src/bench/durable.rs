@@ -86,6 +86,9 @@ pub struct DurableReport {
 
 /// Runs the scenario.
 pub async fn run(args: &DurableArgs) -> Result<DurableReport, BenchError> {
+    if args.messages == 0 && (args.secs.is_nan() || args.secs <= 0.0) {
+        return Err(BenchError::Params("--secs must be positive (or give --messages)".into()));
+    }
     let conns = (args.senders + 16).to_string();
     let settings = [
         ("EDGECHAT_LIMITS_SEND_RATE_PER_SEC", "1000000000"),
@@ -104,15 +107,19 @@ pub async fn run(args: &DurableArgs) -> Result<DurableReport, BenchError> {
     };
     let run_id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
     // Every sender registers, the first one creates the rooms, each joins its own room.
-    let mut senders: Vec<(GrpcChannel, String)> = Vec::new();
-    for i in 0..args.senders {
-        let ch = match &shared {
-            Some(ch) => ch.clone(),
-            None => client::connect(&server.url, &server.tls).await.map_err(|e| err(&e))?,
-        };
-        let token = register(ch.clone(), &format!("d{run_id}u{i}")).await?;
-        senders.push((ch, token));
-    }
+    super::ensure_descriptors(u64::from(args.senders) * 2 + 64)?;
+    let senders: Vec<(GrpcChannel, String)> = match &shared {
+        Some(ch) => {
+            let mut out = Vec::new();
+            for (_, token) in
+                super::register_many(&server, &format!("d{run_id}u"), args.senders, 16).await?
+            {
+                out.push((ch.clone(), token));
+            }
+            out
+        }
+        None => super::register_many(&server, &format!("d{run_id}u"), args.senders, 16).await?,
+    };
     let mut rooms = Vec::new();
     let (ch0, token0) = senders[0].clone();
     for r in 0..args.rooms {
@@ -236,27 +243,6 @@ fn text(sender: usize, n: u64, bytes: usize) -> String {
     }
     t.truncate(bytes);
     t
-}
-
-async fn register(ch: GrpcChannel, username: &str) -> Result<String, BenchError> {
-    let mut auth = client::auth_client(ch, None);
-    loop {
-        let r = auth
-            .register(proto::RegisterRequest {
-                username: username.into(),
-                password: "bench password".into(),
-                display_name: String::new(),
-            })
-            .await;
-        match r {
-            Ok(r) => return Ok(r.into_inner().access_token),
-            // The hashing queue is full: wait as the server says and try again.
-            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(s) => return Err(BenchError::Server(format!("register {username}: {s}"))),
-        }
-    }
 }
 
 impl DurableReport {

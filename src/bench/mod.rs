@@ -8,6 +8,7 @@
 //! the load generator's own CPU is reported next to them, to show when it is the bottleneck.
 
 pub mod durable;
+pub mod fanout;
 pub mod login;
 
 use std::io::BufRead;
@@ -190,6 +191,77 @@ impl Drop for Server {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Registers `n` users named `prefix0`, `prefix1`, ... each over its own connection, at most
+/// `concurrency` at a time (each is one password hash on the server; a busy refusal is retried
+/// after 100 ms). Returns each user's channel and access token, in order.
+pub async fn register_many(
+    server: &Server,
+    prefix: &str,
+    n: u32,
+    concurrency: usize,
+) -> Result<Vec<(crate::client::GrpcChannel, String)>, BenchError> {
+    use futures_util::StreamExt;
+    let one = |i: u32| async move {
+        let ch = crate::client::connect(&server.url, &server.tls)
+            .await
+            .map_err(|e| BenchError::Server(e.to_string()))?;
+        let mut auth = crate::client::auth_client(ch.clone(), None);
+        let username = format!("{prefix}{i}");
+        loop {
+            let r = auth
+                .register(crate::proto::RegisterRequest {
+                    username: username.clone(),
+                    password: "bench password".into(),
+                    display_name: String::new(),
+                })
+                .await;
+            match r {
+                Ok(r) => return Ok((ch, r.into_inner().access_token)),
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(s) => return Err(BenchError::Server(format!("register {username}: {s}"))),
+            }
+        }
+    };
+    futures_util::stream::iter(0..n)
+        .map(one)
+        .buffered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Makes sure this process may open `need` file descriptors (raising the soft limit up to the
+/// hard one if it must), or refuses the run before any load starts.
+pub fn ensure_descriptors(need: u64) -> Result<(), BenchError> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit write/read only the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return Ok(());
+            }
+            if lim.rlim_cur < need {
+                let raised =
+                    libc::rlimit { rlim_cur: lim.rlim_max.min(need as _), rlim_max: lim.rlim_max };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim = raised;
+                }
+            }
+        }
+        if lim.rlim_cur < need {
+            return Err(BenchError::Params(format!(
+                "this run needs about {need} file descriptors and the limit is {} (hard {});                  raise it with `ulimit -n` or use fewer connections",
+                lim.rlim_cur, lim.rlim_max
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A process's resident set size now and its peak, in bytes (`VmRSS`, `VmHWM`).

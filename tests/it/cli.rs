@@ -198,3 +198,36 @@ fn serve_refuses_a_send_rate_that_would_overflow_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("limits.send_rate_per_sec"), "{err}");
 }
+
+/// `edgechat bench fanout` and `bench durable` as a user runs them: each starts its own
+/// server, and the JSON figures add up (every message delivered to every subscriber, no gaps;
+/// every send acked and stored). Parameters that cannot work are refused before any load.
+#[test]
+fn bench_scenarios_run_and_their_figures_add_up() {
+    let run = |args: &[&str]| {
+        let out = edgechat().arg("bench").args(args).arg("--json").output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let f = run(&["fanout", "--subscribers", "3", "--rate", "40", "--secs", "1"]);
+    let sent = f["sent"].as_u64().unwrap();
+    assert!(sent > 0, "{f}");
+    assert_eq!(f["delivered"].as_u64().unwrap(), sent * 3, "{f}");
+    assert_eq!(
+        (f["gaps"].as_u64(), f["repeats"].as_u64(), f["undelivered"].as_u64()),
+        (Some(0), Some(0), Some(0)),
+        "{f}"
+    );
+    assert!(f["p99_ms"].as_f64().unwrap() > 0.0 && f["server_cpu_secs"].as_f64().is_some(), "{f}");
+    let d = run(&["durable", "--senders", "2", "--messages", "30"]);
+    assert_eq!((d["acked"].as_u64(), d["errors"].as_u64()), (Some(30), Some(0)), "{d}");
+    assert!(d["db_bytes"].as_u64().unwrap() > 0, "{d}");
+    for bad in [
+        &["fanout", "--secs", "0"][..],
+        &["fanout", "--subscribers", "0"],
+        &["durable", "--secs", "-1"],
+    ] {
+        let out = edgechat().arg("bench").args(bad).output().unwrap();
+        assert!(!out.status.success(), "{bad:?} was accepted");
+    }
+}
