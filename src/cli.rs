@@ -98,6 +98,8 @@ enum BenchCommand {
     /// One room, N subscribers on their own connections, P publishers at R msg/s:
     /// deliveries/s, end-to-end latency, gaps.
     Fanout(crate::bench::fanout::FanoutArgs),
+    /// C idle connections, each with a subscribed Connect stream: server RSS per connection.
+    Idle(crate::bench::idle::IdleArgs),
 }
 
 #[derive(Args, Debug)]
@@ -421,30 +423,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Login(args)) => {
             let report = runtime()?.block_on(crate::bench::login::run(&args))?;
-            if args.target.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", report.table());
-            }
-            Ok(())
+            print_report(args.target.json, &report, report.table())
+        }
+        Command::Bench(BenchCommand::Idle(args)) => {
+            let report = runtime()?.block_on(crate::bench::idle::run(&args))?;
+            print_report(args.target.json, &report, report.table())
         }
         Command::Bench(BenchCommand::Fanout(args)) => {
             let report = runtime()?.block_on(crate::bench::fanout::run(&args))?;
-            if args.target.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", report.table());
-            }
-            Ok(())
+            print_report(args.target.json, &report, report.table())
         }
         Command::Bench(BenchCommand::Durable(args)) => {
             let report = runtime()?.block_on(crate::bench::durable::run(&args))?;
-            if args.target.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", report.table());
-            }
-            Ok(())
+            print_report(args.target.json, &report, report.table())
         }
         Command::Certs(CertsCommand::IssueClient { name, data }) => {
             let name = crate::auth::password::normalize_username(&name)?;
@@ -644,4 +635,14 @@ fn size_table(s: &crate::store::SizeReport, events: u64) -> String {
         ));
     }
     out
+}
+
+/// A bench report: one JSON object with `--json`, else its table.
+fn print_report(json: bool, report: &impl serde::Serialize, table: String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        print!("{table}");
+    }
+    Ok(())
 }

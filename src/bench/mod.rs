@@ -9,6 +9,7 @@
 
 pub mod durable;
 pub mod fanout;
+pub mod idle;
 pub mod login;
 
 use std::io::BufRead;

@@ -222,6 +222,9 @@ fn bench_scenarios_run_and_their_figures_add_up() {
     let d = run(&["durable", "--senders", "2", "--messages", "30"]);
     assert_eq!((d["acked"].as_u64(), d["errors"].as_u64()), (Some(30), Some(0)), "{d}");
     assert!(d["db_bytes"].as_u64().unwrap() > 0, "{d}");
+    let i = run(&["idle", "--connections", "20", "--users", "2"]);
+    assert_eq!(i["connections"].as_u64(), Some(20), "{i}");
+    assert!(i["kib_per_connection"].as_f64().is_some(), "{i}");
     for bad in [
         &["fanout", "--secs", "0"][..],
         &["fanout", "--subscribers", "0"],
