@@ -100,6 +100,8 @@ enum BenchCommand {
     Fanout(crate::bench::fanout::FanoutArgs),
     /// C idle connections, each with a subscribed Connect stream: server RSS per connection.
     Idle(crate::bench::idle::IdleArgs),
+    /// N clients miss E events each, then reconnect at once: time until all are caught up.
+    Resume(crate::bench::resume::ResumeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -423,6 +425,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Login(args)) => {
             let report = runtime()?.block_on(crate::bench::login::run(&args))?;
+            print_report(args.target.json, &report, report.table())
+        }
+        Command::Bench(BenchCommand::Resume(args)) => {
+            let report = runtime()?.block_on(crate::bench::resume::run(&args))?;
             print_report(args.target.json, &report, report.table())
         }
         Command::Bench(BenchCommand::Idle(args)) => {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{BenchError, Server, Target, mib, rss};
 use crate::client;
-use crate::proto::{self, server_frame};
+use crate::proto;
 
 /// `bench idle` parameters.
 #[derive(Debug, Clone, clap::Args)]
@@ -99,31 +99,8 @@ pub async fn run(args: &IdleArgs) -> Result<IdleReport, BenchError> {
     let started = std::time::Instant::now();
     let tokens: Vec<String> = users.iter().map(|(_, t)| t.clone()).collect();
     let open_one = |i: u32| {
-        let (token, room, server) =
-            (tokens[i as usize % tokens.len()].clone(), room.clone(), &server);
-        async move {
-            let ch = client::connect(&server.url, &server.tls).await.map_err(|e| err(&e))?;
-            let (tx, rx) = tokio::sync::mpsc::channel(1);
-            let mut stream = client::chat_client(ch.clone(), Some(&token))
-                .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await
-                .map_err(|e| err(&e))?
-                .into_inner();
-            let sub = proto::Subscribe { room_id: room, after_seq: None };
-            let frame =
-                proto::ClientFrame { kind: Some(proto::client_frame::Kind::Subscribe(sub)) };
-            tx.send(frame).await.map_err(|e| err(&e))?;
-            loop {
-                match stream.message().await.map_err(|e| err(&e))? {
-                    Some(proto::ServerFrame { kind: Some(server_frame::Kind::Subscribed(_)) }) => {
-                        break;
-                    }
-                    Some(_) => {}
-                    None => return Err(BenchError::Server("a stream ended at subscribe".into())),
-                }
-            }
-            Ok::<_, BenchError>((ch, tx, stream))
-        }
+        let (token, room, server) = (&tokens[i as usize % tokens.len()], &room, &server);
+        super::open_subscribed(server, token, room, None)
     };
     let open: Vec<_> = futures_util::stream::iter(0..c)
         .map(open_one)

@@ -11,6 +11,7 @@ pub mod durable;
 pub mod fanout;
 pub mod idle;
 pub mod login;
+pub mod resume;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -234,6 +235,52 @@ pub async fn register_many(
         .await
         .into_iter()
         .collect()
+}
+
+/// A client's own connection with a `Connect` stream subscribed to `room` (from `after_seq`,
+/// or live), once `Subscribed` has come. The sender keeps the stream's request side open.
+pub struct Subscribed {
+    /// The connection.
+    pub channel: crate::client::GrpcChannel,
+    /// Client frames (kept to keep the stream open).
+    pub frames: tokio::sync::mpsc::Sender<crate::proto::ClientFrame>,
+    /// Server frames.
+    pub stream: tonic::Streaming<crate::proto::ServerFrame>,
+    /// What the server answered.
+    pub subscribed: crate::proto::Subscribed,
+}
+
+/// Connects, opens `Connect` as `token` and subscribes to `room`.
+pub async fn open_subscribed(
+    server: &Server,
+    token: &str,
+    room: &str,
+    after_seq: Option<u64>,
+) -> Result<Subscribed, BenchError> {
+    use crate::proto::{self, server_frame};
+    let err = |e: &dyn std::fmt::Display| BenchError::Server(e.to_string());
+    let channel = crate::client::connect(&server.url, &server.tls).await.map_err(|e| err(&e))?;
+    let (frames, rx) = tokio::sync::mpsc::channel(4);
+    let mut stream = crate::client::chat_client(channel.clone(), Some(token))
+        .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(|e| err(&e))?
+        .into_inner();
+    let sub = proto::Subscribe { room_id: room.into(), after_seq };
+    let frame = proto::ClientFrame { kind: Some(proto::client_frame::Kind::Subscribe(sub)) };
+    frames.send(frame).await.map_err(|e| err(&e))?;
+    loop {
+        match stream.message().await.map_err(|e| err(&e))? {
+            Some(proto::ServerFrame { kind: Some(server_frame::Kind::Subscribed(subscribed)) }) => {
+                return Ok(Subscribed { channel, frames, stream, subscribed });
+            }
+            Some(proto::ServerFrame { kind: Some(server_frame::Kind::Error(e)) }) => {
+                return Err(BenchError::Server(format!("subscribe refused: {}", e.message)));
+            }
+            Some(_) => {}
+            None => return Err(BenchError::Server("a stream ended at subscribe".into())),
+        }
+    }
 }
 
 /// Makes sure this process may open `need` file descriptors (raising the soft limit up to the

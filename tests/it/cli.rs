@@ -225,6 +225,8 @@ fn bench_scenarios_run_and_their_figures_add_up() {
     let i = run(&["idle", "--connections", "20", "--users", "2"]);
     assert_eq!(i["connections"].as_u64(), Some(20), "{i}");
     assert!(i["kib_per_connection"].as_f64().is_some(), "{i}");
+    let r = run(&["resume", "--clients", "10", "--missed", "15", "--users", "2"]);
+    assert_eq!((r["not_caught_up"].as_u64(), r["gaps"].as_u64()), (Some(0), Some(0)), "{r}");
     for bad in [
         &["fanout", "--secs", "0"][..],
         &["fanout", "--subscribers", "0"],
