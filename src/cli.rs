@@ -339,12 +339,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Jwks { data, config }) => {
             let dir = data_dir(&data);
             let mut ring = crate::auth::keys::Keyring::load(&dir.join("keys"))?;
+            // The trusted keys as `serve` would read them: file, then `EDGECHAT_*` variables.
             let config = config.or_else(|| Some(dir.join("edgechat.toml")).filter(|p| p.exists()));
-            if let Some(file) = config {
-                let mut raw = crate::config::RawConfig::from_file(&file)?;
-                raw.data_dir = dir.to_string_lossy().into_owned();
-                ring.trust(&raw.validate()?.auth.trusted_keys)?;
-            }
+            let raw = match config {
+                Some(file) => RawConfig::from_file(&file)?,
+                None => RawConfig::default(),
+            };
+            let mut raw = raw.apply_env(std::env::vars())?;
+            raw.data_dir = dir.to_string_lossy().into_owned();
+            ring.trust(&raw.validate()?.auth.trusted_keys)?;
             println!("{}", serde_json::to_string_pretty(&ring.jwks())?);
             Ok(())
         }

@@ -151,4 +151,17 @@ async fn untrustworthy_jwks_files_stop_the_server_naming_the_key() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert!(files.iter().any(|f| f.contains(kid)), "{kid} not among {files:?}");
+    // With `[auth] trusted_keys` from the environment, as `serve` reads it, they are listed too.
+    let outside = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let file = dir.path().join("idp.json");
+    std::fs::write(&file, serde_json::json!({"keys": [jwk(&outside, "idp")]}).to_string()).unwrap();
+    let out = edgechat_bin()
+        .args(["keys", "jwks", "--data-dir"])
+        .arg(&data)
+        .env("EDGECHAT_AUTH_TRUSTED_KEYS", &file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["keys"].as_array().unwrap().len(), 2, "{doc}");
 }
