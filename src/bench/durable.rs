@@ -121,25 +121,11 @@ pub async fn run(args: &DurableArgs) -> Result<DurableReport, BenchError> {
         None => super::register_many(&server, &format!("d{run_id}u"), args.senders, 16).await?,
     };
     let mut rooms = Vec::new();
-    let (ch0, token0) = senders[0].clone();
     for r in 0..args.rooms {
-        let room = client::rooms_client(ch0.clone(), Some(&token0))
-            .create_room(proto::CreateRoomRequest {
-                name: format!("durable-{run_id}-{r}"),
-                topic: String::new(),
-                visibility: proto::Visibility::Public as i32,
-                read_only: false,
-            })
-            .await
-            .map_err(|e| err(&e))?
-            .into_inner();
-        rooms.push(room.id);
+        rooms.push(super::create_room(&senders[0], &format!("durable-{run_id}-{r}")).await?);
     }
-    for (i, (ch, token)) in senders.iter().enumerate().skip(1) {
-        client::rooms_client(ch.clone(), Some(token))
-            .join_room(proto::JoinRoomRequest { room_id: rooms[i % rooms.len()].clone() })
-            .await
-            .map_err(|e| err(&e))?;
+    for (i, sender) in senders.iter().enumerate().skip(1) {
+        super::join_room(sender, &rooms[i % rooms.len()]).await?;
     }
 
     let stop = Arc::new(AtomicBool::new(false));

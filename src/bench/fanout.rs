@@ -133,24 +133,7 @@ pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, BenchError> {
     let users = args.subscribers + args.publishers;
     let accounts = super::register_many(&server, &format!("f{run_id}u"), users, 16).await?;
     let (publishers, subscribers) = accounts.split_at(args.publishers as usize);
-    let (ch0, token0) = publishers[0].clone();
-    let room = client::rooms_client(ch0, Some(&token0))
-        .create_room(proto::CreateRoomRequest {
-            name: format!("fanout-{run_id}"),
-            topic: String::new(),
-            visibility: proto::Visibility::Public as i32,
-            read_only: false,
-        })
-        .await
-        .map_err(|e| err(&e))?
-        .into_inner()
-        .id;
-    for (ch, token) in accounts.iter().skip(1) {
-        client::rooms_client(ch.clone(), Some(token))
-            .join_room(proto::JoinRoomRequest { room_id: room.clone() })
-            .await
-            .map_err(|e| err(&e))?;
-    }
+    let room = super::room_for_all(&accounts, &format!("fanout-{run_id}")).await?;
     let base = Instant::now();
     // Subscribe everyone (live only) and wait for every Subscribed before publishing.
     let done_seq = Arc::new(AtomicU64::new(u64::MAX));

@@ -9,8 +9,6 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::{BenchError, Server, Target, mib, rss};
-use crate::client;
-use crate::proto;
 
 /// `bench idle` parameters.
 #[derive(Debug, Clone, clap::Args)]
@@ -72,27 +70,9 @@ pub async fn run(args: &IdleArgs) -> Result<IdleReport, BenchError> {
     ];
     let server = Server::start(&args.target, &settings)?;
     let pid = server.pid;
-    let err = |e: &dyn std::fmt::Display| BenchError::Server(e.to_string());
     let run_id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
     let users = super::register_many(&server, &format!("i{run_id}u"), args.users, 16).await?;
-    let (ch0, token0) = users[0].clone();
-    let room = client::rooms_client(ch0, Some(&token0))
-        .create_room(proto::CreateRoomRequest {
-            name: format!("idle-{run_id}"),
-            topic: String::new(),
-            visibility: proto::Visibility::Public as i32,
-            read_only: false,
-        })
-        .await
-        .map_err(|e| err(&e))?
-        .into_inner()
-        .id;
-    for (ch, token) in users.iter().skip(1) {
-        client::rooms_client(ch.clone(), Some(token))
-            .join_room(proto::JoinRoomRequest { room_id: room.clone() })
-            .await
-            .map_err(|e| err(&e))?;
-    }
+    let room = super::room_for_all(&users, &format!("idle-{run_id}")).await?;
     let settle = || tokio::time::sleep(Duration::from_secs(2));
     settle().await;
     let before = pid.and_then(rss).map(|(now, _)| now);

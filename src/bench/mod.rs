@@ -237,6 +237,47 @@ pub async fn register_many(
         .collect()
 }
 
+/// Creates a public room named `name` as `user`; its id.
+pub async fn create_room(
+    user: &(crate::client::GrpcChannel, String),
+    name: &str,
+) -> Result<String, BenchError> {
+    let room = crate::client::rooms_client(user.0.clone(), Some(&user.1))
+        .create_room(crate::proto::CreateRoomRequest {
+            name: name.into(),
+            topic: String::new(),
+            visibility: crate::proto::Visibility::Public as i32,
+            read_only: false,
+        })
+        .await
+        .map_err(|e| BenchError::Server(format!("create room: {e}")))?;
+    Ok(room.into_inner().id)
+}
+
+/// Has `user` join `room`.
+pub async fn join_room(
+    user: &(crate::client::GrpcChannel, String),
+    room: &str,
+) -> Result<(), BenchError> {
+    crate::client::rooms_client(user.0.clone(), Some(&user.1))
+        .join_room(crate::proto::JoinRoomRequest { room_id: room.into() })
+        .await
+        .map_err(|e| BenchError::Server(format!("join room: {e}")))?;
+    Ok(())
+}
+
+/// One public room for every one of `users`: the first creates it, the others join.
+pub async fn room_for_all(
+    users: &[(crate::client::GrpcChannel, String)],
+    name: &str,
+) -> Result<String, BenchError> {
+    let room = create_room(&users[0], name).await?;
+    for user in &users[1..] {
+        join_room(user, &room).await?;
+    }
+    Ok(room)
+}
+
 /// A client's own connection with a `Connect` stream subscribed to `room` (from `after_seq`,
 /// or live), once `Subscribed` has come. The sender keeps the stream's request side open.
 pub struct Subscribed {

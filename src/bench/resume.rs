@@ -88,24 +88,7 @@ pub async fn run(args: &ResumeArgs) -> Result<ResumeReport, BenchError> {
     let err = |e: &dyn std::fmt::Display| BenchError::Server(e.to_string());
     let run_id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
     let users = super::register_many(&server, &format!("r{run_id}u"), args.users, 16).await?;
-    let (ch0, token0) = users[0].clone();
-    let room = client::rooms_client(ch0.clone(), Some(&token0))
-        .create_room(proto::CreateRoomRequest {
-            name: format!("resume-{run_id}"),
-            topic: String::new(),
-            visibility: proto::Visibility::Public as i32,
-            read_only: false,
-        })
-        .await
-        .map_err(|e| err(&e))?
-        .into_inner()
-        .id;
-    for (ch, token) in users.iter().skip(1) {
-        client::rooms_client(ch.clone(), Some(token))
-            .join_room(proto::JoinRoomRequest { room_id: room.clone() })
-            .await
-            .map_err(|e| err(&e))?;
-    }
+    let room = super::room_for_all(&users, &format!("resume-{run_id}")).await?;
     let token_of = |i: u32| users[i as usize % users.len()].1.clone();
     // Where every client was when it went away (all at the same seq: one subscription tells).
     let seen_at = {
@@ -113,7 +96,7 @@ pub async fn run(args: &ResumeArgs) -> Result<ResumeReport, BenchError> {
         first.subscribed.last_seq
     };
     // Away: the missed events.
-    let mut chat = client::chat_client(ch0, Some(&token0));
+    let mut chat = client::chat_client(users[0].0.clone(), Some(&users[0].1));
     let mut last = seen_at;
     for n in 0..args.missed {
         let m = chat
