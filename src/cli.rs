@@ -98,6 +98,9 @@ enum BenchCommand {
     /// One room, N subscribers on their own connections, P publishers at R msg/s:
     /// deliveries/s, end-to-end latency, gaps.
     Fanout(crate::bench::fanout::FanoutArgs),
+    /// A team server: M rooms of K members drawn from U users, everyone chatting at a low
+    /// rate: latency, gaps, and the share of a core the server uses.
+    Rooms(crate::bench::rooms::RoomsArgs),
     /// C idle connections, each with a subscribed Connect stream: server RSS per connection.
     Idle(crate::bench::idle::IdleArgs),
     /// N clients miss E events each, then reconnect at once: time until all are caught up.
@@ -251,8 +254,12 @@ pub fn run() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour only on a terminal: journald, log files and pipes get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 fn data_dir(arg: &DataDirArg) -> PathBuf {
@@ -427,24 +434,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             bail!("{} is damaged ({} problems)", path.display(), r.problems.len())
         }
         Command::Bench(BenchCommand::Login(args)) => {
-            let report = runtime()?.block_on(crate::bench::login::run(&args))?;
-            print_report(args.target.json, &report, report.table())
+            bench(args.target.json, crate::bench::login::run(&args), |r| r.table())
         }
         Command::Bench(BenchCommand::Resume(args)) => {
-            let report = runtime()?.block_on(crate::bench::resume::run(&args))?;
-            print_report(args.target.json, &report, report.table())
+            bench(args.target.json, crate::bench::resume::run(&args), |r| r.table())
         }
         Command::Bench(BenchCommand::Idle(args)) => {
-            let report = runtime()?.block_on(crate::bench::idle::run(&args))?;
-            print_report(args.target.json, &report, report.table())
+            bench(args.target.json, crate::bench::idle::run(&args), |r| r.table())
         }
         Command::Bench(BenchCommand::Fanout(args)) => {
-            let report = runtime()?.block_on(crate::bench::fanout::run(&args))?;
-            print_report(args.target.json, &report, report.table())
+            bench(args.target.json, crate::bench::fanout::run(&args), |r| r.table())
+        }
+        Command::Bench(BenchCommand::Rooms(args)) => {
+            bench(args.target.json, crate::bench::rooms::run(&args), |r| r.table())
         }
         Command::Bench(BenchCommand::Durable(args)) => {
-            let report = runtime()?.block_on(crate::bench::durable::run(&args))?;
-            print_report(args.target.json, &report, report.table())
+            bench(args.target.json, crate::bench::durable::run(&args), |r| r.table())
         }
         Command::Certs(CertsCommand::IssueClient { name, data }) => {
             let name = crate::auth::password::normalize_username(&name)?;
@@ -644,6 +649,48 @@ fn size_table(s: &crate::store::SizeReport, events: u64) -> String {
         ));
     }
     out
+}
+
+/// Runs a bench scenario and prints its report. Ctrl-C (or the server going away) stops the
+/// load: the scenario reports what it measured so far, marked partial, and the command fails;
+/// a scenario still setting up gets 10 s to notice before it is dropped (which stops a server
+/// it started). A second Ctrl-C exits at once.
+fn bench<R: serde::Serialize>(
+    json: bool,
+    run: impl std::future::Future<Output = Result<R, crate::bench::BenchError>>,
+    table: impl Fn(&R) -> String,
+) -> anyhow::Result<()> {
+    let stop = crate::bench::stop();
+    let report = runtime()?.block_on(async {
+        tokio::spawn(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                crate::bench::stop().stop("interrupted (Ctrl-C)");
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        let grace = async {
+            stop.stopped().await;
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        };
+        tokio::select! {
+            r = run => r,
+            () = grace => Err(crate::bench::BenchError::Server("no figures yet".into())),
+        }
+    });
+    let report = match (report, stop.reason()) {
+        (Ok(r), _) => r,
+        (Err(e), Some(why)) => {
+            bail!("stopped early ({why}) before there was anything to report ({e})")
+        }
+        (Err(e), None) => return Err(e.into()),
+    };
+    print_report(json, &report, table(&report))?;
+    if let Some(why) = stop.reason() {
+        bail!("stopped early: {why}; the figures above are partial");
+    }
+    Ok(())
 }
 
 /// A bench report: one JSON object with `--json`, else its table.

@@ -82,6 +82,8 @@ pub struct DurableReport {
     pub bench_cpu_secs: Option<f64>,
     /// The database file's size at the end (a server this run started), bytes.
     pub db_bytes: Option<u64>,
+    /// Why the run stopped before it was done; the figures are what was measured until then.
+    pub stopped_early: Option<String>,
 }
 
 /// Runs the scenario.
@@ -90,13 +92,7 @@ pub async fn run(args: &DurableArgs) -> Result<DurableReport, BenchError> {
         return Err(BenchError::Params("--secs must be positive (or give --messages)".into()));
     }
     let conns = (args.senders + 16).to_string();
-    let settings = [
-        ("EDGECHAT_LIMITS_SEND_RATE_PER_SEC", "1000000000"),
-        ("EDGECHAT_LIMITS_SEND_BURST", "100000"),
-        ("EDGECHAT_LIMITS_ACTION_RATE_PER_SEC", "1000000"),
-        ("EDGECHAT_LIMITS_ACTION_BURST", "100000"),
-        ("EDGECHAT_LIMITS_MAX_CONNECTIONS_PER_IP", conns.as_str()),
-    ];
+    let settings = [("EDGECHAT_LIMITS_MAX_CONNECTIONS_PER_IP", conns.as_str())];
     let server = Server::start(&args.target, &settings)?;
     let pid = server.pid;
     let err = |e: &dyn std::fmt::Display| BenchError::Server(e.to_string());
@@ -107,6 +103,7 @@ pub async fn run(args: &DurableArgs) -> Result<DurableReport, BenchError> {
     };
     let run_id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
     // Every sender registers, the first one creates the rooms, each joins its own room.
+    super::progress(&format!("setting up: {} users, {} rooms", args.senders, args.rooms));
     super::ensure_descriptors(u64::from(args.senders) * 2 + 64)?;
     let senders: Vec<(GrpcChannel, String)> = match &shared {
         Some(ch) => {
@@ -128,6 +125,10 @@ pub async fn run(args: &DurableArgs) -> Result<DurableReport, BenchError> {
         super::join_room(sender, &rooms[i % rooms.len()]).await?;
     }
 
+    super::progress(&match args.messages {
+        0 => format!("running: {} senders for {} s", args.senders, args.secs),
+        n => format!("running: {} senders, {n} messages", args.senders),
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let remaining =
         Arc::new(AtomicU64::new(if args.messages == 0 { u64::MAX } else { args.messages }));
@@ -147,7 +148,10 @@ pub async fn run(args: &DurableArgs) -> Result<DurableReport, BenchError> {
             let mut chat = client::chat_client(ch, Some(&token));
             let mut lat = Vec::new();
             let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) && take_one(&remaining) {
+            while !stop.load(Ordering::Relaxed)
+                && !super::stop().is_stopped()
+                && take_one(&remaining)
+            {
                 let t = Instant::now();
                 let r = chat
                     .send_message(proto::SendMessageRequest {
@@ -212,6 +216,7 @@ pub async fn run(args: &DurableArgs) -> Result<DurableReport, BenchError> {
         server_rss_mib: pid.and_then(rss).map(|(now, _)| mib(now)),
         bench_cpu_secs: secs(own0, own1),
         db_bytes,
+        stopped_early: super::stop().reason(),
     })
 }
 
@@ -252,7 +257,7 @@ impl DurableReport {
              server CPU          {}\n\
              server RSS          {}\n\
              bench CPU           {}\n\
-             database            {}\n",
+             database            {}\n{}",
             self.senders,
             if self.shared_connection { "one connection" } else { "own connections" },
             self.rooms,
@@ -271,6 +276,7 @@ impl DurableReport {
             opt(self.server_rss_mib, "MiB"),
             opt(self.bench_cpu_secs, "s"),
             per_msg,
+            super::stopped_line(&self.stopped_early),
         )
     }
 }

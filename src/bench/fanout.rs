@@ -66,19 +66,38 @@ pub struct FanoutReport {
     pub secs: f64,
     /// Acknowledged messages per second.
     pub sent_per_sec: f64,
+    /// What the subscribers received (`undelivered`: `sent * subscribers - delivered`).
+    #[serde(flatten)]
+    pub deliveries: Deliveries,
+    /// Server CPU time during publishing and drain, s.
+    pub server_cpu_secs: Option<f64>,
+    /// Server CPU per delivery, µs.
+    pub server_us_per_delivery: Option<f64>,
+    /// Server RSS at the end, MiB.
+    pub server_rss_mib: Option<f64>,
+    /// The load generator's own CPU time, s.
+    pub bench_cpu_secs: Option<f64>,
+    /// Why the run stopped before it was done (Ctrl-C, the server went away): the figures
+    /// are what was measured until then.
+    pub stopped_early: Option<String>,
+}
+
+/// What subscribers received, in the figures `fanout` and `rooms` share.
+#[derive(Debug, Serialize)]
+pub struct Deliveries {
     /// Messages received, all subscribers.
     pub delivered: u64,
-    /// `sent * subscribers - delivered` after the drain.
+    /// Deliveries owed by the acked messages minus `delivered`, after the drain.
     pub undelivered: u64,
-    /// Deliveries per second over the publishing time plus the time the drain took.
+    /// Deliveries per second over the sending time plus the time the drain took.
     pub deliveries_per_sec: f64,
     /// Seqs a subscriber never saw (a gap: never expected; any is a bug).
     pub gaps: u64,
     /// Seqs a subscriber saw twice (never expected).
     pub repeats: u64,
-    /// Streams that ended early, with the first reason.
+    /// Streams that ended early.
     pub stream_errors: u64,
-    /// The first stream error, if any.
+    /// The first stream error, or why the drain ended with deliveries owed.
     pub first_error: Option<String>,
     /// End-to-end latency, ms.
     pub p50_ms: f64,
@@ -88,25 +107,125 @@ pub struct FanoutReport {
     pub p999_ms: f64,
     /// End-to-end latency, ms.
     pub max_ms: f64,
-    /// Server CPU time during publishing and drain, s.
-    pub server_cpu_secs: Option<f64>,
-    /// Server CPU per delivery, µs.
-    pub server_us_per_delivery: Option<f64>,
-    /// Server RSS at the end, MiB.
-    pub server_rss_mib: Option<f64>,
-    /// The load generator's own CPU time, s.
-    pub bench_cpu_secs: Option<f64>,
+}
+
+impl Deliveries {
+    /// The table's lines for these figures.
+    pub fn lines(&self) -> String {
+        format!(
+            "delivered           {} ({:.0} deliveries/s), {} undelivered after the drain\n\
+             gaps / repeats      {} / {}\n\
+             stream errors       {}{}\n\
+             latency p50/p99/p999 {:.1} / {:.1} / {:.1} ms (max {:.1} ms)\n",
+            self.delivered,
+            self.deliveries_per_sec,
+            self.undelivered,
+            self.gaps,
+            self.repeats,
+            self.stream_errors,
+            self.first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
+            self.p50_ms,
+            self.p99_ms,
+            self.p999_ms,
+            self.max_ms,
+        )
+    }
 }
 
 /// One subscriber's running figures (updated in place, so a subscriber still behind at the
 /// end of the drain is counted too).
-struct Seen {
+pub(super) struct Seen {
     latency_us: Histogram<u64>,
     delivered: u64,
-    last_seq: u64,
+    /// The rooms this subscriber follows (index into the run's room list) and the last seq
+    /// it saw in each.
+    rooms: Vec<(usize, u64)>,
     gaps: u64,
     repeats: u64,
     error: Option<String>,
+}
+
+impl Seen {
+    /// A subscriber following `rooms`, each as of the `Subscribed` answer's `last_seq`.
+    pub(super) fn new(rooms: Vec<(usize, u64)>) -> Arc<Mutex<Seen>> {
+        Arc::new(Mutex::new(Seen {
+            latency_us: new_histogram(),
+            delivered: 0,
+            rooms,
+            gaps: 0,
+            repeats: 0,
+            error: None,
+        }))
+    }
+
+    /// Whether it has seen every room's `done` seq (`u64::MAX` until publishing ends).
+    fn done(&self, done: &[AtomicU64]) -> bool {
+        self.rooms.iter().all(|&(i, last)| last >= done[i].load(Ordering::Relaxed))
+    }
+}
+
+/// Latencies from 1 µs to 10 minutes, 3 significant digits.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
+}
+
+/// Every subscriber's figures added up.
+pub(super) struct Totals {
+    latency_us: Histogram<u64>,
+    delivered: u64,
+    gaps: u64,
+    repeats: u64,
+    stream_errors: u64,
+    first_error: Option<String>,
+}
+
+impl Totals {
+    pub(super) fn of(seen: &[Arc<Mutex<Seen>>]) -> Totals {
+        let mut t = Totals {
+            latency_us: new_histogram(),
+            delivered: 0,
+            gaps: 0,
+            repeats: 0,
+            stream_errors: 0,
+            first_error: None,
+        };
+        for s in seen {
+            let s = s.lock().unwrap_or_else(|e| e.into_inner());
+            t.latency_us.add(&s.latency_us).expect("same bounds");
+            t.delivered += s.delivered;
+            t.gaps += s.gaps;
+            t.repeats += s.repeats;
+            if let Some(e) = &s.error {
+                t.stream_errors += 1;
+                t.first_error.get_or_insert_with(|| e.clone());
+            }
+        }
+        t
+    }
+
+    /// The report's figures: `owed` deliveries were due over `secs`; `drained` says whether
+    /// every subscriber caught up before the drain ended (if not, and no stream failed and
+    /// the run was not stopped, that is the error reported).
+    pub(super) fn deliveries(&self, owed: u64, secs: f64, drained: bool) -> Deliveries {
+        let ms = |us: u64| us as f64 / 1e3;
+        let mut first_error = self.first_error.clone();
+        if !drained && first_error.is_none() && super::stop().reason().is_none() {
+            first_error = Some("not all subscribers caught up before the drain ended".into());
+        }
+        Deliveries {
+            delivered: self.delivered,
+            undelivered: owed.saturating_sub(self.delivered),
+            deliveries_per_sec: self.delivered as f64 / secs,
+            gaps: self.gaps,
+            repeats: self.repeats,
+            stream_errors: self.stream_errors,
+            first_error,
+            p50_ms: ms(self.latency_us.value_at_quantile(0.5)),
+            p99_ms: ms(self.latency_us.value_at_quantile(0.99)),
+            p999_ms: ms(self.latency_us.value_at_quantile(0.999)),
+            max_ms: ms(self.latency_us.max()),
+        }
+    }
 }
 
 /// Runs the scenario.
@@ -119,69 +238,37 @@ pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, BenchError> {
     let conns = args.subscribers + args.publishers + 16;
     super::ensure_descriptors(u64::from(conns) * 2 + 64)?;
     let conns = conns.to_string();
-    let settings = [
-        ("EDGECHAT_LIMITS_SEND_RATE_PER_SEC", "1000000000"),
-        ("EDGECHAT_LIMITS_SEND_BURST", "100000"),
-        ("EDGECHAT_LIMITS_ACTION_RATE_PER_SEC", "1000000"),
-        ("EDGECHAT_LIMITS_ACTION_BURST", "100000"),
-        ("EDGECHAT_LIMITS_MAX_CONNECTIONS_PER_IP", conns.as_str()),
-    ];
+    let settings = [("EDGECHAT_LIMITS_MAX_CONNECTIONS_PER_IP", conns.as_str())];
     let server = Server::start(&args.target, &settings)?;
     let pid = server.pid;
-    let err = |e: &dyn std::fmt::Display| BenchError::Server(e.to_string());
     let run_id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
     let users = args.subscribers + args.publishers;
+    super::progress(&format!(
+        "setting up: {users} users, one room, {} subscriptions",
+        args.subscribers
+    ));
     let accounts = super::register_many(&server, &format!("f{run_id}u"), users, 16).await?;
     let (publishers, subscribers) = accounts.split_at(args.publishers as usize);
     let room = super::room_for_all(&accounts, &format!("fanout-{run_id}")).await?;
     let base = Instant::now();
     // Subscribe everyone (live only) and wait for every Subscribed before publishing.
-    let done_seq = Arc::new(AtomicU64::new(u64::MAX));
+    let done_seq = Arc::new([AtomicU64::new(u64::MAX)]);
+    let index = Arc::new(std::collections::HashMap::from([(room.clone(), 0)]));
     let mut seen = Vec::new();
     let mut readers = tokio::task::JoinSet::new();
     for (ch, token) in subscribers {
-        let s = Arc::new(Mutex::new(Seen {
-            latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds"),
-            delivered: 0,
-            last_seq: 0,
-            gaps: 0,
-            repeats: 0,
-            error: None,
-        }));
+        let subs = [(room.clone(), None)];
+        let (tx, mut stream, subscribed) = super::subscribe_on(ch, token, &subs).await?;
+        let s = Seen::new(vec![(0, subscribed[0].last_seq)]);
         seen.push(s.clone());
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let mut stream = client::chat_client(ch.clone(), Some(token))
-            .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .map_err(|e| err(&e))?
-            .into_inner();
-        let subscribe = proto::ClientFrame {
-            kind: Some(proto::client_frame::Kind::Subscribe(proto::Subscribe {
-                room_id: room.clone(),
-                after_seq: None,
-            })),
-        };
-        tx.send(subscribe).await.map_err(|e| err(&e))?;
-        loop {
-            match stream.message().await {
-                Ok(Some(proto::ServerFrame {
-                    kind: Some(server_frame::Kind::Subscribed(sub)),
-                })) => {
-                    s.lock().unwrap_or_else(|e| e.into_inner()).last_seq = sub.last_seq;
-                    break;
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => return Err(BenchError::Server("a stream ended at subscribe".into())),
-                Err(e) => return Err(err(&e)),
-            }
-        }
-        let done_seq = done_seq.clone();
+        let (done_seq, index) = (done_seq.clone(), index.clone());
         readers.spawn(async move {
             let _keep_open = tx;
-            read_events(&mut stream, &s, base, &done_seq).await
+            read_events(&mut stream, &s, &index, base, &done_seq[..]).await
         });
     }
 
+    super::progress(&format!("running: {} msg/s for {} s", args.rate, args.secs));
     let (cpu0, own0) = (pid.and_then(|p| super::cpu_time(Some(p))), super::cpu_time(None));
     let started = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
@@ -202,9 +289,12 @@ pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, BenchError> {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let mut inflight = tokio::task::JoinSet::new();
             let mut n = 0u64;
+            let stop = super::stop();
             while Instant::now() < until {
-                tick.tick().await;
-                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                let Some(_) = stop.or_stopped(tick.tick()).await else { break };
+                let Some(Ok(slot)) = stop.or_stopped(slots.clone().acquire_owned()).await else {
+                    break;
+                };
                 let mut chat = client::chat_client(ch.clone(), Some(&token));
                 let text = stamped(base.elapsed(), p, n, bytes);
                 let req = proto::SendMessageRequest {
@@ -234,36 +324,20 @@ pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, BenchError> {
     while pubs.join_next().await.is_some() {}
     let secs = started.elapsed().as_secs_f64();
     // Everything acked is committed; subscribers are done once they reach the last seq.
-    done_seq.store(max_seq.load(Ordering::Relaxed), Ordering::Relaxed);
+    done_seq[0].store(max_seq.load(Ordering::Relaxed), Ordering::Relaxed);
     let drained = tokio::time::timeout(Duration::from_secs_f64(args.drain_secs), async {
-        while readers.join_next().await.is_some() {}
+        super::stop().or_stopped(async { while readers.join_next().await.is_some() {} }).await
     })
     .await
-    .is_ok();
+    .is_ok_and(|all| all.is_some());
     readers.abort_all();
     let total_secs = started.elapsed().as_secs_f64();
     let (cpu1, own1) = (pid.and_then(|p| super::cpu_time(Some(p))), super::cpu_time(None));
 
-    let mut all = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
-    let (mut delivered, mut gaps, mut repeats, mut stream_errors) = (0, 0, 0, 0);
-    let mut first_error = None;
-    for s in &seen {
-        let s = s.lock().unwrap_or_else(|e| e.into_inner());
-        all.add(&s.latency_us).expect("same bounds");
-        delivered += s.delivered;
-        gaps += s.gaps;
-        repeats += s.repeats;
-        if let Some(e) = &s.error {
-            stream_errors += 1;
-            first_error.get_or_insert_with(|| e.clone());
-        }
-    }
-    if !drained && first_error.is_none() {
-        first_error = Some(format!("not all subscribers caught up within {} s", args.drain_secs));
-    }
     let sent = sent.load(Ordering::Relaxed);
-    let expected = sent * u64::from(args.subscribers);
-    let ms = |q: f64| all.value_at_quantile(q) as f64 / 1e3;
+    let deliveries =
+        Totals::of(&seen).deliveries(sent * u64::from(args.subscribers), total_secs, drained);
+    let delivered = deliveries.delivered;
     let cpu = match (cpu0, cpu1) {
         (Some(a), Some(b)) => Some((b - a).as_secs_f64()),
         _ => None,
@@ -280,17 +354,7 @@ pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, BenchError> {
         send_errors: send_errors.load(Ordering::Relaxed),
         secs,
         sent_per_sec: sent as f64 / secs,
-        delivered,
-        undelivered: expected.saturating_sub(delivered),
-        deliveries_per_sec: delivered as f64 / total_secs,
-        gaps,
-        repeats,
-        stream_errors,
-        first_error,
-        p50_ms: ms(0.5),
-        p99_ms: ms(0.99),
-        p999_ms: ms(0.999),
-        max_ms: all.max() as f64 / 1e3,
+        deliveries,
         server_cpu_secs: cpu,
         server_us_per_delivery: cpu.filter(|_| delivered > 0).map(|c| c * 1e6 / delivered as f64),
         server_rss_mib: pid.and_then(rss).map(|(now, _)| mib(now)),
@@ -298,21 +362,23 @@ pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, BenchError> {
             (Some(a), Some(b)) => Some((b - a).as_secs_f64()),
             _ => None,
         },
+        stopped_early: super::stop().reason(),
     })
 }
 
-/// Reads one subscriber's stream until it has seen `done_seq` (set once publishing ends).
-async fn read_events(
+/// Reads one subscriber's stream until it has seen every room's `done` seq (set once
+/// publishing ends); `index` maps a room id to its place in the run's room list.
+pub(super) async fn read_events(
     stream: &mut tonic::Streaming<proto::ServerFrame>,
     seen: &Mutex<Seen>,
+    index: &std::collections::HashMap<String, usize>,
     base: Instant,
-    done_seq: &AtomicU64,
+    done: &[AtomicU64],
 ) {
     loop {
         let frame = match tokio::time::timeout(Duration::from_millis(200), stream.message()).await {
             Err(_) => {
-                let s = seen.lock().unwrap_or_else(|e| e.into_inner());
-                if s.last_seq >= done_seq.load(Ordering::Relaxed) {
+                if seen.lock().unwrap_or_else(|e| e.into_inner()).done(done) {
                     return;
                 }
                 continue;
@@ -329,13 +395,16 @@ async fn read_events(
         };
         let Some(server_frame::Kind::Event(ev)) = frame.kind else { continue };
         let now = base.elapsed();
+        let Some(&room) = index.get(&ev.room_id) else { continue };
         let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
-        if ev.seq <= s.last_seq {
+        let Some(at) = s.rooms.iter().position(|&(i, _)| i == room) else { continue };
+        let last = s.rooms[at].1;
+        if ev.seq <= last {
             s.repeats += 1;
             continue;
         }
-        s.gaps += ev.seq - s.last_seq - 1;
-        s.last_seq = ev.seq;
+        s.gaps += ev.seq - last - 1;
+        s.rooms[at].1 = ev.seq;
         if let Some(Kind::Message(m)) = &ev.kind
             && let Some(sent_us) = stamp_of(&m.text)
         {
@@ -343,14 +412,14 @@ async fn read_events(
             let _ = s.latency_us.record(us);
             s.delivered += 1;
         }
-        if s.last_seq >= done_seq.load(Ordering::Relaxed) {
+        if s.done(done) {
             return;
         }
     }
 }
 
 /// A message text of `bytes` bytes that starts with its send time (µs since the run began).
-fn stamped(at: Duration, publisher: usize, n: u64, bytes: usize) -> String {
+pub(super) fn stamped(at: Duration, publisher: usize, n: u64, bytes: usize) -> String {
     let mut t = format!("t{} p{publisher} n{n} ", at.as_micros());
     while t.len() < bytes {
         t.push(char::from(b'a' + (t.len() % 26) as u8));
@@ -360,7 +429,7 @@ fn stamped(at: Duration, publisher: usize, n: u64, bytes: usize) -> String {
 }
 
 /// The send time a [`stamped`] text carries.
-fn stamp_of(text: &str) -> Option<u64> {
+pub(super) fn stamp_of(text: &str) -> Option<u64> {
     text.strip_prefix('t')?.split(' ').next()?.parse().ok()
 }
 
@@ -374,13 +443,10 @@ impl FanoutReport {
         format!(
             "fanout: {} subscribers, {} publishers at {} msg/s, {}-byte messages, {:?}\n\
              sent                {} in {:.1} s ({:.0} msg/s), {} send errors\n\
-             delivered           {} ({:.0} deliveries/s), {} undelivered after the drain\n\
-             gaps / repeats      {} / {}\n\
-             stream errors       {}{}\n\
-             latency p50/p99/p999 {:.1} / {:.1} / {:.1} ms (max {:.1} ms)\n\
+             {}\
              server CPU          {} ({} per delivery)\n\
              server RSS          {}\n\
-             bench CPU           {}\n",
+             bench CPU           {}\n{}",
             self.subscribers,
             self.publishers,
             self.rate,
@@ -390,21 +456,12 @@ impl FanoutReport {
             self.secs,
             self.sent_per_sec,
             self.send_errors,
-            self.delivered,
-            self.deliveries_per_sec,
-            self.undelivered,
-            self.gaps,
-            self.repeats,
-            self.stream_errors,
-            self.first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
-            self.p50_ms,
-            self.p99_ms,
-            self.p999_ms,
-            self.max_ms,
+            self.deliveries.lines(),
             opt(self.server_cpu_secs, "s"),
             opt(self.server_us_per_delivery, "µs"),
             opt(self.server_rss_mib, "MiB"),
             opt(self.bench_cpu_secs, "s"),
+            super::stopped_line(&self.stopped_early),
         )
     }
 }

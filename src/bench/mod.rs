@@ -12,6 +12,7 @@ pub mod fanout;
 pub mod idle;
 pub mod login;
 pub mod resume;
+pub mod rooms;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,50 @@ pub enum BenchError {
     /// Starting or reaching the server failed.
     #[error("server: {0}")]
     Server(String),
+}
+
+/// Why a run stops before it is done: Ctrl-C, or the server went away. Scenarios stop their
+/// load when it is set and report what they measured so far, marked partial.
+pub struct Stop {
+    token: tokio_util::sync::CancellationToken,
+    reason: Mutex<Option<String>>,
+}
+
+/// The process's one [`Stop`] (a bench run is one scenario in one process).
+pub fn stop() -> &'static Stop {
+    static STOP: std::sync::OnceLock<Stop> = std::sync::OnceLock::new();
+    STOP.get_or_init(|| Stop { token: Default::default(), reason: Mutex::new(None) })
+}
+
+impl Stop {
+    /// Stops the run; the first reason given is the one reported.
+    pub fn stop(&self, reason: &str) {
+        self.reason.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(|| reason.into());
+        self.token.cancel();
+    }
+
+    /// Whether the run was stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves once the run is stopped.
+    pub async fn stopped(&self) {
+        self.token.cancelled().await
+    }
+
+    /// Why it was stopped, if it was.
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// `fut`'s output, or `None` if the run is stopped first.
+    pub async fn or_stopped<T>(&self, fut: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            v = fut => Some(v),
+            () = self.stopped() => None,
+        }
+    }
 }
 
 /// Which transport the clients use.
@@ -66,6 +111,15 @@ pub struct Target {
     pub keep_data_dir: Option<PathBuf>,
 }
 
+/// Set on every server a run starts: the per-user send and action budgets, which would
+/// otherwise measure the rate limiter instead of the server.
+const RAISED_BUDGETS: [(&str, &str); 4] = [
+    ("EDGECHAT_LIMITS_SEND_RATE_PER_SEC", "1000000000"),
+    ("EDGECHAT_LIMITS_SEND_BURST", "100000"),
+    ("EDGECHAT_LIMITS_ACTION_RATE_PER_SEC", "1000000"),
+    ("EDGECHAT_LIMITS_ACTION_BURST", "100000"),
+];
+
 /// The server a run talks to; a server this run started is stopped (SIGTERM) and its data
 /// directory removed on drop.
 pub struct Server {
@@ -78,6 +132,10 @@ pub struct Server {
     /// The limits this run set on a server it started (`EDGECHAT_*` variables).
     pub settings: Vec<(String, String)>,
     child: Option<Child>,
+    /// Set while this run stops the server itself, so its exit is not reported as a failure.
+    closing: Arc<std::sync::atomic::AtomicBool>,
+    /// The server's last log lines (a server this run started).
+    log: Arc<Mutex<std::collections::VecDeque<String>>>,
     /// The started server's data directory.
     data_dir: Option<PathBuf>,
     /// A temporary data directory to remove on drop.
@@ -85,24 +143,29 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `edgechat serve` (this executable) with `settings` as `EDGECHAT_*` variables, or
-    /// describes the running server of `target`.
+    /// Starts `edgechat serve` (this executable) with [`RAISED_BUDGETS`] and `settings` as
+    /// `EDGECHAT_*` variables, or describes the running server of `target`.
     pub fn start(target: &Target, settings: &[(&str, &str)]) -> Result<Server, BenchError> {
+        let settings: Vec<(&str, &str)> = RAISED_BUDGETS.iter().chain(settings).copied().collect();
         let scheme = match target.transport {
             Transport::H2 => "https",
             Transport::H3 => "h3",
         };
         if let Some(url) = &target.server {
             let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-            return Ok(Server {
+            let server = Server {
                 url: format!("{scheme}://{rest}"),
                 tls: TlsFiles { ca: target.ca.clone(), client_cert: None },
                 pid: target.server_pid,
                 settings: Vec::new(),
                 child: None,
+                closing: Default::default(),
+                log: Default::default(),
                 data_dir: None,
                 dir: None,
-            });
+            };
+            server.watch();
+            return Ok(server);
         }
         let (dir, keep) = match &target.keep_data_dir {
             Some(d) => (d.clone(), true),
@@ -122,7 +185,24 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (k, v) in settings {
+        // Its own process group, so a Ctrl-C meant for the bench reaches the bench only: the
+        // bench stops its load, reads the server's figures, then stops the server (SIGTERM).
+        // If the bench dies first, the kernel sends the server SIGTERM (Linux).
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+            #[cfg(target_os = "linux")]
+            // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of
+            // ours; it runs in the child between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+        }
+        for (k, v) in &settings {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().map_err(|e| BenchError::Server(format!("spawn: {e}")))?;
@@ -154,6 +234,8 @@ impl Server {
             pid: Some(child.id()),
             settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             child: Some(child),
+            closing: Default::default(),
+            log: log.clone(),
             data_dir: Some(dir.clone()),
             dir: Some(dir).filter(|_| !keep),
         };
@@ -165,7 +247,47 @@ impl Server {
         })?;
         let port = addr.rsplit(':').next().unwrap_or_default();
         server.url = format!("{scheme}://localhost:{port}");
+        server.watch();
         Ok(server)
+    }
+
+    /// Watches the server's process (when its pid is known): if it exits while the run is
+    /// going on, the run stops with the reason and the server's last log lines.
+    fn watch(&self) {
+        let Some(pid) = self.pid else { return };
+        let (closing, log) = (self.closing.clone(), self.log.clone());
+        std::thread::spawn(move || {
+            use std::sync::atomic::Ordering;
+            while !closing.load(Ordering::Relaxed) {
+                if !alive(pid) {
+                    if !closing.load(Ordering::Relaxed) {
+                        let tail = log.lock().unwrap_or_else(|e| e.into_inner());
+                        let tail: Vec<&str> =
+                            tail.iter().rev().take(2).rev().map(String::as_str).collect();
+                        let last = if tail.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; its last log lines: {}", tail.join(" / "))
+                        };
+                        stop().stop(&format!("the server (pid {pid}) went away{last}"));
+                    }
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+    }
+}
+
+/// Whether process `pid` is running (not gone and not a zombie).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()),
+            Some("Z" | "X")
+        ),
+        // Without /proc (not Linux) nothing can be told: assume it runs.
+        Err(_) => !Path::new("/proc/self/stat").exists(),
     }
 }
 
@@ -178,6 +300,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        self.closing.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(child) = &mut self.child {
             // SIGTERM: the server drains and closes its database like in production.
             #[cfg(unix)]
@@ -298,22 +421,48 @@ pub async fn open_subscribed(
     room: &str,
     after_seq: Option<u64>,
 ) -> Result<Subscribed, BenchError> {
+    let channel = crate::client::connect(&server.url, &server.tls)
+        .await
+        .map_err(|e| BenchError::Server(e.to_string()))?;
+    let (frames, stream, mut subscribed) =
+        subscribe_on(&channel, token, &[(room.to_string(), after_seq)]).await?;
+    Ok(Subscribed { channel, frames, stream, subscribed: subscribed.remove(0) })
+}
+
+/// Opens `Connect` as `token` on `channel` and subscribes to every room of `subs` (from its
+/// `after_seq`, or live); returns once every `Subscribed` has come, in the order of `subs`.
+pub async fn subscribe_on(
+    channel: &crate::client::GrpcChannel,
+    token: &str,
+    subs: &[(String, Option<u64>)],
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<crate::proto::ClientFrame>,
+        tonic::Streaming<crate::proto::ServerFrame>,
+        Vec<crate::proto::Subscribed>,
+    ),
+    BenchError,
+> {
     use crate::proto::{self, server_frame};
     let err = |e: &dyn std::fmt::Display| BenchError::Server(e.to_string());
-    let channel = crate::client::connect(&server.url, &server.tls).await.map_err(|e| err(&e))?;
-    let (frames, rx) = tokio::sync::mpsc::channel(4);
+    let (frames, rx) = tokio::sync::mpsc::channel(subs.len().max(1));
     let mut stream = crate::client::chat_client(channel.clone(), Some(token))
         .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
         .map_err(|e| err(&e))?
         .into_inner();
-    let sub = proto::Subscribe { room_id: room.into(), after_seq };
-    let frame = proto::ClientFrame { kind: Some(proto::client_frame::Kind::Subscribe(sub)) };
-    frames.send(frame).await.map_err(|e| err(&e))?;
-    loop {
+    for (room, after_seq) in subs {
+        let sub = proto::Subscribe { room_id: room.clone(), after_seq: *after_seq };
+        let frame = proto::ClientFrame { kind: Some(proto::client_frame::Kind::Subscribe(sub)) };
+        frames.send(frame).await.map_err(|e| err(&e))?;
+    }
+    let mut got: Vec<Option<proto::Subscribed>> = vec![None; subs.len()];
+    while got.iter().any(Option::is_none) {
         match stream.message().await.map_err(|e| err(&e))? {
-            Some(proto::ServerFrame { kind: Some(server_frame::Kind::Subscribed(subscribed)) }) => {
-                return Ok(Subscribed { channel, frames, stream, subscribed });
+            Some(proto::ServerFrame { kind: Some(server_frame::Kind::Subscribed(s)) }) => {
+                if let Some(i) = subs.iter().position(|(room, _)| *room == s.room_id) {
+                    got[i] = Some(s);
+                }
             }
             Some(proto::ServerFrame { kind: Some(server_frame::Kind::Error(e)) }) => {
                 return Err(BenchError::Server(format!("subscribe refused: {}", e.message)));
@@ -322,6 +471,7 @@ pub async fn open_subscribed(
             None => return Err(BenchError::Server("a stream ended at subscribe".into())),
         }
     }
+    Ok((frames, stream, got.into_iter().flatten().collect()))
 }
 
 /// Makes sure this process may open `need` file descriptors (raising the soft limit up to the
@@ -386,6 +536,20 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
     }
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+/// A progress line on stderr (the report goes to stdout), so a long setup is not mistaken for
+/// a hang; the line `running: ...` marks the start of the measured load.
+pub fn progress(line: &str) {
+    eprintln!("bench: {line}");
+}
+
+/// The table line that marks a report partial (empty if the run was not stopped).
+pub fn stopped_line(stopped_early: &Option<String>) -> String {
+    match stopped_early {
+        Some(why) => format!("STOPPED EARLY       {why}: these figures are partial\n"),
+        None => String::new(),
+    }
 }
 
 /// Mebibytes, for tables.

@@ -75,10 +75,6 @@ pub async fn run(args: &ResumeArgs) -> Result<ResumeReport, BenchError> {
     super::ensure_descriptors(u64::from(args.clients) * 2 + 256)?;
     let (conns, streams) = ((args.clients + args.users + 16).to_string(), per_user.to_string());
     let settings = [
-        ("EDGECHAT_LIMITS_SEND_RATE_PER_SEC", "1000000000"),
-        ("EDGECHAT_LIMITS_SEND_BURST", "100000"),
-        ("EDGECHAT_LIMITS_ACTION_RATE_PER_SEC", "1000000"),
-        ("EDGECHAT_LIMITS_ACTION_BURST", "100000"),
         ("EDGECHAT_LIMITS_MAX_CONNECTIONS", conns.as_str()),
         ("EDGECHAT_LIMITS_MAX_CONNECTIONS_PER_IP", conns.as_str()),
         ("EDGECHAT_LIMITS_MAX_STREAMS_PER_USER", streams.as_str()),

@@ -225,14 +225,117 @@ fn bench_scenarios_run_and_their_figures_add_up() {
     let i = run(&["idle", "--connections", "20", "--users", "2"]);
     assert_eq!(i["connections"].as_u64(), Some(20), "{i}");
     assert!(i["kib_per_connection"].as_f64().is_some(), "{i}");
+    let m = run(&[
+        "rooms",
+        "--rooms",
+        "4",
+        "--members",
+        "3",
+        "--users",
+        "6",
+        "--rate",
+        "20",
+        "--secs",
+        "1",
+    ]);
+    let sent = m["sent"].as_u64().unwrap();
+    assert!(sent > 0 && m["send_errors"].as_u64() == Some(0), "{m}");
+    // Every room has exactly 3 members, the sender among them.
+    assert_eq!(m["delivered"].as_u64().unwrap(), sent * 3, "{m}");
+    assert_eq!((m["gaps"].as_u64(), m["undelivered"].as_u64()), (Some(0), Some(0)), "{m}");
+    assert!(m["server_core_percent"].as_f64().is_some() && m["stopped_early"].is_null(), "{m}");
     let r = run(&["resume", "--clients", "10", "--missed", "15", "--users", "2"]);
     assert_eq!((r["not_caught_up"].as_u64(), r["gaps"].as_u64()), (Some(0), Some(0)), "{r}");
     for bad in [
         &["fanout", "--secs", "0"][..],
         &["fanout", "--subscribers", "0"],
         &["durable", "--secs", "-1"],
+        &["rooms", "--members", "7", "--users", "6"],
+        &["rooms", "--rooms", "0"],
     ] {
         let out = edgechat().arg("bench").args(bad).output().unwrap();
         assert!(!out.status.success(), "{bad:?} was accepted");
     }
+}
+
+/// Starts `edgechat bench ARGS --json` and returns it once its load runs (its `running:`
+/// progress line), with the rest of its stderr still to read.
+fn bench_under_load(
+    args: &[&str],
+) -> (std::process::Child, std::io::BufReader<std::process::ChildStderr>) {
+    use std::io::BufRead;
+    let mut child = edgechat()
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("bench: running") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "bench ended before its load ran");
+    }
+    (child, err)
+}
+
+/// The pids of `parent`'s children.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1));
+        if ppid == Some(parent.to_string().as_str()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_stopped_bench_reports_what_it_measured_and_stops_its_server() {
+    use std::io::Read;
+    let finish = |mut child: std::process::Child, mut err: std::io::BufReader<_>| {
+        let mut stdout = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+        let mut stderr = String::new();
+        err.read_to_string(&mut stderr).unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "a stopped run must fail: {stderr}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).expect(&stderr);
+        (report, stderr, child.id())
+    };
+    // Ctrl-C: the partial figures, marked, and the server it started stopped and removed.
+    let (child, err) = bench_under_load(&["durable", "--senders", "2", "--secs", "600"]);
+    let server = children_of(child.id());
+    assert_eq!(server.len(), 1, "{server:?}");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let (report, stderr, pid) = finish(child, err);
+    assert!(report["stopped_early"].as_str().unwrap().contains("Ctrl-C"), "{report}");
+    assert!(report["acked"].as_u64().unwrap() > 0, "{report}");
+    assert!(stderr.contains("figures above are partial"), "{stderr}");
+    assert!(!std::path::Path::new(&format!("/proc/{}", server[0])).exists(), "server still runs");
+    let leftover = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with(&format!("edgechat-bench-{pid}-")));
+    assert!(!leftover, "the temporary data directory was left behind");
+
+    // The server goes away mid-run: a clear reason, and what was measured until then.
+    let (child, err) =
+        bench_under_load(&["fanout", "--subscribers", "3", "--rate", "50", "--secs", "600"]);
+    let server = children_of(child.id());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill(2) on a process this test's child started.
+    unsafe { libc::kill(server[0] as i32, libc::SIGKILL) };
+    let (report, stderr, _) = finish(child, err);
+    let why = report["stopped_early"].as_str().unwrap();
+    assert!(why.contains("server") && why.contains("went away"), "{report}");
+    assert!(report["sent"].as_u64().unwrap() > 0, "{report}");
+    assert!(stderr.contains("figures above are partial"), "{stderr}");
 }
