@@ -17,7 +17,10 @@ impl ChatService for ChatApi {
         req: Request<Streaming<proto::ClientFrame>>,
     ) -> Result<Response<tonic::codegen::BoxStream<proto::ServerFrame>>, Status> {
         let who = principal(&req)?;
+        // Not routed (api::connect serves Connect with its own codec); kept whole so the
+        // generated service stays a complete implementation.
         let out = stream::open(self.0.stream_deps(), who, req.into_inner())?;
+        let out = futures_util::StreamExt::map(out, |f| f.map(stream::OutFrame::into_frame));
         Ok(Response::new(Box::pin(out)))
     }
 

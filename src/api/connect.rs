@@ -9,15 +9,15 @@
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
-use bytes::Buf;
+use bytes::{Buf, BufMut};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use tonic::codec::{Codec, DecodeBuf, Decoder};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Api, principal};
-use crate::chat::stream;
-use crate::proto::{ClientFrame, ServerFrame};
+use crate::chat::stream::{self, OutFrame};
+use crate::proto::ClientFrame;
 
 /// The path this route serves.
 pub const PATH: &str = "/edgechat.v1.ChatService/Connect";
@@ -25,22 +25,44 @@ pub const PATH: &str = "/edgechat.v1.ChatService/Connect";
 /// A frame, or why it did not decode.
 pub type Frame = Result<ClientFrame, String>;
 
-/// Protobuf both ways, but decode errors are items, not stream errors.
+/// Protobuf both ways, but decode errors are items, not stream errors; room events go out
+/// as the bytes every subscriber shares.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LenientCodec;
 
 impl Codec for LenientCodec {
-    type Encode = ServerFrame;
+    type Encode = OutFrame;
     type Decode = Frame;
-    type Encoder = tonic_prost::ProstEncoder<ServerFrame>;
+    type Encoder = OutEncoder;
     type Decoder = LenientDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
-        tonic_prost::ProstEncoder::new(Default::default())
+        OutEncoder
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         LenientDecoder
+    }
+}
+
+/// Encodes a frame built for the stream with prost, and copies a shared event's encoding.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutEncoder;
+
+impl Encoder for OutEncoder {
+    type Item = OutFrame;
+    type Error = Status;
+
+    fn encode(&mut self, item: OutFrame, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        match item {
+            // EncodeBuf grows as needed, so prost's only error (no space) cannot happen.
+            OutFrame::Frame(f) => prost::Message::encode(&*f, buf)
+                .map_err(|e| Status::internal(format!("encoding a frame: {e}"))),
+            OutFrame::Event(e) => {
+                buf.put_slice(e.frame_bytes());
+                Ok(())
+            }
+        }
     }
 }
 
@@ -68,7 +90,7 @@ pub struct ConnectRoute(pub Api);
 struct Handler(Api);
 
 impl tonic::server::StreamingService<Frame> for Handler {
-    type Response = ServerFrame;
+    type Response = OutFrame;
     type ResponseStream = stream::OutStream;
     type Future = BoxFuture<'static, Result<Response<stream::OutStream>, Status>>;
 

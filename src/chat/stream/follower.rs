@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use tonic::Status;
 
 use super::out::Out;
-use crate::chat::hub::RoomFeed;
+use crate::chat::hub::{RoomFeed, SharedEvent};
 use crate::proto::{self, room_event::Kind, server_frame};
 use crate::store::{self, events};
 
@@ -202,21 +202,25 @@ impl Follower {
                 self.cursor.last = first_seq - 1;
             }
             let (page, more) = page;
-            for ev in &page {
-                if self.cursor.step(Input::Stored(ev)) == Step::Deliver
-                    && self.deliver(ev).await == Next::Stop
+            let empty = page.is_empty();
+            for ev in page {
+                let ev = Arc::new(SharedEvent::new(ev));
+                if self.cursor.step(Input::Stored(&ev)) == Step::Deliver
+                    && self.deliver(&ev).await == Next::Stop
                 {
                     return Next::Stop;
                 }
             }
-            if !more || page.is_empty() {
+            if !more || empty {
                 return Next::Go;
             }
         }
     }
 
-    async fn deliver(&mut self, ev: &proto::RoomEvent) -> Next {
-        if !self.out.send(server_frame::Kind::Event(ev.clone())).await {
+    /// Queues `ev`, then moves the cursor (so a follower cancelled while it waits for queue
+    /// space has not counted an event it did not queue).
+    async fn deliver(&mut self, ev: &Arc<SharedEvent>) -> Next {
+        if !self.out.send_event(ev.clone()).await {
             return Next::Stop;
         }
         crate::metrics::hot().deliveries.increment(1);

@@ -22,7 +22,7 @@ use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-pub use out::{OUT_QUEUE, OutStream, code_name, stream_error};
+pub use out::{OUT_QUEUE, OutFrame, OutStream, code_name, stream_error};
 pub use session::MAX_PENDING_SENDS;
 
 use super::hub::Hub;

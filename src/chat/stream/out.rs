@@ -16,17 +16,40 @@ use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::Status;
 
-use crate::chat::hub::StreamSlot;
+use crate::chat::hub::{SharedEvent, StreamSlot};
 use crate::chat::messages::ChatError;
 use crate::proto::{self, server_frame};
 
 /// Outbound frames queued per stream before senders wait.
 pub const OUT_QUEUE: usize = 64;
 
+/// One queued outbound frame: a frame built for this stream, or a room event whose wire
+/// encoding every subscriber shares ([`SharedEvent`]).
+#[derive(Debug)]
+pub enum OutFrame {
+    /// Built for this stream (acks, errors, signals, typing, `Subscribed`). Boxed: a queue
+    /// slot is then 16 bytes, not 216, for the events that make up most of the traffic.
+    Frame(Box<proto::ServerFrame>),
+    /// A room event, encoded once for all its subscribers.
+    Event(Arc<SharedEvent>),
+}
+
+impl OutFrame {
+    /// The frame as a message (for a route that encodes with prost itself).
+    pub fn into_frame(self) -> proto::ServerFrame {
+        match self {
+            OutFrame::Frame(f) => *f,
+            OutFrame::Event(e) => proto::ServerFrame {
+                kind: Some(server_frame::Kind::Event(proto::RoomEvent::clone(&e))),
+            },
+        }
+    }
+}
+
 /// The response stream: frames from the queue, then the final status (if any). A fatal end
 /// (stuck outbound) jumps the queue.
 pub struct OutStream {
-    rx: mpsc::Receiver<proto::ServerFrame>,
+    rx: mpsc::Receiver<OutFrame>,
     fatal: Pin<Box<WaitForCancellationFutureOwned>>,
     status: Arc<Mutex<Option<Status>>>,
     done: bool,
@@ -42,7 +65,7 @@ impl OutStream {
 }
 
 impl Stream for OutStream {
-    type Item = Result<proto::ServerFrame, Status>;
+    type Item = Result<OutFrame, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
@@ -69,7 +92,7 @@ impl Stream for OutStream {
 /// The queue's sending half, shared by a session and its followers.
 #[derive(Clone)]
 pub(super) struct Out {
-    tx: mpsc::Sender<proto::ServerFrame>,
+    tx: mpsc::Sender<OutFrame>,
     status: Arc<Mutex<Option<Status>>>,
     pub(super) fatal: CancellationToken,
     stuck: Duration,
@@ -90,8 +113,25 @@ impl Out {
     /// Queues a frame; `false` if the stream is over (closed, or stuck past the deadline, which
     /// ends it).
     pub(super) async fn send(&self, kind: server_frame::Kind) -> bool {
-        let frame = proto::ServerFrame { kind: Some(kind) };
+        self.queue(OutFrame::Frame(Box::new(proto::ServerFrame { kind: Some(kind) }))).await
+    }
+
+    /// Queues a room event (its shared encoding); `false` as for [`Out::send`].
+    pub(super) async fn send_event(&self, event: Arc<SharedEvent>) -> bool {
+        self.queue(OutFrame::Event(event)).await
+    }
+
+    async fn queue(&self, frame: OutFrame) -> bool {
         // An ended stream (revoked, stuck) is no longer read: whoever waits here stops at once.
+        if self.fatal.is_cancelled() {
+            return false;
+        }
+        // With room in the queue (nearly always) no deadline timer is set up.
+        let frame = match self.tx.try_send(frame) {
+            Ok(()) => return true,
+            Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            Err(mpsc::error::TrySendError::Full(frame)) => frame,
+        };
         let queued = tokio::select! {
             q = tokio::time::timeout(self.stuck, self.tx.send(frame)) => q,
             () = self.fatal.cancelled() => return false,
