@@ -104,7 +104,7 @@ pub async fn run(args: &DurableArgs) -> Result<DurableReport, BenchError> {
     let run_id = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
     // Every sender registers, the first one creates the rooms, each joins its own room.
     super::progress(&format!("setting up: {} users, {} rooms", args.senders, args.rooms));
-    super::ensure_descriptors(u64::from(args.senders) * 2 + 64)?;
+    super::ensure_descriptors(u64::from(args.senders) + 64)?;
     let senders: Vec<(GrpcChannel, String)> = match &shared {
         Some(ch) => {
             let mut out = Vec::new();

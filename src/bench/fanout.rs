@@ -236,7 +236,7 @@ pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, BenchError> {
         ));
     }
     let conns = args.subscribers + args.publishers + 16;
-    super::ensure_descriptors(u64::from(conns) * 2 + 64)?;
+    super::ensure_descriptors(u64::from(conns) + 64)?;
     let conns = conns.to_string();
     let settings = [("EDGECHAT_LIMITS_MAX_CONNECTIONS_PER_IP", conns.as_str())];
     let server = Server::start(&args.target, &settings)?;
@@ -325,11 +325,7 @@ pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, BenchError> {
     let secs = started.elapsed().as_secs_f64();
     // Everything acked is committed; subscribers are done once they reach the last seq.
     done_seq[0].store(max_seq.load(Ordering::Relaxed), Ordering::Relaxed);
-    let drained = tokio::time::timeout(Duration::from_secs_f64(args.drain_secs), async {
-        super::stop().or_stopped(async { while readers.join_next().await.is_some() {} }).await
-    })
-    .await
-    .is_ok_and(|all| all.is_some());
+    let drained = drain(&seen, &done_seq[..], args.drain_secs).await;
     readers.abort_all();
     let total_secs = started.elapsed().as_secs_f64();
     let (cpu1, own1) = (pid.and_then(|p| super::cpu_time(Some(p))), super::cpu_time(None));
@@ -366,8 +362,24 @@ pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, BenchError> {
     })
 }
 
+/// Waits up to `secs` (or until the run is stopped) for every subscriber to have seen every
+/// room's `done` seq; whether they all did.
+pub(super) async fn drain(seen: &[Arc<Mutex<Seen>>], done: &[AtomicU64], secs: f64) -> bool {
+    let all_done = || seen.iter().all(|s| s.lock().unwrap_or_else(|e| e.into_inner()).done(done));
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let stop = super::stop();
+    while !all_done() {
+        if Instant::now() >= until || stop.is_stopped() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
 /// Reads one subscriber's stream until it has seen every room's `done` seq (set once
-/// publishing ends); `index` maps a room id to its place in the run's room list.
+/// publishing ends), or the stream ends; `index` maps a room id to its place in the run's
+/// room list.
 pub(super) async fn read_events(
     stream: &mut tonic::Streaming<proto::ServerFrame>,
     seen: &Mutex<Seen>,
@@ -376,19 +388,15 @@ pub(super) async fn read_events(
     done: &[AtomicU64],
 ) {
     loop {
-        let frame = match tokio::time::timeout(Duration::from_millis(200), stream.message()).await {
-            Err(_) => {
-                if seen.lock().unwrap_or_else(|e| e.into_inner()).done(done) {
-                    return;
-                }
-                continue;
-            }
-            Ok(Ok(Some(f))) => f,
-            Ok(Ok(None)) => {
+        // No timer per message (the load generator shares the cores with the server): a
+        // reader that is done while no more messages come is ended by [`drain`].
+        let frame = match stream.message().await {
+            Ok(Some(f)) => f,
+            Ok(None) => {
                 seen.lock().unwrap_or_else(|e| e.into_inner()).error = Some("stream ended".into());
                 return;
             }
-            Ok(Err(status)) => {
+            Err(status) => {
                 seen.lock().unwrap_or_else(|e| e.into_inner()).error = Some(status.to_string());
                 return;
             }

@@ -59,7 +59,7 @@ pub async fn run(args: &IdleArgs) -> Result<IdleReport, BenchError> {
             "{per_user} streams per user is over the server's limit of 10,000: use more --users"
         )));
     }
-    super::ensure_descriptors(u64::from(c) * 2 + 256)?;
+    super::ensure_descriptors(u64::from(c) + 256)?;
     let (conns, streams) = ((c + args.users + 16).to_string(), per_user.to_string());
     let settings = [
         ("EDGECHAT_LIMITS_MAX_CONNECTIONS", conns.as_str()),

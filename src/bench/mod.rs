@@ -475,7 +475,8 @@ pub async fn subscribe_on(
 }
 
 /// Makes sure this process may open `need` file descriptors (raising the soft limit up to the
-/// hard one if it must), or refuses the run before any load starts.
+/// hard one if it must), or refuses the run before any load starts. (One per client
+/// connection plus some; a server this run starts is its own process and inherits the limit.)
 pub fn ensure_descriptors(need: u64) -> Result<(), BenchError> {
     #[cfg(unix)]
     {

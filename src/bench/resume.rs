@@ -72,7 +72,7 @@ pub async fn run(args: &ResumeArgs) -> Result<ResumeReport, BenchError> {
     if per_user > 10_000 {
         return Err(BenchError::Params("over 10,000 streams per user: use more --users".into()));
     }
-    super::ensure_descriptors(u64::from(args.clients) * 2 + 256)?;
+    super::ensure_descriptors(u64::from(args.clients) + 256)?;
     let (conns, streams) = ((args.clients + args.users + 16).to_string(), per_user.to_string());
     let settings = [
         ("EDGECHAT_LIMITS_MAX_CONNECTIONS", conns.as_str()),

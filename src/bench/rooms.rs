@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::fanout::{Deliveries, Seen, Totals, read_events, stamped};
+use super::fanout::{Deliveries, Seen, Totals, drain, read_events, stamped};
 use super::{BenchError, Server, Target, mib, rss};
 use crate::client;
 use crate::proto;
@@ -117,7 +117,7 @@ pub async fn run(args: &RoomsArgs) -> Result<RoomsReport, BenchError> {
         }
     }
     let most = rooms_of.iter().map(Vec::len).max().unwrap_or(0).max(500);
-    super::ensure_descriptors(u64::from(args.users) * 2 + 64)?;
+    super::ensure_descriptors(u64::from(args.users) + 64)?;
     let (conns, subs) = ((args.users + 16).to_string(), most.to_string());
     let settings = [
         ("EDGECHAT_LIMITS_MAX_CONNECTIONS", conns.as_str()),
@@ -227,11 +227,7 @@ pub async fn run(args: &RoomsArgs) -> Result<RoomsReport, BenchError> {
     for (d, m) in done.iter().zip(max_seq.iter()) {
         d.store(m.load(Ordering::Relaxed), Ordering::Relaxed);
     }
-    let drained = tokio::time::timeout(Duration::from_secs_f64(args.drain_secs), async {
-        stop.or_stopped(async { while readers.join_next().await.is_some() {} }).await
-    })
-    .await
-    .is_ok_and(|all| all.is_some());
+    let drained = drain(&seen, &done, args.drain_secs).await;
     readers.abort_all();
     let total_secs = started.elapsed().as_secs_f64();
     let (cpu1, own1) = (pid.and_then(|p| super::cpu_time(Some(p))), super::cpu_time(None));
