@@ -107,6 +107,27 @@ pub struct Deliveries {
     pub p999_ms: f64,
     /// End-to-end latency, ms.
     pub max_ms: f64,
+    /// Times a server follower fell behind its room's ring and caught up from the store
+    /// during the run (a server this run started; lag, never loss).
+    pub server_catch_ups: Option<u64>,
+    /// Streams the server ended because their client did not read (they would resume).
+    pub server_slow_consumer_disconnects: Option<u64>,
+}
+
+/// The server's lag counters at one moment, to report their change over a run.
+pub(super) struct Lag {
+    catch_ups: Option<u64>,
+    slow: Option<u64>,
+}
+
+impl Lag {
+    /// Reads them from a server this run started.
+    pub(super) async fn read(server: &super::Server) -> Lag {
+        Lag {
+            catch_ups: server.counter("edgechat_catch_ups_total").await,
+            slow: server.counter("edgechat_slow_consumer_disconnects_total").await,
+        }
+    }
 }
 
 impl Deliveries {
@@ -115,6 +136,7 @@ impl Deliveries {
         format!(
             "delivered           {} ({:.0} deliveries/s), {} undelivered after the drain\n\
              gaps / repeats      {} / {}\n\
+             lag                 {} catch-ups from the store, {} slow-consumer disconnects\n\
              stream errors       {}{}\n\
              latency p50/p99/p999 {:.1} / {:.1} / {:.1} ms (max {:.1} ms)\n",
             self.delivered,
@@ -122,6 +144,8 @@ impl Deliveries {
             self.undelivered,
             self.gaps,
             self.repeats,
+            self.server_catch_ups.map_or("n/a".into(), |n| n.to_string()),
+            self.server_slow_consumer_disconnects.map_or("n/a".into(), |n| n.to_string()),
             self.stream_errors,
             self.first_error.as_ref().map(|e| format!(" (first: {e})")).unwrap_or_default(),
             self.p50_ms,
@@ -205,9 +229,17 @@ impl Totals {
 
     /// The report's figures: `owed` deliveries were due over `secs`; `drained` says whether
     /// every subscriber caught up before the drain ended (if not, and no stream failed and
-    /// the run was not stopped, that is the error reported).
-    pub(super) fn deliveries(&self, owed: u64, secs: f64, drained: bool) -> Deliveries {
+    /// the run was not stopped, that is the error reported); the server's lag counters
+    /// before and after.
+    pub(super) fn deliveries(
+        &self,
+        owed: u64,
+        secs: f64,
+        drained: bool,
+        (before, after): (Lag, Lag),
+    ) -> Deliveries {
         let ms = |us: u64| us as f64 / 1e3;
+        let delta = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
         let mut first_error = self.first_error.clone();
         if !drained && first_error.is_none() && super::stop().reason().is_none() {
             first_error = Some("not all subscribers caught up before the drain ended".into());
@@ -224,6 +256,8 @@ impl Totals {
             p99_ms: ms(self.latency_us.value_at_quantile(0.99)),
             p999_ms: ms(self.latency_us.value_at_quantile(0.999)),
             max_ms: ms(self.latency_us.max()),
+            server_catch_ups: delta(before.catch_ups, after.catch_ups),
+            server_slow_consumer_disconnects: delta(before.slow, after.slow),
         }
     }
 }
@@ -269,6 +303,7 @@ pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, BenchError> {
     }
 
     super::progress(&format!("running: {} msg/s for {} s", args.rate, args.secs));
+    let lag0 = Lag::read(&server).await;
     let (cpu0, own0) = (pid.and_then(|p| super::cpu_time(Some(p))), super::cpu_time(None));
     let started = Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
@@ -331,8 +366,9 @@ pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, BenchError> {
     let (cpu1, own1) = (pid.and_then(|p| super::cpu_time(Some(p))), super::cpu_time(None));
 
     let sent = sent.load(Ordering::Relaxed);
+    let lag = (lag0, Lag::read(&server).await);
     let deliveries =
-        Totals::of(&seen).deliveries(sent * u64::from(args.subscribers), total_secs, drained);
+        Totals::of(&seen).deliveries(sent * u64::from(args.subscribers), total_secs, drained, lag);
     let delivered = deliveries.delivered;
     let cpu = match (cpu0, cpu1) {
         (Some(a), Some(b)) => Some((b - a).as_secs_f64()),

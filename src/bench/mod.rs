@@ -131,6 +131,8 @@ pub struct Server {
     pub pid: Option<u32>,
     /// The limits this run set on a server it started (`EDGECHAT_*` variables).
     pub settings: Vec<(String, String)>,
+    /// The started server's metrics listener (`GET /metrics`), for its counters.
+    metrics: Option<std::net::SocketAddr>,
     child: Option<Child>,
     /// Set while this run stops the server itself, so its exit is not reported as a failure.
     closing: Arc<std::sync::atomic::AtomicBool>,
@@ -146,7 +148,15 @@ impl Server {
     /// Starts `edgechat serve` (this executable) with [`RAISED_BUDGETS`] and `settings` as
     /// `EDGECHAT_*` variables, or describes the running server of `target`.
     pub fn start(target: &Target, settings: &[(&str, &str)]) -> Result<Server, BenchError> {
-        let settings: Vec<(&str, &str)> = RAISED_BUDGETS.iter().chain(settings).copied().collect();
+        // A free port for its metrics listener (taken back by the server a moment later).
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).ok();
+        let metrics_listen = metrics.map(|a| a.to_string()).unwrap_or_default();
+        let settings: Vec<(&str, &str)> = RAISED_BUDGETS
+            .iter()
+            .chain(settings)
+            .copied()
+            .chain(metrics.map(|_| ("EDGECHAT_METRICS_LISTEN", metrics_listen.as_str())))
+            .collect();
         let scheme = match target.transport {
             Transport::H2 => "https",
             Transport::H3 => "h3",
@@ -158,6 +168,7 @@ impl Server {
                 tls: TlsFiles { ca: target.ca.clone(), client_cert: None },
                 pid: target.server_pid,
                 settings: Vec::new(),
+                metrics: None,
                 child: None,
                 closing: Default::default(),
                 log: Default::default(),
@@ -233,6 +244,7 @@ impl Server {
             tls: TlsFiles { ca: Some(dir.join("certs/ca.pem")), client_cert: None },
             pid: Some(child.id()),
             settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            metrics,
             child: Some(child),
             closing: Default::default(),
             log: log.clone(),
@@ -279,6 +291,14 @@ impl Server {
     }
 }
 
+/// Sums the samples of counter `name` in Prometheus text (0 if it has none yet).
+fn counter_in(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with([' ', '{'])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Whether process `pid` is running (not gone and not a zombie).
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -292,6 +312,21 @@ fn alive(pid: u32) -> bool {
 }
 
 impl Server {
+    /// The started server's counter `name` (summed over its labels), from its `/metrics`;
+    /// `None` for a server this run did not start, or if it cannot be read.
+    pub async fn counter(&self, name: &str) -> Option<u64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(self.metrics?).await.ok()?;
+        let req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+        conn.write_all(req.as_bytes()).await.ok()?;
+        let mut body = String::new();
+        tokio::time::timeout(Duration::from_secs(5), conn.read_to_string(&mut body))
+            .await
+            .ok()?
+            .ok()?;
+        Some(counter_in(&body, name))
+    }
+
     /// The data directory of a server this run started.
     pub fn data_dir(&self) -> Option<&Path> {
         self.data_dir.as_deref()
@@ -561,6 +596,18 @@ pub fn mib(bytes: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_are_read_from_prometheus_text() {
+        let text = "# TYPE edgechat_catch_ups_total counter\n\
+                    edgechat_catch_ups_total 12\n\
+                    edgechat_catch_ups_total_other 99\n\
+                    edgechat_rpc_total{method=\"a\"} 3\n\
+                    edgechat_rpc_total{method=\"b\"} 4\n";
+        assert_eq!(counter_in(text, "edgechat_catch_ups_total"), 12);
+        assert_eq!(counter_in(text, "edgechat_rpc_total"), 7);
+        assert_eq!(counter_in(text, "edgechat_missing_total"), 0);
+    }
 
     #[test]
     fn quantiles_and_proc_figures() {

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::fanout::{Deliveries, Seen, Totals, drain, read_events, stamped};
+use super::fanout::{Deliveries, Lag, Seen, Totals, drain, read_events, stamped};
 use super::{BenchError, Server, Target, mib, rss};
 use crate::client;
 use crate::proto;
@@ -181,6 +181,7 @@ pub async fn run(args: &RoomsArgs) -> Result<RoomsReport, BenchError> {
     let setup_secs = setup.elapsed().as_secs_f64();
 
     super::progress(&format!("running: {} msg/s for {} s", args.rate, args.secs));
+    let lag0 = Lag::read(&server).await;
     let (cpu0, own0) = (pid.and_then(|p| super::cpu_time(Some(p))), super::cpu_time(None));
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(args.secs);
@@ -234,7 +235,8 @@ pub async fn run(args: &RoomsArgs) -> Result<RoomsReport, BenchError> {
 
     let owed: u64 =
         sent.iter().zip(&members).map(|(s, m)| s.load(Ordering::Relaxed) * m.len() as u64).sum();
-    let deliveries = Totals::of(&seen).deliveries(owed, total_secs, drained);
+    let lag = (lag0, Lag::read(&server).await);
+    let deliveries = Totals::of(&seen).deliveries(owed, total_secs, drained, lag);
     let secs_between = |a: Option<Duration>, b: Option<Duration>| Some((b? - a?).as_secs_f64());
     let cpu = secs_between(cpu0, cpu1);
     Ok(RoomsReport {

@@ -219,6 +219,9 @@ fn bench_scenarios_run_and_their_figures_add_up() {
         "{f}"
     );
     assert!(f["p99_ms"].as_f64().unwrap() > 0.0 && f["server_cpu_secs"].as_f64().is_some(), "{f}");
+    // Lag is read from the server's own counters (a server the bench started).
+    assert!(f["server_catch_ups"].as_u64().is_some(), "{f}");
+    assert!(f["server_slow_consumer_disconnects"].as_u64().is_some(), "{f}");
     let d = run(&["durable", "--senders", "2", "--messages", "30"]);
     assert_eq!((d["acked"].as_u64(), d["errors"].as_u64()), (Some(30), Some(0)), "{d}");
     assert!(d["db_bytes"].as_u64().unwrap() > 0, "{d}");
