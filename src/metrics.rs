@@ -25,6 +25,12 @@ fn handle() -> &'static PrometheusHandle {
             .set_buckets(&[
                 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
             ])
+            .expect("constant buckets are valid")
+            // A count, not seconds: the writer takes up to 1,024 jobs per commit.
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full("edgechat_commit_batch_size".into()),
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0],
+            )
             .expect("constant buckets are valid");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();

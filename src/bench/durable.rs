@@ -1,5 +1,6 @@
-//! `edgechat bench durable`: S senders, each on its own connection (or all on one), send
-//! `SendMessage` as fast as acks come back, spread over M rooms; acked messages per second,
+//! `edgechat bench durable`: S senders, each on its own connection (or all on one), send as
+//! fast as acks come back, spread over M rooms, by `SendMessage` calls or by `Send` frames on
+//! a `Connect` stream (what chat clients do); acked messages per second,
 //! ack latency percentiles, the server's CPU and, for a server this run started, the database
 //! file's size per message (what issue 14's size target is measured with).
 
@@ -34,9 +35,23 @@ pub struct DurableArgs {
     /// All senders share one connection (default: one connection each).
     #[arg(long)]
     pub shared_connection: bool,
+    /// How each message is sent: one `SendMessage` call each, or a `Send` frame on the
+    /// sender's `Connect` stream (acked by `SendAck` on the same stream).
+    #[arg(long, value_enum, default_value_t = Via::Unary)]
+    pub via: Via,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub target: Target,
+}
+
+/// How a durable bench sender sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// `SendMessage`, one call per message.
+    Unary,
+    /// `Send` frames on one `Connect` stream per sender.
+    Stream,
 }
 
 /// What a run measured.
@@ -54,6 +69,8 @@ pub struct DurableReport {
     pub bytes: u32,
     /// Whether the senders shared one connection.
     pub shared_connection: bool,
+    /// How messages were sent.
+    pub via: Via,
     /// Limits set on a server this run started.
     pub server_settings: Vec<(String, String)>,
     /// Messages acknowledged.
@@ -144,28 +161,34 @@ pub async fn run(args: &DurableArgs) -> Result<DurableReport, BenchError> {
         let (stop, remaining, errors, first_error) =
             (stop.clone(), remaining.clone(), errors.clone(), first_error.clone());
         let bytes = args.bytes as usize;
+        let via = args.via;
         tasks.spawn(async move {
-            let mut chat = client::chat_client(ch, Some(&token));
             let mut lat = Vec::new();
+            let mut sender = match Sender::open(via, ch, &token).await {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    first_error.lock().unwrap().get_or_insert(e);
+                    return lat;
+                }
+            };
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed)
                 && !super::stop().is_stopped()
                 && take_one(&remaining)
             {
                 let t = Instant::now();
-                let r = chat
-                    .send_message(proto::SendMessageRequest {
-                        room_id: room.clone(),
-                        client_message_id: format!("{i}-{n}"),
-                        text: text(i, n, bytes),
-                    })
-                    .await;
+                let r = sender.send(&room, format!("{i}-{n}"), text(i, n, bytes)).await;
                 n += 1;
                 match r {
-                    Ok(_) => lat.push(t.elapsed()),
-                    Err(s) => {
+                    Ok(()) => lat.push(t.elapsed()),
+                    Err(e) => {
                         errors.fetch_add(1, Ordering::Relaxed);
-                        first_error.lock().unwrap().get_or_insert_with(|| s.to_string());
+                        first_error.lock().unwrap().get_or_insert(e.text);
+                        // A sender whose stream ended stops (retrying would spin).
+                        if e.dead {
+                            break;
+                        }
                     }
                 }
             }
@@ -202,6 +225,7 @@ pub async fn run(args: &DurableArgs) -> Result<DurableReport, BenchError> {
         rooms: args.rooms,
         bytes: args.bytes,
         shared_connection: args.shared_connection,
+        via: args.via,
         server_settings: server.settings.clone(),
         acked,
         errors: errors.load(Ordering::Relaxed),
@@ -218,6 +242,74 @@ pub async fn run(args: &DurableArgs) -> Result<DurableReport, BenchError> {
         db_bytes,
         stopped_early: super::stop().reason(),
     })
+}
+
+/// One bench sender's way of sending.
+enum Sender {
+    Unary(proto::chat_service_client::ChatServiceClient<client::Authed>),
+    Stream {
+        frames: tokio::sync::mpsc::Sender<proto::ClientFrame>,
+        stream: tonic::Streaming<proto::ServerFrame>,
+        /// Held for the stream's life: an HTTP/3 connection closes when its last handle goes.
+        _channel: GrpcChannel,
+    },
+}
+
+/// A refused or failed send. `dead`: the sender cannot send again (its stream ended).
+struct SendError {
+    text: String,
+    dead: bool,
+}
+
+impl Sender {
+    async fn open(via: Via, ch: GrpcChannel, token: &str) -> Result<Sender, String> {
+        Ok(match via {
+            Via::Unary => Sender::Unary(client::chat_client(ch, Some(token))),
+            Via::Stream => {
+                let (frames, stream, _) =
+                    super::subscribe_on(&ch, token, &[]).await.map_err(|e| e.to_string())?;
+                Sender::Stream { frames, stream, _channel: ch }
+            }
+        })
+    }
+
+    /// Sends one message and waits for its ack.
+    async fn send(&mut self, room: &str, cmid: String, text: String) -> Result<(), SendError> {
+        let refused = |text: String| SendError { text, dead: false };
+        let dead = |text: String| SendError { text, dead: true };
+        use proto::server_frame::Kind;
+        match self {
+            Sender::Unary(chat) => chat
+                .send_message(proto::SendMessageRequest {
+                    room_id: room.to_string(),
+                    client_message_id: cmid,
+                    text,
+                })
+                .await
+                .map(|_| ())
+                .map_err(|s| refused(s.to_string())),
+            Sender::Stream { frames, stream, .. } => {
+                let send = proto::Send { room_id: room.to_string(), client_message_id: cmid, text };
+                let frame =
+                    proto::ClientFrame { kind: Some(proto::client_frame::Kind::Send(send)) };
+                frames.send(frame).await.map_err(|_| dead("the stream is closed".into()))?;
+                // One send in flight per stream: the next ack or error is this message's.
+                loop {
+                    match stream.message().await {
+                        Ok(Some(proto::ServerFrame { kind: Some(Kind::SendAck(_)) })) => {
+                            return Ok(());
+                        }
+                        Ok(Some(proto::ServerFrame { kind: Some(Kind::Error(e)) })) => {
+                            return Err(refused(format!("{}: {}", e.code, e.message)));
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => return Err(dead("the stream ended".into())),
+                        Err(s) => return Err(dead(s.to_string())),
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Takes one message from the shared budget; false once it is spent.
@@ -250,7 +342,7 @@ impl DurableReport {
             _ => "n/a".into(),
         };
         format!(
-            "durable: {} senders ({}), {} rooms, {}-byte messages, {:?}\n\
+            "durable: {} senders ({}, {}), {} rooms, {}-byte messages, {:?}\n\
              acked               {} in {:.1} s ({:.0} msg/s)\n\
              errors              {}{}\n\
              ack p50/p99/p999    {:.2} / {:.2} / {:.2} ms (max {:.1} ms)\n\
@@ -260,6 +352,10 @@ impl DurableReport {
              database            {}\n{}",
             self.senders,
             if self.shared_connection { "one connection" } else { "own connections" },
+            match self.via {
+                Via::Unary => "SendMessage",
+                Via::Stream => "Connect stream",
+            },
             self.rooms,
             self.bytes,
             self.transport,

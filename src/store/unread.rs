@@ -77,8 +77,12 @@ pub fn add_mentions(
     users: &[String],
 ) -> Result<(), StoreError> {
     // A self-mention is not one: your own messages are never unread.
+    let mut mentioned = users.iter().filter(|u| *u != sender).peekable();
+    if mentioned.peek().is_none() {
+        return Ok(());
+    }
     let mut t = tx.open_table(MENTIONS)?;
-    for u in users.iter().filter(|u| *u != sender) {
+    for u in mentioned {
         t.insert((u.as_str(), room, seq), ())?;
     }
     Ok(())

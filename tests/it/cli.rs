@@ -225,6 +225,24 @@ fn bench_scenarios_run_and_their_figures_add_up() {
     let d = run(&["durable", "--senders", "2", "--messages", "30"]);
     assert_eq!((d["acked"].as_u64(), d["errors"].as_u64()), (Some(30), Some(0)), "{d}");
     assert!(d["db_bytes"].as_u64().unwrap() > 0, "{d}");
+    assert_eq!(d["via"], "unary", "{d}");
+    // The same over Connect streams: one Send frame in flight per stream, acked by SendAck.
+    let d = run(&["durable", "--senders", "3", "--messages", "40", "--via", "stream"]);
+    assert_eq!((d["acked"].as_u64(), d["errors"].as_u64()), (Some(40), Some(0)), "{d}");
+    assert_eq!(d["via"], "stream", "{d}");
+    // Over HTTP/3 the stream's connection must outlive the setup that opened it.
+    let d = run(&[
+        "durable",
+        "--senders",
+        "2",
+        "--messages",
+        "20",
+        "--via",
+        "stream",
+        "--transport",
+        "h3",
+    ]);
+    assert_eq!((d["acked"].as_u64(), d["errors"].as_u64()), (Some(20), Some(0)), "{d}");
     let i = run(&["idle", "--connections", "20", "--users", "2"]);
     assert_eq!(i["connections"].as_u64(), Some(20), "{i}");
     assert!(i["kib_per_connection"].as_f64().is_some(), "{i}");
@@ -253,6 +271,7 @@ fn bench_scenarios_run_and_their_figures_add_up() {
         &["fanout", "--secs", "0"][..],
         &["fanout", "--subscribers", "0"],
         &["durable", "--secs", "-1"],
+        &["durable", "--via", "carrier-pigeon"],
         &["rooms", "--members", "7", "--users", "6"],
         &["rooms", "--rooms", "0"],
     ] {

@@ -65,6 +65,9 @@ async fn metrics_change_under_load() {
     }
     assert!(after.contains("edgechat_commit_seconds_bucket"), "a latency histogram");
     assert!(after.contains("edgechat_rpc_seconds_bucket"));
+    // Batch sizes are counts: their buckets are whole numbers of jobs, not seconds.
+    assert!(after.contains("edgechat_commit_batch_size_bucket{le=\"1024\"}"), "{after}");
+    assert!(!after.contains("edgechat_commit_batch_size_bucket{le=\"0.5\"}"), "{after}");
     let (status, _) = get(addr, "/other").await;
     assert!(status.contains("404"), "{status}");
 }

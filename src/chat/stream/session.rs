@@ -120,10 +120,20 @@ impl Session {
         let first = every.mul_f64(rand::random::<f64>());
         let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + first, every);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // One timer for the token's expiry, reset only when Reauthenticate moves it: a new
+        // timer per frame would be a timer-wheel insert and removal for every frame.
+        let until = |at_ms: i64| {
+            let ms = (at_ms - crate::clock::now_ms()).max(0) as u64;
+            tokio::time::Instant::now() + Duration::from_millis(ms)
+        };
+        let mut expiry_at_ms = self.who.expires_at_ms;
+        let expiry = tokio::time::sleep_until(until(expiry_at_ms));
+        tokio::pin!(expiry);
         loop {
-            let expires_in = Duration::from_millis(
-                (self.who.expires_at_ms - crate::clock::now_ms()).max(0) as u64,
-            );
+            if self.who.expires_at_ms != expiry_at_ms {
+                expiry_at_ms = self.who.expires_at_ms;
+                expiry.as_mut().reset(until(expiry_at_ms));
+            }
             tokio::select! {
                 frame = inbound.next(), if self.pending.len() < MAX_PENDING_SENDS => match frame {
                     Some(Ok(f)) => {
@@ -155,7 +165,7 @@ impl Session {
                         break;
                     }
                 }
-                () = tokio::time::sleep(expires_in) => {
+                () = &mut expiry => {
                     self.out.end_after_queue(Status::unauthenticated(
                         "access token expired; send Reauthenticate with a fresh token before expiry",
                     ));
