@@ -316,6 +316,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         presence,
         notifications,
         typing,
+        listeners: Default::default(),
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
         health: health.clone(),

@@ -24,6 +24,43 @@ impl ChatService for ChatApi {
         Ok(Response::new(Box::pin(out)))
     }
 
+    async fn listen(
+        &self,
+        req: Request<proto::ListenRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<proto::ServerFrame>>, Status> {
+        use futures_util::StreamExt;
+        use proto::{client_frame, server_frame};
+        let who = principal(&req)?;
+        let subscriptions = req.into_inner().subscriptions;
+        let (stream_id, inbound) = self.0.listeners.register(&who.user_id);
+        // The request's subscriptions are the session's first frames, as on Connect.
+        let first = subscriptions
+            .into_iter()
+            .map(|s| Ok(proto::ClientFrame { kind: Some(client_frame::Kind::Subscribe(s)) }));
+        let inbound = futures_util::stream::iter(first).chain(inbound);
+        let out = stream::open(self.0.stream_deps(), who, inbound)?;
+        let listening = proto::ServerFrame {
+            kind: Some(server_frame::Kind::Listening(proto::Listening { stream_id })),
+        };
+        let out = futures_util::stream::once(async { Ok(listening) })
+            .chain(out.map(|f| f.map(stream::OutFrame::into_frame)));
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn send_frame(
+        &self,
+        req: Request<proto::SendFrameRequest>,
+    ) -> Result<Response<proto::SendFrameResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let frame = r.frame.ok_or_else(|| {
+            Status::invalid_argument("frame is required: the ClientFrame to apply to the stream")
+        })?;
+        let wait = self.0.config.limits.stuck_stream_timeout;
+        self.0.listeners.deliver(&who.user_id, &r.stream_id, frame, wait).await?;
+        Ok(Response::new(proto::SendFrameResponse {}))
+    }
+
     async fn send_message(
         &self,
         req: Request<proto::SendMessageRequest>,

@@ -35,6 +35,8 @@ pub struct Api {
     pub notifications: crate::notifications::Notifications,
     /// Typing notices per user and room.
     pub typing: std::sync::Arc<std::sync::Mutex<crate::chat::ratelimit::TypingGate>>,
+    /// Open `Listen` streams, for `SendFrame`.
+    pub listeners: Arc<crate::chat::stream::Listeners>,
     /// Cancelled when the server drains.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Every task the server spawns (streams, followers, timers).

@@ -45,6 +45,7 @@ mod crash;
 mod deploy;
 mod faults;
 mod jwks;
+mod listen;
 mod messaging;
 mod metrics;
 mod presence;

@@ -351,10 +351,21 @@ impl User {
     }
 }
 
-/// A client's end of one `Connect` stream.
+/// A client's end of one `Connect` stream, or of a `Listen` stream that it sends to with
+/// `SendFrame` (the same helpers drive both).
 pub struct Conn {
-    tx: tokio::sync::mpsc::Sender<proto::ClientFrame>,
+    tx: Frames,
     rx: tonic::Streaming<proto::ServerFrame>,
+}
+
+/// Where a [`Conn`]'s client frames go.
+enum Frames {
+    Connect(tokio::sync::mpsc::Sender<proto::ClientFrame>),
+    /// `SendFrame` calls to this stream id; each must succeed.
+    Listen {
+        chat: proto::chat_service_client::ChatServiceClient<client::Authed>,
+        stream_id: String,
+    },
 }
 
 impl Conn {
@@ -373,17 +384,57 @@ impl Conn {
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let mut c = client::chat_client(user.ch.clone(), Some(token));
         let resp = c.connect(tokio_stream::wrappers::ReceiverStream::new(rx)).await?;
-        Ok(Conn { tx, rx: resp.into_inner() })
+        Ok(Conn { tx: Frames::Connect(tx), rx: resp.into_inner() })
+    }
+
+    /// Opens a `Listen` stream for `user`, subscribed to `subs`, and reads its first frame,
+    /// which must be `Listening`.
+    pub async fn listen(user: &User, subs: &[(&str, Option<u64>)]) -> Conn {
+        let subscriptions = subs
+            .iter()
+            .map(|(room, after_seq)| proto::Subscribe {
+                room_id: room.to_string(),
+                after_seq: *after_seq,
+            })
+            .collect();
+        let mut chat = user.chat();
+        let rx = chat
+            .listen(proto::ListenRequest { subscriptions })
+            .await
+            .expect("Listen opens")
+            .into_inner();
+        let mut c = Conn { tx: Frames::Listen { chat, stream_id: String::new() }, rx };
+        let first = c.expect_frame().await;
+        let proto::server_frame::Kind::Listening(l) = first else {
+            panic!("a Listen stream starts with Listening, not {first:?}")
+        };
+        c.tx = Frames::Listen { chat: user.chat(), stream_id: l.stream_id };
+        c
+    }
+
+    /// The `Listen` stream's id (empty for a `Connect` stream).
+    pub fn stream_id(&self) -> &str {
+        match &self.tx {
+            Frames::Connect(_) => "",
+            Frames::Listen { stream_id, .. } => stream_id,
+        }
     }
 
     /// Sends a frame.
     pub async fn frame(&self, kind: proto::client_frame::Kind) {
-        self.tx.send(proto::ClientFrame { kind: Some(kind) }).await.expect("stream open");
+        self.frame_raw(proto::ClientFrame { kind: Some(kind) }).await;
     }
 
     /// Sends a whole frame (possibly an empty one).
     pub async fn frame_raw(&self, frame: proto::ClientFrame) {
-        self.tx.send(frame).await.expect("stream open");
+        match &self.tx {
+            Frames::Connect(tx) => tx.send(frame).await.expect("stream open"),
+            Frames::Listen { chat, stream_id } => {
+                let req =
+                    proto::SendFrameRequest { stream_id: stream_id.clone(), frame: Some(frame) };
+                chat.clone().send_frame(req).await.expect("SendFrame takes the frame");
+            }
+        }
     }
 
     /// The next frame (fails the test after [`WAIT`]); `Err` when the stream ended with a

@@ -12,6 +12,7 @@
 //! `after_seq` on reconnect.
 
 mod follower;
+mod listen;
 mod out;
 mod session;
 
@@ -22,6 +23,7 @@ use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+pub use listen::{FRAME_QUEUE, Inbound, Listeners};
 pub use out::{OUT_QUEUE, OutFrame, OutStream, code_name, stream_error};
 pub use session::MAX_PENDING_SENDS;
 

@@ -110,6 +110,12 @@ pub(super) fn channel(stuck: Duration) -> (Out, OutStream) {
 }
 
 impl Out {
+    /// Resolves once the response stream is gone (the transport dropped it: the client went
+    /// away). A `Listen` session hears of that only here: its inbound never ends by itself.
+    pub(super) async fn closed(&self) {
+        self.tx.closed().await
+    }
+
     /// Queues a frame; `false` if the stream is over (closed, or stuck past the deadline, which
     /// ends it).
     pub(super) async fn send(&self, kind: server_frame::Kind) -> bool {

@@ -207,6 +207,7 @@ impl Session {
                     break;
                 }
                 () = self.out.fatal.cancelled() => break,
+                () = self.out.closed() => break,
             }
         }
         for (_, f) in self.follows.drain() {
