@@ -26,3 +26,4 @@ pub mod server;
 pub mod store;
 pub mod tasks;
 pub mod transport;
+pub mod web;

@@ -384,7 +384,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .http2_max_header_list_size(limits.max_header_bytes)
         .accept_http1(true)
-        .layer(tonic_web::GrpcWebLayer::new());
+        .layer(crate::web::WebLayer);
     let router = builder.add_routes(routes.clone());
     let signal = shutdown.clone();
     let h3 = match (&config.quic, &endpoint) {

@@ -157,6 +157,8 @@ pub fn routes(api: Api, health: HealthService) -> Routes {
         .route_service(connect::PATH, connect::ConnectRoute(api.clone()))
         .layer(layer::AuthLayer::new(api.accounts.clone(), api.config.tls.bind_client_cert))
         .layer(layer::StatusMapLayer)
-        .layer(layer::ActivityLayer);
+        .layer(layer::ActivityLayer)
+        // Added after the layers, so outside them: the web app's files need no token.
+        .fallback_service(crate::web::StaticFiles);
     Routes::from(router)
 }

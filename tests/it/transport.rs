@@ -282,3 +282,45 @@ async fn grpc_web_over_http1_on_the_tcp_listener() {
     assert!(text.contains("grpc-status:0"), "{text}");
     assert!(text.contains("webuser"));
 }
+
+/// The web page on the gRPC port, as a browser asks for it (HTTP/1.1 over TLS), with its
+/// security and cache headers; an unknown gRPC service is still a gRPC answer.
+#[tokio::test]
+async fn the_web_page_is_served_beside_grpc() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    let get = |path: &'static str, extra: &'static str| {
+        let s = &s;
+        async move {
+            let mut tls = s.raw_tls(b"http/1.1").await;
+            let head = format!(
+                "GET {path} HTTP/1.1\r\nhost: localhost\r\n{extra}connection: close\r\n\r\n"
+            );
+            tls.write_all(head.as_bytes()).await.unwrap();
+            let mut response = Vec::new();
+            let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut response)).await.unwrap();
+            String::from_utf8_lossy(&response).to_ascii_lowercase()
+        }
+    };
+    let page = get("/", "").await;
+    assert!(page.starts_with("http/1.1 200"), "{page}");
+    for header in [
+        "content-type: text/html; charset=utf-8",
+        "cache-control: no-cache",
+        "x-content-type-options: nosniff",
+        "content-security-policy: default-src 'none'; script-src 'self';",
+        "etag: \"",
+    ] {
+        assert!(page.contains(header), "{header} in {page}");
+    }
+    assert!(page.contains("<html"), "{page}");
+    let css = get("/assets/page.css", "").await;
+    assert!(css.starts_with("http/1.1 200"), "{css}");
+    assert!(css.contains("cache-control: public, max-age=31536000, immutable"), "{css}");
+    assert!(css.contains("content-type: text/css"), "{css}");
+    let missing = get("/no/such/file", "").await;
+    assert!(missing.starts_with("http/1.1 404") && missing.contains("nosniff"), "{missing}");
+    // gRPC on the same port: an unknown service is UNIMPLEMENTED, not a web page.
+    let r = crate::support::raw_call(s.channel().await, "/no.such.Service/Method", vec![], None);
+    assert_eq!(r.await.unwrap_err().code(), tonic::Code::Unimplemented);
+}
