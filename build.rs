@@ -17,6 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }
+    // The web app embedded by `src/web.rs`: a file added to the bundle rebuilds the crate
+    // (rust-embed's own tracking sees changed and removed files, not new ones).
+    println!("cargo:rerun-if-changed=web/dist");
     let fds = protox::compile(protos, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("edgechat_descriptor.bin"), fds.encode_to_vec())?;

@@ -289,7 +289,8 @@ async fn grpc_web_over_http1_on_the_tcp_listener() {
 async fn the_web_page_is_served_beside_grpc() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = TestServer::start().await;
-    let get = |path: &'static str, extra: &'static str| {
+    let get = |path: &str, extra: &'static str| {
+        let path = path.to_string();
         let s = &s;
         async move {
             let mut tls = s.raw_tls(b"http/1.1").await;
@@ -314,7 +315,10 @@ async fn the_web_page_is_served_beside_grpc() {
         assert!(page.contains(header), "{header} in {page}");
     }
     assert!(page.contains("<html"), "{page}");
-    let css = get("/assets/page.css", "").await;
+    // The bundle's stylesheet, by the hashed name the page links.
+    let href = page.split("href=\"").nth(1).and_then(|r| r.split('"').next()).expect("a link");
+    assert!(href.starts_with("assets/") && href.ends_with(".css"), "{href}");
+    let css = get(&format!("/{href}"), "").await;
     assert!(css.starts_with("http/1.1 200"), "{css}");
     assert!(css.contains("cache-control: public, max-age=31536000, immutable"), "{css}");
     assert!(css.contains("content-type: text/css"), "{css}");

@@ -1,0 +1,290 @@
+// The network side: gRPC-Web clients for this origin, the session's tokens, and one Listen
+// stream that follows every room the user is in, reconnecting by itself. Pure decisions
+// (what a frame does to the state, which sends go again, how long to wait) are in state.ts.
+
+import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { AuthService } from "./gen/edgechat/v1/auth_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { ChatService, type ClientFrameSchema, type ServerFrame } from "./gen/edgechat/v1/chat_pb.js";
+import type { RoomEvent } from "./gen/edgechat/v1/common_pb.js";
+import { RoomService } from "./gen/edgechat/v1/rooms_pb.js";
+import * as st from "./state.js";
+
+const REFRESH_KEY = "edgechat.refresh";
+
+type FrameKind = MessageInitShape<typeof ClientFrameSchema>["kind"];
+
+/** Where the refresh token is kept: for good ("stay signed in") or for this tab only. */
+function store(persist: boolean): Storage {
+  return persist ? localStorage : sessionStorage;
+}
+
+export class Api {
+  token = "";
+  private readonly auth_: Interceptor = (next) => async (req) => {
+    if (this.token) req.header.set("authorization", `Bearer ${this.token}`);
+    return next(req);
+  };
+  readonly transport = createGrpcWebTransport({
+    baseUrl: location.origin,
+    useBinaryFormat: true,
+    interceptors: [this.auth_],
+  });
+  readonly auth = createClient(AuthService, this.transport);
+  readonly rooms = createClient(RoomService, this.transport);
+  readonly chat = createClient(ChatService, this.transport);
+}
+
+/** The signed-in user and the tokens that keep them signed in. */
+export class Session {
+  userId = "";
+  username = "";
+  private refreshToken = "";
+  private persist = false;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  /** Called with each new access token (the stream re-authenticates with it). */
+  onToken: (token: string) => void = () => {};
+  /** Called when the session cannot be kept (refresh refused): back to the login form. */
+  onLost: (why: string) => void = () => {};
+
+  constructor(readonly api: Api) {}
+
+  async login(username: string, password: string, register: boolean, persist: boolean): Promise<void> {
+    const r = register
+      ? await this.api.auth.register({ username, password, displayName: "" })
+      : await this.api.auth.login({ username, password });
+    this.persist = persist;
+    this.accept(r.accessToken, r.refreshToken, Number(r.accessExpiresAtMs), r.user?.id ?? "", r.user?.username ?? username);
+  }
+
+  /** Signs in again with a stored refresh token, if there is one. */
+  async resume(): Promise<boolean> {
+    for (const persist of [false, true]) {
+      const token = store(persist).getItem(REFRESH_KEY);
+      if (!token) continue;
+      this.persist = persist;
+      this.refreshToken = token;
+      try {
+        await this.refresh();
+        return true;
+      } catch (e) {
+        if (ConnectError.from(e).code === Code.Unauthenticated) store(persist).removeItem(REFRESH_KEY);
+        else throw e;
+      }
+    }
+    return false;
+  }
+
+  async logout(): Promise<void> {
+    clearTimeout(this.timer);
+    try {
+      await this.api.auth.logout({ refreshToken: this.refreshToken, allDevices: false });
+    } finally {
+      store(this.persist).removeItem(REFRESH_KEY);
+      this.api.token = "";
+    }
+  }
+
+  private async refresh(): Promise<void> {
+    const r = await this.api.auth.refresh({ refreshToken: this.refreshToken });
+    this.accept(r.accessToken, r.refreshToken, Number(r.accessExpiresAtMs), r.user?.id ?? "", r.user?.username ?? "");
+  }
+
+  private accept(access: string, refresh: string, expiresAtMs: number, userId: string, username: string): void {
+    this.api.token = access;
+    this.refreshToken = refresh;
+    if (userId) this.userId = userId;
+    if (username) this.username = username;
+    store(this.persist).setItem(REFRESH_KEY, refresh);
+    this.onToken(access);
+    // Refresh a minute before expiry (at least 5 s from now); retry soon on a network error.
+    const due = Math.max(5_000, expiresAtMs - Date.now() - 60_000);
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.refreshLoop(), due);
+  }
+
+  private async refreshLoop(): Promise<void> {
+    try {
+      await this.refresh();
+    } catch (e) {
+      if (ConnectError.from(e).code === Code.Unauthenticated) {
+        store(this.persist).removeItem(REFRESH_KEY);
+        this.onLost("your session has ended; log in again");
+      } else {
+        this.timer = setTimeout(() => this.refreshLoop(), 5_000);
+      }
+    }
+  }
+}
+
+/** What the stream tells the app. */
+export type Status =
+  | { state: "connecting" }
+  | { state: "connected" }
+  /** `retryAt` null: the browser has no network; the stream reconnects when it is back. */
+  | { state: "offline"; retryAt: number | null };
+
+/** Decodes a RoomEvent into the state's terms. */
+export function change(ev: RoomEvent, me: string): st.Change {
+  switch (ev.kind.case) {
+    case "message": {
+      const m = ev.kind.value;
+      return {
+        kind: "message",
+        senderId: m.senderId,
+        text: m.text,
+        atMs: Number(m.sentAtMs),
+        deleted: m.deleted,
+        editedAtMs: Number(m.editedAtMs),
+        mentionsMe: m.mentionUserIds.includes(me),
+      };
+    }
+    case "edited":
+      return { kind: "edited", targetSeq: Number(ev.kind.value.targetSeq), text: ev.kind.value.text };
+    case "deleted":
+      return { kind: "deleted", targetSeq: Number(ev.kind.value.targetSeq) };
+    default:
+      return { kind: "other" };
+  }
+}
+
+/** One Listen stream at a time, reopened with backoff, resuming every room after its last seq. */
+export class Stream {
+  private streamId = "";
+  private abort: AbortController | undefined;
+  private stopped = false;
+  /** The browser says it has no network: wait for it to come back, not for a timer. */
+  private offline = typeof navigator !== "undefined" && !navigator.onLine;
+  onStatus: (s: Status) => void = () => {};
+  onChange: () => void = () => {};
+  onRoomsChanged: () => void = () => {};
+  onUnauthenticated: () => Promise<boolean> = async () => false;
+
+  constructor(
+    private readonly api: Api,
+    private readonly state: st.State,
+  ) {}
+
+  stop(): void {
+    this.stopped = true;
+    this.abort?.abort();
+  }
+
+  /** Ends the current stream so that the loop opens a new one (rooms joined or left). */
+  reopen(): void {
+    this.abort?.abort();
+  }
+
+  async run(): Promise<void> {
+    // The browser knows before the socket does: going offline ends the stream at once (an
+    // open response can otherwise sit silent for minutes), and coming back reconnects at
+    // once instead of waiting out the backoff.
+    let online: () => void = () => {};
+    const wentOffline = () => {
+      this.offline = true;
+      this.abort?.abort();
+    };
+    const cameBack = () => {
+      this.offline = false;
+      online();
+    };
+    addEventListener("offline", wentOffline);
+    addEventListener("online", cameBack);
+    let attempt = 0;
+    while (!this.stopped) {
+      this.onStatus({ state: "connecting" });
+      const ctrl = new AbortController();
+      this.abort = ctrl;
+      try {
+        const subscriptions = [...this.state.rooms.values()]
+          .filter((r) => r.member)
+          .map((r) => ({ roomId: r.id, afterSeq: BigInt(r.lastSeq) }));
+        for await (const f of this.api.chat.listen({ subscriptions }, { signal: ctrl.signal })) {
+          if (await this.frame(f)) attempt = 0;
+        }
+      } catch (e) {
+        const err = ConnectError.from(e);
+        if (this.stopped) break;
+        if (err.code === Code.Unauthenticated && !(await this.onUnauthenticated())) break;
+      } finally {
+        this.streamId = "";
+      }
+      if (this.stopped) break;
+      if (ctrl.signal.aborted && !this.offline) {
+        // reopen(): at once.
+        continue;
+      }
+      const wait = st.backoffMs(attempt++, Math.random());
+      this.onStatus({ state: "offline", retryAt: this.offline ? null : Date.now() + wait });
+      await new Promise<void>((r) => {
+        const timer = setTimeout(r, this.offline ? 24 * 3600_000 : wait);
+        online = () => {
+          clearTimeout(timer);
+          r();
+        };
+      });
+      if (!this.offline) attempt = Math.min(attempt, 1);
+    }
+    removeEventListener("offline", wentOffline);
+    removeEventListener("online", cameBack);
+  }
+
+  /** Applies one frame; true once the stream is established. */
+  private async frame(f: ServerFrame): Promise<boolean> {
+    const k = f.kind;
+    switch (k.case) {
+      case "listening":
+        this.streamId = k.value.streamId;
+        this.onStatus({ state: "connected" });
+        for (const p of st.toResend(this.state)) void this.sendFrame(p);
+        return true;
+      case "event": {
+        const ev = k.value;
+        const r = st.applyEvent(this.state, ev.roomId, Number(ev.seq), change(ev, this.state.me));
+        if (r === "gap") {
+          // Missed events: follow the room again from the last one applied.
+          const room = this.state.rooms.get(ev.roomId);
+          void this.send({ case: "subscribe", value: { roomId: ev.roomId, afterSeq: BigInt(room?.lastSeq ?? 0) } });
+        }
+        if (ev.kind.case === "member" || ev.kind.case === "roomUpdated") this.onRoomsChanged();
+        this.onChange();
+        return false;
+      }
+      case "sendAck":
+        st.acked(this.state, k.value.clientMessageId);
+        this.onChange();
+        return false;
+      case "error":
+        if (k.value.clientMessageId) {
+          st.refused(this.state, k.value.clientMessageId, k.value.code, k.value.message);
+          this.onChange();
+        }
+        return false;
+      case "goingAway":
+        this.abort?.abort();
+        return false;
+      default:
+        return false;
+    }
+  }
+
+  /** Sends a message (already recorded as pending); it goes out once a stream is open. */
+  async sendFrame(p: st.Pending): Promise<void> {
+    await this.send({ case: "send", value: { roomId: p.roomId, clientMessageId: p.cmid, text: p.text } });
+  }
+
+  /** Re-authenticates the open stream with a fresh access token. */
+  async reauthenticate(token: string): Promise<void> {
+    await this.send({ case: "reauthenticate", value: { accessToken: token } });
+  }
+
+  private async send(kind: FrameKind): Promise<void> {
+    if (!this.streamId) return; // Sent again when the next stream opens.
+    try {
+      await this.api.chat.sendFrame({ streamId: this.streamId, frame: { kind } });
+    } catch {
+      // The stream is going or gone: the loop reconnects and pending sends go again.
+    }
+  }
+}

@@ -1,0 +1,141 @@
+// The browser suite: a real `edgechat serve` (the debug binary cargo built, or $EDGECHAT_BIN)
+// on a temporary data directory and an ephemeral port, driven through Debian's Chromium
+// (/usr/bin/chromium or $CHROMIUM) with playwright-core. Two users chat from two browser
+// contexts, one on a phone-sized window and one on a desktop-sized one; each goes offline and
+// comes back. Screenshots go to ../target/web-screenshots/. Exit status 0 only if every
+// check passed.
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const bin = process.env.EDGECHAT_BIN ?? resolve("../target/debug/edgechat");
+const shots = resolve("../target/web-screenshots");
+const dir = mkdtempSync(join(tmpdir(), "edgechat-web-"));
+mkdirSync(shots, { recursive: true });
+
+const server = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dir], {
+  stdio: ["ignore", "pipe", "inherit"],
+});
+const port = await new Promise((ok, fail) => {
+  server.on("error", fail);
+  server.on("exit", (c) => fail(new Error(`edgechat serve exited with ${c}`)));
+  createInterface({ input: server.stdout }).once("line", (l) => ok(Number(l.trim().split(":").pop())));
+});
+const base = `https://localhost:${port}/`;
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+
+let failed = false;
+const check = (ok, what) => {
+  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
+  if (!ok) failed = true;
+};
+const WAIT = 20_000;
+
+async function register(ctx, name) {
+  const page = await ctx.newPage();
+  page.on("pageerror", (e) => check(false, `${name}: page error ${e.message}`));
+  await page.goto(base);
+  await page.fill("#username", name);
+  await page.fill("#password", "correct horse battery");
+  await page.click("#register");
+  await page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT });
+  return page;
+}
+
+/** The message texts the page shows, in order (acked lines only). */
+const texts = (page) => page.$$eval("#messages li.line:not(.pending):not(.failed) .text", (els) => els.map((e) => e.textContent));
+
+async function waitForTexts(page, wanted, what) {
+  try {
+    await page.waitForFunction(
+      (w) => {
+        const got = [...document.querySelectorAll("#messages li.line:not(.pending):not(.failed) .text")].map((e) => e.textContent);
+        return w.every((t) => got.includes(t));
+      },
+      wanted,
+      { timeout: WAIT },
+    );
+  } catch {
+    check(false, `${what}: waited for ${JSON.stringify(wanted)}, shown ${JSON.stringify(await texts(page))}`);
+    return;
+  }
+  const got = await texts(page);
+  const once = wanted.every((t) => got.filter((g) => g === t).length === 1);
+  const order = wanted.map((t) => got.indexOf(t));
+  check(once && order.every((v, i) => i === 0 || v > order[i - 1]), `${what}: each once, in order`);
+}
+
+async function send(page, text) {
+  await page.fill("#composer", text);
+  await page.press("#composer", "Enter");
+}
+
+try {
+  const desktop = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
+  const phone = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 375, height: 740 }, hasTouch: true });
+  const alice = await register(desktop, "alice");
+  check(true, "alice registered and her stream is connected");
+  await alice.fill("#new-room", "general");
+  await alice.click("#create button");
+  await alice.waitForFunction(() => document.querySelector("#room-title")?.textContent === "#general", null, { timeout: WAIT });
+  const bob = await register(phone, "bob");
+  await bob.click("text=Join #general");
+  await bob.waitForFunction(() => document.querySelector("#room-title")?.textContent === "#general", null, { timeout: WAIT });
+  check(true, "bob joined #general from a phone-sized window");
+
+  await send(alice, "hello bob");
+  await waitForTexts(bob, ["hello bob"], "a live message reaches the other browser");
+  await send(bob, "hi alice");
+  await waitForTexts(alice, ["hi alice"], "and back");
+
+  // Bob goes offline while Alice sends; back online he shows every message once, in order.
+  await phone.setOffline(true);
+  await bob.waitForSelector('#status[data-state="offline"]', { timeout: WAIT });
+  check(true, "bob's page says it is reconnecting");
+  for (const t of ["while you were away 1", "while you were away 2", "while you were away 3"]) await send(alice, t);
+  await waitForTexts(alice, ["while you were away 3"], "alice's sends are acked");
+  await phone.setOffline(false);
+  await bob.waitForSelector('#status[data-state="connected"]', { timeout: WAIT });
+  await waitForTexts(bob, ["hello bob", "hi alice", "while you were away 1", "while you were away 2", "while you were away 3"], "bob resumes without gaps or repeats");
+
+  // Alice types while offline: pending, then delivered exactly once when she is back.
+  await desktop.setOffline(true);
+  await alice.waitForSelector('#status[data-state="offline"]', { timeout: WAIT });
+  await send(alice, "typed while offline");
+  check((await alice.$$("#messages li.pending")).length === 1, "the offline message shows as pending");
+  await desktop.setOffline(false);
+  await waitForTexts(bob, ["typed while offline"], "the offline message is delivered once on reconnect");
+  await alice.waitForFunction(() => document.querySelectorAll("#messages li.pending").length === 0, null, { timeout: WAIT });
+  await waitForTexts(alice, ["typed while offline"], "and acked on the sender's side");
+
+  // Markup in a message is text, never markup.
+  const evil = '<img src=x onerror="window.__owned=1"><script>window.__owned=2</script>';
+  await send(alice, evil);
+  await waitForTexts(bob, [evil], "markup arrives as the text that was typed");
+  check((await bob.evaluate(() => window.__owned)) === undefined, "and never runs");
+  check((await bob.$$("#messages img, #messages script")).length === 0, "and makes no elements");
+
+  // A 4 KiB message of one long word wraps on the phone.
+  const long = "x".repeat(4096);
+  await send(alice, long);
+  await waitForTexts(bob, [long], "a 4 KiB message arrives whole");
+  check(await bob.$eval("#messages", (m) => m.scrollWidth <= m.clientWidth + 1), "and wraps at 375 pixels");
+
+  await bob.screenshot({ path: join(shots, "phone.png") });
+  await alice.screenshot({ path: join(shots, "desktop.png") });
+  console.log(`screenshots in ${shots}`);
+} catch (e) {
+  check(false, `the suite stopped: ${e.stack ?? e}`);
+} finally {
+  await browser.close();
+  server.kill("SIGTERM");
+  rmSync(dir, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);
