@@ -158,7 +158,10 @@ export class Stream {
   private offline = typeof navigator !== "undefined" && !navigator.onLine;
   onStatus: (s: Status) => void = () => {};
   onChange: () => void = () => {};
-  onRoomsChanged: () => void = () => {};
+  /** A member came, went or changed role, or the room's settings changed. */
+  onRoomsChanged: (roomId: string) => void = () => {};
+  /** Someone in `roomId` is typing (never the user). */
+  onTyping: (roomId: string, userId: string) => void = () => {};
   onUnauthenticated: () => Promise<boolean> = async () => false;
 
   constructor(
@@ -247,7 +250,7 @@ export class Stream {
           const room = this.state.rooms.get(ev.roomId);
           void this.send({ case: "subscribe", value: { roomId: ev.roomId, afterSeq: BigInt(room?.lastSeq ?? 0) } });
         }
-        if (ev.kind.case === "member" || ev.kind.case === "roomUpdated") this.onRoomsChanged();
+        if (ev.kind.case === "member" || ev.kind.case === "roomUpdated") this.onRoomsChanged(ev.roomId);
         this.onChange();
         return false;
       }
@@ -261,6 +264,9 @@ export class Stream {
           this.onChange();
         }
         return false;
+      case "typing":
+        if (k.value.userId !== this.state.me) this.onTyping(k.value.roomId, k.value.userId);
+        return false;
       case "goingAway":
         this.abort?.abort();
         return false;
@@ -270,21 +276,34 @@ export class Stream {
   }
 
   /** Sends a message (already recorded as pending); it goes out once a stream is open. */
-  async sendFrame(p: st.Pending): Promise<void> {
-    await this.send({ case: "send", value: { roomId: p.roomId, clientMessageId: p.cmid, text: p.text } });
+  async sendFrame(p: st.Pending): Promise<boolean> {
+    return this.send({ case: "send", value: { roomId: p.roomId, clientMessageId: p.cmid, text: p.text } });
+  }
+
+  /** Tells the room's other members that the user is typing (the server throttles too). */
+  async typing(roomId: string): Promise<boolean> {
+    return this.send({ case: "typing", value: { roomId } });
+  }
+
+  /** Moves the user's read marker (so unread counts agree on every device). */
+  async markRead(roomId: string, seq: number): Promise<boolean> {
+    return this.send({ case: "markRead", value: { roomId, seq: BigInt(seq) } });
   }
 
   /** Re-authenticates the open stream with a fresh access token. */
-  async reauthenticate(token: string): Promise<void> {
-    await this.send({ case: "reauthenticate", value: { accessToken: token } });
+  async reauthenticate(token: string): Promise<boolean> {
+    return this.send({ case: "reauthenticate", value: { accessToken: token } });
   }
 
-  private async send(kind: FrameKind): Promise<void> {
-    if (!this.streamId) return; // Sent again when the next stream opens.
+  /** Whether the frame was taken by an open stream. */
+  private async send(kind: FrameKind): Promise<boolean> {
+    if (!this.streamId) return false; // Pending sends go again when the next stream opens.
     try {
       await this.api.chat.sendFrame({ streamId: this.streamId, frame: { kind } });
+      return true;
     } catch {
       // The stream is going or gone: the loop reconnects and pending sends go again.
+      return false;
     }
   }
 }

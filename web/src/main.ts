@@ -33,8 +33,12 @@ let state = st.newState("");
 let stream: Stream | undefined;
 let status: Status = { state: "connecting" };
 const names = new Map<string, string>();
-/** Rooms whose History has no older page. */
-const complete = new Set<string>();
+/** Rooms whose member names are being read again. */
+const namesLoading = new Set<string>();
+/** The read marker last sent per room. */
+const readUpTo = new Map<string, number>();
+/** Rooms whose History said there is an older page than the lines shown. */
+const older = new Set<string>();
 const root = document.getElementById("app")!;
 
 /** What was typed but not sent survives a lost session (log in again, it is still there). */
@@ -95,12 +99,17 @@ async function loadRooms(): Promise<void> {
   );
 }
 
+/** The usernames of a room's members (messages carry only user ids). */
+async function loadNames(roomId: string): Promise<void> {
+  const members = await api.rooms.listMembers({ roomId });
+  for (const m of members.members) if (m.user) names.set(m.user.id, m.user.username);
+}
+
 /** Loads the newest page of a room the state has nothing of yet, and its members' names. */
 async function loadRoom(roomId: string): Promise<void> {
   const room = state.rooms.get(roomId);
   if (!room?.member) return;
-  const members = await api.rooms.listMembers({ roomId });
-  for (const m of members.members) if (m.user) names.set(m.user.id, m.user.username);
+  await loadNames(roomId);
   if (room.lines.length === 0) {
     const h = await api.chat.history({ roomId, limit: 50, beforeSeq: 0n, afterSeq: 0n });
     applyHistory(roomId, h.events, h.hasMore);
@@ -115,7 +124,8 @@ function applyHistory(roomId: string, events: import("./gen/edgechat/v1/common_p
       lines.push({ seq: Number(ev.seq), senderId: c.senderId, text: c.text, atMs: c.atMs, edited: c.editedAtMs !== 0, deleted: c.deleted });
   }
   st.addHistory(state, roomId, lines);
-  if (!hasMore) complete.add(roomId);
+  if (hasMore) older.add(roomId);
+  else older.delete(roomId);
 }
 
 async function olderPage(roomId: string): Promise<void> {
@@ -140,7 +150,15 @@ async function start(): Promise<void> {
     renderStatus();
   };
   stream.onChange = render;
-  stream.onRoomsChanged = () => void loadRooms().then(render);
+  stream.onRoomsChanged = (roomId) =>
+    void loadRooms()
+      .then(() => (state.rooms.get(roomId)?.member ? loadNames(roomId) : undefined))
+      .then(render, () => {});
+  stream.onTyping = (roomId, userId) => {
+    typing.set(`${roomId} ${userId}`, Date.now() + TYPING_SHOWN_MS);
+    renderTyping();
+    setTimeout(renderTyping, TYPING_SHOWN_MS + 50);
+  };
   stream.onUnauthenticated = async () => {
     try {
       return await session.resume();
@@ -155,6 +173,13 @@ async function start(): Promise<void> {
 }
 
 let composer: HTMLTextAreaElement | undefined;
+/** The message being edited in the composer, if any. */
+let editing: { roomId: string; seq: number } | null = null;
+/** Who is typing where: "room user" -> until when (ms). */
+const typing = new Map<string, number>();
+/** How long a typing notice shows (the server lets one through every 2 s). */
+const TYPING_SHOWN_MS = 3_000;
+let lastTypingSent = 0;
 
 function renderShell(): void {
   const statusLine = el("p", { id: "status", role: "status", "aria-live": "polite" });
@@ -178,7 +203,14 @@ function renderShell(): void {
     if (ev.key === "Enter" && !ev.shiftKey) {
       ev.preventDefault();
       sendMessage();
+    } else if (ev.key === "Escape" && editing) {
+      stopEditing();
     }
+  });
+  composer.addEventListener("input", () => {
+    if (!state.current || editing || Date.now() - lastTypingSent < 2_000) return;
+    lastTypingSent = Date.now();
+    void stream?.typing(state.current);
   });
   const newRoom = el("input", { id: "new-room", "aria-label": "New room name", placeholder: "new-room", required: "" });
   const create = el("form", { id: "create" }, newRoom, el("button", { type: "submit" }, "Create"));
@@ -201,7 +233,16 @@ function renderShell(): void {
       { class: "shell" },
       el("header", {}, el("strong", {}, "edgechat"), el("span", { id: "me" }, session.username), statusLine, logout),
       el("nav", { "aria-label": "Rooms" }, el("ul", { id: "rooms" }), create, el("p", { id: "notice", role: "alert" })),
-      el("main", {}, el("h2", { id: "room-title" }), el("p", { id: "topic" }), el("ol", { id: "messages", "aria-live": "polite" }), form),
+      el(
+        "main",
+        {},
+        el("h2", { id: "room-title" }),
+        el("p", { id: "topic" }),
+        el("ol", { id: "messages", "aria-live": "polite" }),
+        el("p", { id: "typing", "aria-live": "polite" }),
+        el("p", { id: "editing", hidden: "" }, "Editing a message: Enter saves, Escape cancels"),
+        form,
+      ),
     ),
   );
   render();
@@ -227,10 +268,52 @@ function renderStatus(): void {
   line.dataset.state = status.state;
 }
 
+function renderTyping(): void {
+  const line = document.getElementById("typing");
+  if (!line) return;
+  const now = Date.now();
+  const who: string[] = [];
+  for (const [key, until] of typing) {
+    if (until < now) typing.delete(key);
+    else if (key.startsWith(`${state.current} `)) who.push(names.get(key.slice(key.indexOf(" ") + 1)) ?? "someone");
+  }
+  line.textContent = who.length === 0 ? "" : `${who.join(", ")} ${who.length === 1 ? "is" : "are"} typing…`;
+}
+
+function startEditing(roomId: string, line: st.Line): void {
+  if (!composer) return;
+  editing = { roomId, seq: line.seq };
+  composer.value = line.text;
+  document.getElementById("editing")?.removeAttribute("hidden");
+  composer.focus();
+}
+
+function stopEditing(): void {
+  editing = null;
+  if (composer) composer.value = "";
+  document.getElementById("editing")?.setAttribute("hidden", "");
+}
+
+async function deleteLine(roomId: string, seq: number): Promise<void> {
+  if (!confirm("Delete this message for everyone?")) return;
+  try {
+    await api.chat.deleteMessage({ roomId, seq: BigInt(seq) });
+  } catch (e) {
+    alertLine(describe(e));
+  }
+}
+
 function sendMessage(): void {
   if (!composer || !state.current) return;
   const text = composer.value;
   if (!text.trim()) return;
+  if (editing) {
+    const { roomId, seq } = editing;
+    stopEditing();
+    // The edit comes back as an event on the stream, like everyone else's.
+    api.chat.editMessage({ roomId, seq: BigInt(seq), text }).catch((e) => alertLine(describe(e)));
+    return;
+  }
   composer.value = "";
   const p = st.addPending(state, state.current, text, crypto.randomUUID());
   render();
@@ -286,13 +369,25 @@ function render(): void {
   }
   const stick = messages.scrollTop + messages.clientHeight >= messages.scrollHeight - 8;
   const items: Node[] = [];
-  if (room.lines.length > 0 && !complete.has(room.id)) {
-    const older = el("button", { type: "button", id: "older" }, "Load older messages");
-    older.addEventListener("click", () => void olderPage(room.id));
-    items.push(el("li", { class: "older" }, older));
+  if (room.lines.length > 0 && older.has(room.id)) {
+    const more = el("button", { type: "button", id: "older" }, "Load older messages");
+    more.addEventListener("click", () => void olderPage(room.id));
+    items.push(el("li", { class: "older" }, more));
   }
+  let unknown = false;
   for (const l of room.lines) {
-    const who = names.get(l.senderId) ?? l.senderId;
+    const known = names.get(l.senderId);
+    if (!known) unknown = true;
+    const who = known ?? "…";
+    const mine = l.senderId === state.me && !l.deleted;
+    const actions = mine
+      ? el(
+          "span",
+          { class: "actions" },
+          button("Edit", `Edit your message "${l.text.slice(0, 30)}"`, () => startEditing(room.id, l)),
+          button("Delete", `Delete your message "${l.text.slice(0, 30)}"`, () => void deleteLine(room.id, l.seq)),
+        )
+      : null;
     const time = new Date(l.atMs).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     items.push(
       el(
@@ -302,8 +397,14 @@ function render(): void {
         el("time", { datetime: new Date(l.atMs).toISOString() }, time),
         l.deleted ? el("em", { class: "text" }, "message deleted") : el("span", { class: "text" }, l.text),
         l.edited && !l.deleted && el("span", { class: "mark" }, "(edited)"),
+        actions,
       ),
     );
+  }
+  if (unknown && !namesLoading.has(room.id)) {
+    // A member who joined after the names were read: read them again, once.
+    namesLoading.add(room.id);
+    void loadNames(room.id).then(render, () => {}).finally(() => namesLoading.delete(room.id));
   }
   for (const p of state.pending.filter((x) => x.roomId === room.id)) {
     const li = el(
@@ -326,6 +427,19 @@ function render(): void {
   }
   messages.replaceChildren(...items);
   if (stick) messages.scrollTop = messages.scrollHeight;
+  renderTyping();
+  // What is on screen has been read, on every device of the user.
+  if (room.lastSeq > (readUpTo.get(room.id) ?? 0)) {
+    readUpTo.set(room.id, room.lastSeq);
+    const id = room.id;
+    void stream?.markRead(id, room.lastSeq).then((sent) => sent || readUpTo.delete(id));
+  }
+}
+
+function button(text: string, label: string, onClick: () => void): HTMLButtonElement {
+  const b = el("button", { type: "button", "aria-label": label }, text);
+  b.addEventListener("click", onClick);
+  return b;
 }
 
 async function boot(): Promise<void> {

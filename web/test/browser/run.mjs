@@ -94,6 +94,43 @@ try {
   await waitForTexts(bob, ["hello bob"], "a live message reaches the other browser");
   await send(bob, "hi alice");
   await waitForTexts(alice, ["hi alice"], "and back");
+  try {
+    await alice.waitForFunction(
+      () => [...document.querySelectorAll("#messages li.line")].some((li) => li.querySelector(".who")?.textContent === "bob" && li.querySelector(".text")?.textContent === "hi alice"),
+      null,
+      { timeout: WAIT },
+    );
+    check(true, "a member who joined later is shown by name");
+  } catch {
+    check(false, "a member who joined later is shown by name");
+  }
+
+  // Typing shows on the other side.
+  await bob.type("#composer", "typ");
+  try {
+    await alice.waitForFunction(() => document.querySelector("#typing")?.textContent === "bob is typing…", null, { timeout: WAIT });
+    check(true, "typing shows on the other side");
+  } catch {
+    check(false, `typing shows on the other side (shown: ${await alice.textContent("#typing")})`);
+  }
+  await bob.fill("#composer", "");
+
+  // Alice edits and deletes her own messages; Bob sees both.
+  await alice.click('#messages li.line:has(.text:text-is("hello bob")) button:text-is("Edit")');
+  await alice.fill("#composer", "hello bob (edited)");
+  await alice.press("#composer", "Enter");
+  await waitForTexts(bob, ["hello bob (edited)"], "an edit shows on the other side");
+  check((await bob.textContent('#messages li.line:has(.text:text-is("hello bob (edited)")) .mark')) === "(edited)", "marked edited");
+  await send(alice, "oops");
+  await waitForTexts(bob, ["oops"], "a message to delete");
+  alice.once("dialog", (d) => void d.accept());
+  await alice.click('#messages li.line:has(.text:text-is("oops")) button:text-is("Delete")');
+  try {
+    await bob.waitForFunction(() => [...document.querySelectorAll("#messages em.text")].some((e) => e.textContent === "message deleted"), null, { timeout: WAIT });
+    check(!(await texts(bob)).includes("oops"), "a delete leaves a tombstone on the other side");
+  } catch {
+    check(false, "a delete leaves a tombstone on the other side");
+  }
 
   // Bob goes offline while Alice sends; back online he shows every message once, in order.
   await phone.setOffline(true);
@@ -103,7 +140,7 @@ try {
   await waitForTexts(alice, ["while you were away 3"], "alice's sends are acked");
   await phone.setOffline(false);
   await bob.waitForSelector('#status[data-state="connected"]', { timeout: WAIT });
-  await waitForTexts(bob, ["hello bob", "hi alice", "while you were away 1", "while you were away 2", "while you were away 3"], "bob resumes without gaps or repeats");
+  await waitForTexts(bob, ["hello bob (edited)", "hi alice", "while you were away 1", "while you were away 2", "while you were away 3"], "bob resumes without gaps or repeats");
 
   // Alice types while offline: pending, then delivered exactly once when she is back.
   await desktop.setOffline(true);
@@ -122,15 +159,20 @@ try {
   check((await bob.evaluate(() => window.__owned)) === undefined, "and never runs");
   check((await bob.$$("#messages img, #messages script")).length === 0, "and makes no elements");
 
+  await bob.screenshot({ path: join(shots, "phone.png") });
+  await alice.screenshot({ path: join(shots, "desktop.png") });
+  console.log(`screenshots in ${shots}`);
+
   // A 4 KiB message of one long word wraps on the phone.
   const long = "x".repeat(4096);
   await send(alice, long);
   await waitForTexts(bob, [long], "a 4 KiB message arrives whole");
   check(await bob.$eval("#messages", (m) => m.scrollWidth <= m.clientWidth + 1), "and wraps at 375 pixels");
+  check((await alice.$$("#older")).length === 0, "no 'older messages' button when History has shown everything");
+  // Typing notices go away by themselves (3 s after the last).
+  await alice.waitForTimeout(3_500);
+  check((await alice.textContent("#typing")) === "", `typing notices expire (shown: ${await alice.textContent("#typing")})`);
 
-  await bob.screenshot({ path: join(shots, "phone.png") });
-  await alice.screenshot({ path: join(shots, "desktop.png") });
-  console.log(`screenshots in ${shots}`);
 } catch (e) {
   check(false, `the suite stopped: ${e.stack ?? e}`);
 } finally {
