@@ -7,7 +7,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { AuthService } from "./gen/edgechat/v1/auth_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ChatService, type ClientFrameSchema, type ServerFrame } from "./gen/edgechat/v1/chat_pb.js";
-import type { RoomEvent } from "./gen/edgechat/v1/common_pb.js";
+import type { Notification, RoomEvent } from "./gen/edgechat/v1/common_pb.js";
 import { RoomService } from "./gen/edgechat/v1/rooms_pb.js";
 import * as st from "./state.js";
 
@@ -160,6 +160,10 @@ export class Stream {
   onChange: () => void = () => {};
   /** A member came, went or changed role, or the room's settings changed. */
   onRoomsChanged: (roomId: string) => void = () => {};
+  /** A room mate's presence changed. */
+  onPresence: (userId: string, status: number) => void = () => {};
+  /** A new notification of the user (mention, direct message, invite, ...). */
+  onNotification: (n: Notification) => void = () => {};
   /** Someone in `roomId` is typing (never the user). */
   onTyping: (roomId: string, userId: string) => void = () => {};
   onUnauthenticated: () => Promise<boolean> = async () => false;
@@ -263,6 +267,12 @@ export class Stream {
           st.refused(this.state, k.value.clientMessageId, k.value.code, k.value.message);
           this.onChange();
         }
+        return false;
+      case "presence":
+        this.onPresence(k.value.userId, k.value.status);
+        return false;
+      case "notification":
+        this.onNotification(k.value);
         return false;
       case "typing":
         if (k.value.userId !== this.state.me) this.onTyping(k.value.roomId, k.value.userId);

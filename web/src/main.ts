@@ -4,7 +4,7 @@
 // state.ts on each change, which at chat sizes costs less than a framework's runtime.
 
 import { Code, ConnectError } from "@connectrpc/connect";
-import { Visibility } from "./gen/edgechat/v1/common_pb.js";
+import { NotificationKind, PresenceStatus, RoomRole, Visibility, type Member } from "./gen/edgechat/v1/common_pb.js";
 import { Api, Session, Stream, change, type Status } from "./connection.js";
 import * as st from "./state.js";
 
@@ -86,6 +86,12 @@ function showLogin(message = ""): void {
 
 async function loadRooms(): Promise<void> {
   const r = await api.rooms.listRooms({});
+  for (const x of r.rooms) {
+    roles.set(x.id, x.myRole);
+    if (x.visibility === Visibility.DIRECT) direct.add(x.id);
+    if (x.readOnly) readOnlyRooms.add(x.id);
+    else readOnlyRooms.delete(x.id);
+  }
   st.setRooms(
     state,
     r.rooms.map((x) => ({
@@ -99,10 +105,25 @@ async function loadRooms(): Promise<void> {
   );
 }
 
-/** The usernames of a room's members (messages carry only user ids). */
+/** Each room's members as last read, and everyone's presence as last heard. */
+const members = new Map<string, Member[]>();
+const presence = new Map<string, number>();
+/** The user's role in each room (from ListRooms). */
+const roles = new Map<string, RoomRole>();
+const readOnlyRooms = new Set<string>();
+/** Direct rooms (named after the other user: shown as @name). */
+const direct = new Set<string>();
+const label = (r: st.RoomView) => `${direct.has(r.id) ? "@" : "#"}${r.name}`;
+
+/** The members of a room, their names (messages carry only user ids) and presence. */
 async function loadNames(roomId: string): Promise<void> {
-  const members = await api.rooms.listMembers({ roomId });
-  for (const m of members.members) if (m.user) names.set(m.user.id, m.user.username);
+  const r = await api.rooms.listMembers({ roomId });
+  members.set(roomId, r.members);
+  for (const m of r.members) {
+    if (!m.user) continue;
+    names.set(m.user.id, m.user.username);
+    presence.set(m.user.id, m.presence);
+  }
 }
 
 /** Loads the newest page of a room the state has nothing of yet, and its members' names. */
@@ -154,6 +175,24 @@ async function start(): Promise<void> {
     void loadRooms()
       .then(() => (state.rooms.get(roomId)?.member ? loadNames(roomId) : undefined))
       .then(render, () => {});
+  stream.onPresence = (userId, status) => {
+    presence.set(userId, status);
+    renderMembers();
+  };
+  stream.onNotification = (n) => {
+    const from = names.get(n.fromUserId) ?? "someone";
+    const what =
+      n.kind === NotificationKind.DIRECT_MESSAGE
+        ? `${from} sent you a direct message`
+        : n.kind === NotificationKind.MENTION
+          ? `${from} mentioned you: ${n.text}`
+          : n.kind === NotificationKind.INVITE
+            ? `${from} invited you to a room`
+            : n.text || "a notification";
+    alertLine(what);
+    // A direct room or an invite is a room the list does not have yet.
+    if (!state.rooms.get(n.roomId)?.member) void refreshRooms();
+  };
   stream.onTyping = (roomId, userId) => {
     typing.set(`${roomId} ${userId}`, Date.now() + TYPING_SHOWN_MS);
     renderTyping();
@@ -238,6 +277,7 @@ function renderShell(): void {
         {},
         el("h2", { id: "room-title" }),
         el("p", { id: "topic" }),
+        roomTools(),
         el("ol", { id: "messages", "aria-live": "polite" }),
         el("p", { id: "typing", "aria-live": "polite" }),
         el("p", { id: "editing", hidden: "" }, "Editing a message: Enter saves, Escape cancels"),
@@ -247,6 +287,49 @@ function renderShell(): void {
   );
   render();
   renderStatus();
+}
+
+/** The open room's members and actions: a disclosure, so a phone keeps its screen. */
+function roomTools(): HTMLElement {
+  const invite = el("input", { id: "invite-name", "aria-label": "Username to invite", placeholder: "username" });
+  const inviteForm = el("form", { id: "invite" }, invite, el("button", { type: "submit" }, "Invite"));
+  inviteForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const roomId = state.current;
+    const name = invite.value.trim().toLowerCase();
+    const userId = [...names.entries()].find(([, n]) => n === name)?.[0];
+    if (!roomId || !name) return;
+    if (!userId) {
+      alertLine(`no user named ${name} in your rooms`);
+      return;
+    }
+    invite.value = "";
+    void roomAction(() => api.rooms.inviteMember({ roomId, userId }));
+  });
+  const topic = el("input", { id: "topic-text", "aria-label": "Room topic", placeholder: "topic" });
+  const topicForm = el("form", { id: "set-topic" }, topic, el("button", { type: "submit" }, "Set topic"));
+  topicForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const roomId = state.current;
+    if (roomId) void roomAction(() => api.rooms.updateRoom({ roomId, topic: topic.value }));
+  });
+  const readOnly = button("Toggle read-only", "Make the room read-only for members, or writable again", () => {
+    const roomId = state.current;
+    if (roomId) void roomAction(() => api.rooms.updateRoom({ roomId, readOnly: !readOnlyRooms.has(roomId) }));
+  });
+  const leave = button("Leave room", "Leave this room", () => {
+    const roomId = state.current;
+    if (roomId && confirm("Leave this room?")) void roomAction(() => api.rooms.leaveRoom({ roomId }));
+  });
+  return el(
+    "details",
+    { id: "room-tools", hidden: "" },
+    el("summary", { id: "member-count" }, "Members"),
+    el("ul", { id: "member-list" }),
+    inviteForm,
+    el("div", { id: "mod-tools", hidden: "" }, topicForm, readOnly),
+    leave,
+  );
 }
 
 function alertLine(text: string): void {
@@ -320,6 +403,83 @@ function sendMessage(): void {
   void stream?.sendFrame(p);
 }
 
+/** Reads the room list again; a newly joined room is followed from a fresh stream. */
+async function refreshRooms(): Promise<void> {
+  const before = new Set([...state.rooms.values()].filter((r) => r.member).map((r) => r.id));
+  await loadRooms();
+  const added = [...state.rooms.values()].filter((r) => r.member && !before.has(r.id));
+  await Promise.all(added.map((r) => loadRoom(r.id)));
+  if (added.length > 0) stream?.reopen();
+  render();
+}
+
+async function roomAction(action: () => Promise<unknown>): Promise<void> {
+  try {
+    await action();
+    await refreshRooms();
+  } catch (e) {
+    alertLine(describe(e));
+  }
+}
+
+async function openDirect(userId: string): Promise<void> {
+  try {
+    const r = await api.rooms.openDirect({ userId });
+    await refreshRooms();
+    st.openRoom(state, r.id);
+    render();
+  } catch (e) {
+    alertLine(describe(e));
+  }
+}
+
+const PRESENCE_TEXT: Record<number, string> = {
+  [PresenceStatus.ONLINE]: "online",
+  [PresenceStatus.AWAY]: "away",
+};
+
+function renderMembers(): void {
+  const list = document.getElementById("member-list");
+  const count = document.getElementById("member-count");
+  if (!list || !count) return;
+  const roomId = state.current;
+  const ms = roomId ? (members.get(roomId) ?? []) : [];
+  count.textContent = `Members (${ms.length})`;
+  const mine = roomId ? (roles.get(roomId) ?? RoomRole.UNSPECIFIED) : RoomRole.UNSPECIFIED;
+  list.replaceChildren(
+    ...ms.map((m) => {
+      const u = m.user!;
+      const p = PRESENCE_TEXT[presence.get(u.id) ?? m.presence] ?? "offline";
+      const li = el(
+        "li",
+        { "data-user": u.username },
+        el("span", { class: `dot ${p}`, "aria-hidden": "true" }),
+        el("span", { class: "name" }, u.username),
+        el("span", { class: "presence" }, p),
+        m.role >= RoomRole.MODERATOR && el("span", { class: "role" }, m.role === RoomRole.OWNER ? "owner" : "moderator"),
+      );
+      if (u.id !== state.me) {
+        li.append(button("Message", `Send ${u.username} a direct message`, () => void openDirect(u.id)));
+        if (roomId && mine >= RoomRole.MODERATOR && m.role < mine) {
+          li.append(
+            button("Kick", `Remove ${u.username} from the room`, () =>
+              void roomAction(() => api.rooms.removeMember({ roomId, userId: u.id, ban: false, reason: "" })),
+            ),
+            button("Ban", `Ban ${u.username} from the room`, () =>
+              void roomAction(() => api.rooms.removeMember({ roomId, userId: u.id, ban: true, reason: "" })),
+            ),
+          );
+        }
+      }
+      return li;
+    }),
+  );
+  const tools = document.getElementById("room-tools");
+  if (tools) tools.hidden = !roomId;
+  const modTools = document.getElementById("mod-tools");
+  if (modTools) modTools.hidden = mine < RoomRole.MODERATOR;
+}
+
 async function join(roomId: string): Promise<void> {
   try {
     await api.rooms.joinRoom({ roomId });
@@ -347,7 +507,7 @@ function render(): void {
       const b = el(
         "button",
         { type: "button", class: "room", "aria-current": String(r.id === state.current) },
-        `#${r.name}`,
+        label(r),
         r.unread > 0 && el("span", { class: "badge", "aria-label": `${r.unread} unread` }, String(r.unread)),
         r.mentions > 0 && el("span", { class: "badge mention", "aria-label": `${r.mentions} mentions` }, `@${r.mentions}`),
       );
@@ -361,7 +521,7 @@ function render(): void {
     }),
   );
   const room = state.current ? state.rooms.get(state.current) : undefined;
-  document.getElementById("room-title")!.textContent = room ? `#${room.name}` : "No room yet: create or join one";
+  document.getElementById("room-title")!.textContent = room ? label(room) : "No room yet: create or join one";
   document.getElementById("topic")!.textContent = room?.topic ?? "";
   if (!room) {
     messages.replaceChildren();
@@ -428,6 +588,7 @@ function render(): void {
   messages.replaceChildren(...items);
   if (stick) messages.scrollTop = messages.scrollHeight;
   renderTyping();
+  renderMembers();
   // What is on screen has been read, on every device of the user.
   if (room.lastSeq > (readUpTo.get(room.id) ?? 0)) {
     readUpTo.set(room.id, room.lastSeq);

@@ -132,6 +132,37 @@ try {
     check(false, "a delete leaves a tombstone on the other side");
   }
 
+  // The member list shows who is online; the owner sets the topic; a direct message.
+  await alice.click("#member-count");
+  try {
+    await alice.waitForFunction(() => document.querySelector('#member-list li[data-user="bob"] .presence')?.textContent === "online", null, { timeout: WAIT });
+    check(true, "the member list shows bob online");
+  } catch {
+    check(false, `the member list shows bob online (${await alice.textContent("#member-list")})`);
+  }
+  await alice.fill("#topic-text", "Plans for Friday");
+  await alice.click('#set-topic button');
+  try {
+    await bob.waitForFunction(() => document.querySelector("#topic")?.textContent === "Plans for Friday", null, { timeout: WAIT });
+    check(true, "a topic set by the owner shows on the other side");
+  } catch {
+    check(false, "a topic set by the owner shows on the other side");
+  }
+  await alice.click('#member-list li[data-user="bob"] button:text-is("Message")');
+  await alice.waitForFunction(() => document.querySelector("#room-title")?.textContent === "@bob", null, { timeout: WAIT });
+  await send(alice, "psst, just you");
+  await waitForTexts(alice, ["psst, just you"], "a direct message is sent");
+  try {
+    await bob.waitForSelector('#rooms button:has-text("@alice")', { timeout: WAIT });
+    await bob.click('#rooms button:has-text("@alice")');
+    await waitForTexts(bob, ["psst, just you"], "the direct room appears for bob with the message");
+  } catch {
+    check(false, "the direct room appears for bob with the message");
+  }
+  await bob.click('#rooms button:has-text("#general")');
+  await alice.click('#rooms button:has-text("#general")');
+  await bob.waitForFunction(() => document.querySelector("#room-title")?.textContent === "#general", null, { timeout: WAIT });
+
   // Bob goes offline while Alice sends; back online he shows every message once, in order.
   await phone.setOffline(true);
   await bob.waitForSelector('#status[data-state="offline"]', { timeout: WAIT });
@@ -169,6 +200,15 @@ try {
   await waitForTexts(bob, [long], "a 4 KiB message arrives whole");
   check(await bob.$eval("#messages", (m) => m.scrollWidth <= m.clientWidth + 1), "and wraps at 375 pixels");
   check((await alice.$$("#older")).length === 0, "no 'older messages' button when History has shown everything");
+  // A moderator's kick: the room closes on the kicked user's page, and can be joined again
+  // (it is public).
+  await alice.click('#member-list li[data-user="bob"] button:text-is("Kick")');
+  try {
+    await bob.waitForSelector('#rooms button:text-is("Join #general")', { timeout: WAIT });
+    check((await bob.textContent("#room-title")) !== "#general", "a kicked user's page closes the room");
+  } catch {
+    check(false, `a kicked user's page closes the room (title ${await bob.textContent("#room-title")})`);
+  }
   // Typing notices go away by themselves (3 s after the last).
   await alice.waitForTimeout(3_500);
   check((await alice.textContent("#typing")) === "", `typing notices expire (shown: ${await alice.textContent("#typing")})`);
