@@ -160,6 +160,8 @@ export class Stream {
   onChange: () => void = () => {};
   /** A member came, went or changed role, or the room's settings changed. */
   onRoomsChanged: (roomId: string) => void = () => {};
+  /** A new message from `userId` (ends their typing notice). */
+  onMessage: (roomId: string, userId: string) => void = () => {};
   /** A room mate's presence changed. */
   onPresence: (userId: string, status: number) => void = () => {};
   /** A new notification of the user (mention, direct message, invite, ...). */
@@ -255,6 +257,7 @@ export class Stream {
           void this.send({ case: "subscribe", value: { roomId: ev.roomId, afterSeq: BigInt(room?.lastSeq ?? 0) } });
         }
         if (ev.kind.case === "member" || ev.kind.case === "roomUpdated") this.onRoomsChanged(ev.roomId);
+        if (ev.kind.case === "message" && r === "new") this.onMessage(ev.roomId, ev.kind.value.senderId);
         this.onChange();
         return false;
       }

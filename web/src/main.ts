@@ -171,6 +171,7 @@ async function start(): Promise<void> {
     renderStatus();
   };
   stream.onChange = render;
+  stream.onMessage = (roomId, userId) => typing.delete(`${roomId} ${userId}`);
   stream.onRoomsChanged = (roomId) =>
     void loadRooms()
       .then(() => (state.rooms.get(roomId)?.member ? loadNames(roomId) : undefined))
@@ -252,11 +253,20 @@ function renderShell(): void {
     void stream?.typing(state.current);
   });
   const newRoom = el("input", { id: "new-room", "aria-label": "New room name", placeholder: "new-room", required: "" });
-  const create = el("form", { id: "create" }, newRoom, el("button", { type: "submit" }, "Create"));
+  const priv = el("input", { id: "new-private", type: "checkbox" });
+  const create = el(
+    "form",
+    { id: "create" },
+    newRoom,
+    el("button", { type: "submit" }, "Create"),
+    el("label", { class: "check" }, priv, " private (invite only)"),
+  );
   create.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
-      const r = await api.rooms.createRoom({ name: newRoom.value.trim(), topic: "", visibility: Visibility.PUBLIC, readOnly: false });
+      const visibility = priv.checked ? Visibility.PRIVATE : Visibility.PUBLIC;
+      const r = await api.rooms.createRoom({ name: newRoom.value.trim(), topic: "", visibility, readOnly: false });
+      priv.checked = false;
       newRoom.value = "";
       await loadRooms();
       st.openRoom(state, r.id);
@@ -398,6 +408,7 @@ function sendMessage(): void {
     return;
   }
   composer.value = "";
+  lastTypingSent = 0; // typing again after a send is news (the server's gate still applies)
   const p = st.addPending(state, state.current, text, crypto.randomUUID());
   render();
   void stream?.sendFrame(p);
@@ -461,6 +472,16 @@ function renderMembers(): void {
       if (u.id !== state.me) {
         li.append(button("Message", `Send ${u.username} a direct message`, () => void openDirect(u.id)));
         if (roomId && mine >= RoomRole.MODERATOR && m.role < mine) {
+          const promote = m.role < RoomRole.MODERATOR && mine === RoomRole.OWNER;
+          const demote = m.role === RoomRole.MODERATOR;
+          if (promote || demote) {
+            const role = promote ? RoomRole.MODERATOR : RoomRole.MEMBER;
+            li.append(
+              button(promote ? "Make moderator" : "Make member", `${promote ? "Make" : "Demote"} ${u.username} ${promote ? "a moderator" : "to member"}`, () =>
+                void roomAction(() => api.rooms.setMemberRole({ roomId, userId: u.id, role })).then(() => loadNames(roomId)).then(render),
+              ),
+            );
+          }
           li.append(
             button("Kick", `Remove ${u.username} from the room`, () =>
               void roomAction(() => api.rooms.removeMember({ roomId, userId: u.id, ban: false, reason: "" })),

@@ -16,14 +16,16 @@ const shots = resolve("../target/web-screenshots");
 const dir = mkdtempSync(join(tmpdir(), "edgechat-web-"));
 mkdirSync(shots, { recursive: true });
 
-const server = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dir], {
-  stdio: ["ignore", "pipe", "inherit"],
-});
-const port = await new Promise((ok, fail) => {
-  server.on("error", fail);
-  server.on("exit", (c) => fail(new Error(`edgechat serve exited with ${c}`)));
-  createInterface({ input: server.stdout }).once("line", (l) => ok(Number(l.trim().split(":").pop())));
-});
+/** Starts `edgechat serve` on `listen`; resolves with the process and its port. */
+function serve(listen) {
+  const child = spawn(bin, ["serve", "--listen", listen, "--data-dir", dir], { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((ok, fail) => {
+    child.on("error", fail);
+    child.on("exit", (c) => fail(new Error(`edgechat serve exited with ${c}`)));
+    createInterface({ input: child.stdout }).once("line", (l) => ok([child, Number(l.trim().split(":").pop())]));
+  });
+}
+let [server, port] = await serve("127.0.0.1:0");
 const base = `https://localhost:${port}/`;
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
@@ -105,7 +107,9 @@ try {
     check(false, "a member who joined later is shown by name");
   }
 
-  // Typing shows on the other side.
+  // Typing shows on the other side (the server lets one notice per user and room through
+  // every 2 s, and bob's send above typed too).
+  await bob.waitForTimeout(2_100);
   await bob.type("#composer", "typ");
   try {
     await alice.waitForFunction(() => document.querySelector("#typing")?.textContent === "bob is typing…", null, { timeout: WAIT });
@@ -182,6 +186,18 @@ try {
   await waitForTexts(bob, ["typed while offline"], "the offline message is delivered once on reconnect");
   await alice.waitForFunction(() => document.querySelectorAll("#messages li.pending").length === 0, null, { timeout: WAIT });
   await waitForTexts(alice, ["typed while offline"], "and acked on the sender's side");
+
+  // The server restarts under open pages: both reconnect by themselves and chat on.
+  await new Promise((r) => {
+    server.once("exit", r);
+    server.kill("SIGTERM");
+  });
+  await Promise.all([alice, bob].map((p) => p.waitForSelector('#status[data-state="offline"]', { timeout: WAIT })));
+  [server] = await serve(`127.0.0.1:${port}`);
+  await Promise.all([alice, bob].map((p) => p.waitForSelector('#status[data-state="connected"]', { timeout: WAIT })));
+  check(true, "both pages reconnect after a server restart");
+  await send(alice, "after the restart");
+  await waitForTexts(bob, ["after the restart"], "and the chat goes on");
 
   // Markup in a message is text, never markup.
   const evil = '<img src=x onerror="window.__owned=1"><script>window.__owned=2</script>';
