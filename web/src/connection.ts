@@ -76,10 +76,11 @@ export class Session {
     return false;
   }
 
-  async logout(): Promise<void> {
+  /** Logs out this device, or (`everywhere`) every device and open stream of the user. */
+  async logout(everywhere: boolean): Promise<void> {
     clearTimeout(this.timer);
     try {
-      await this.api.auth.logout({ refreshToken: this.refreshToken, allDevices: false });
+      await this.api.auth.logout({ refreshToken: this.refreshToken, allDevices: everywhere });
     } finally {
       store(this.persist).removeItem(REFRESH_KEY);
       this.api.token = "";

@@ -4,7 +4,7 @@
 // state.ts on each change, which at chat sizes costs less than a framework's runtime.
 
 import { Code, ConnectError } from "@connectrpc/connect";
-import { NotificationKind, PresenceStatus, RoomRole, Visibility, type Member } from "./gen/edgechat/v1/common_pb.js";
+import { NotificationKind, PresenceStatus, RoomRole, Visibility, type Member, type Notification } from "./gen/edgechat/v1/common_pb.js";
 import { Api, Session, Stream, change, type Status } from "./connection.js";
 import * as st from "./state.js";
 
@@ -82,6 +82,56 @@ function showLogin(message = ""): void {
   });
   root.replaceChildren(form);
   user.focus();
+}
+
+/** The newest notifications (at most 50), oldest first. */
+let notes: Notification[] = [];
+const NOTES_KEPT = 50;
+
+function noteText(n: Notification): string {
+  const from = names.get(n.fromUserId) ?? "someone";
+  switch (n.kind) {
+    case NotificationKind.DIRECT_MESSAGE:
+      return `${from} sent you a direct message: ${n.text}`;
+    case NotificationKind.MENTION:
+      return `${from} mentioned you: ${n.text}`;
+    case NotificationKind.INVITE:
+      return `${from} invited you to a room`;
+    default:
+      return n.text || "a notification";
+  }
+}
+
+/** Reads the stored notifications, page by page (ascending ids), keeping the newest. */
+async function loadNotifications(): Promise<void> {
+  let after = 0n;
+  for (let page = 0; page < 20; page++) {
+    const r = await api.chat.listNotifications({ afterId: after, limit: 100 });
+    notes = [...notes, ...r.notifications].slice(-NOTES_KEPT);
+    if (r.notifications.length < 100) break;
+    after = r.notifications[r.notifications.length - 1].id;
+  }
+}
+
+function renderNotes(): void {
+  const list = document.getElementById("note-list");
+  const summary = document.getElementById("note-count");
+  if (!list || !summary) return;
+  const unread = notes.filter((n) => !n.read).length;
+  summary.textContent = unread > 0 ? `Notifications (${unread} new)` : "Notifications";
+  list.replaceChildren(
+    ...[...notes].reverse().map((n) => {
+      const b = button(noteText(n), `Open the room of: ${noteText(n)}`, async () => {
+        if (state.rooms.get(n.roomId)?.member) {
+          st.openRoom(state, n.roomId);
+          render();
+        }
+      });
+      b.classList.add("note");
+      if (!n.read) b.classList.add("unread");
+      return el("li", {}, b);
+    }),
+  );
 }
 
 async function loadRooms(): Promise<void> {
@@ -163,6 +213,7 @@ async function start(): Promise<void> {
   names.set(session.userId, session.username);
   await loadRooms();
   await Promise.all([...state.rooms.values()].filter((r) => r.member).map((r) => loadRoom(r.id)));
+  await loadNotifications();
   const first = [...state.rooms.values()].find((r) => r.member);
   if (first) st.openRoom(state, first.id);
   stream = new Stream(api, state);
@@ -181,16 +232,9 @@ async function start(): Promise<void> {
     renderMembers();
   };
   stream.onNotification = (n) => {
-    const from = names.get(n.fromUserId) ?? "someone";
-    const what =
-      n.kind === NotificationKind.DIRECT_MESSAGE
-        ? `${from} sent you a direct message`
-        : n.kind === NotificationKind.MENTION
-          ? `${from} mentioned you: ${n.text}`
-          : n.kind === NotificationKind.INVITE
-            ? `${from} invited you to a room`
-            : n.text || "a notification";
-    alertLine(what);
+    notes = [...notes.filter((x) => x.id !== n.id), n].slice(-NOTES_KEPT);
+    alertLine(noteText(n));
+    renderNotes();
     // A direct room or an invite is a room the list does not have yet.
     if (!state.rooms.get(n.roomId)?.member) void refreshRooms();
   };
@@ -201,10 +245,13 @@ async function start(): Promise<void> {
   };
   stream.onUnauthenticated = async () => {
     try {
-      return await session.resume();
+      if (await session.resume()) return true;
     } catch {
       return true; // A network error: keep trying to connect.
     }
+    // Revoked (logged out everywhere, disabled): back to the form; the draft is kept.
+    showLogin("your session has ended; log in again");
+    return false;
   };
   session.onToken = (t) => void stream?.reauthenticate(t);
   session.onLost = (why) => showLogin(why);
@@ -226,9 +273,29 @@ function renderShell(): void {
   const logout = el("button", { type: "button", id: "logout" }, "Log out");
   logout.addEventListener("click", async () => {
     try {
-      await session.logout();
+      await session.logout(false);
     } finally {
       showLogin();
+    }
+  });
+  const everywhere = button("Log out everywhere", "Log out on every device and end every open session", async () => {
+    if (!confirm("Log out on every device?")) return;
+    try {
+      await session.logout(true);
+    } finally {
+      showLogin();
+    }
+  });
+  everywhere.id = "logout-all";
+  const markAll = button("Mark all read", "Mark every notification read", async () => {
+    const last = notes[notes.length - 1];
+    if (!last) return;
+    try {
+      await api.chat.markNotificationsRead({ upToId: last.id });
+      for (const n of notes) n.read = true;
+      renderNotes();
+    } catch (e) {
+      alertLine(describe(e));
     }
   });
   composer = el("textarea", { id: "composer", rows: "2", "aria-label": "Message", placeholder: "Write a message", maxlength: "4096" });
@@ -280,8 +347,15 @@ function renderShell(): void {
     el(
       "div",
       { class: "shell" },
-      el("header", {}, el("strong", {}, "edgechat"), el("span", { id: "me" }, session.username), statusLine, logout),
-      el("nav", { "aria-label": "Rooms" }, el("ul", { id: "rooms" }), create, el("p", { id: "notice", role: "alert" })),
+      el("header", {}, el("strong", {}, "edgechat"), el("span", { id: "me" }, session.username), statusLine, logout, everywhere),
+      el(
+        "nav",
+        { "aria-label": "Rooms" },
+        el("ul", { id: "rooms" }),
+        create,
+        el("p", { id: "notice", role: "alert" }),
+        el("details", { id: "notifications" }, el("summary", { id: "note-count" }, "Notifications"), el("ol", { id: "note-list" }), markAll),
+      ),
       el(
         "main",
         {},
@@ -327,6 +401,21 @@ function roomTools(): HTMLElement {
     const roomId = state.current;
     if (roomId) void roomAction(() => api.rooms.updateRoom({ roomId, readOnly: !readOnlyRooms.has(roomId) }));
   });
+  const unban = el("input", { id: "unban-name", "aria-label": "Username to unban", placeholder: "username" });
+  const unbanForm = el("form", { id: "unban" }, unban, el("button", { type: "submit" }, "Unban"));
+  unbanForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const roomId = state.current;
+    const name = unban.value.trim().toLowerCase();
+    const userId = [...names.entries()].find(([, n]) => n === name)?.[0];
+    if (!roomId || !name) return;
+    if (!userId) {
+      alertLine(`no user named ${name} seen in your rooms`);
+      return;
+    }
+    unban.value = "";
+    void roomAction(() => api.rooms.unbanMember({ roomId, userId }));
+  });
   const leave = button("Leave room", "Leave this room", () => {
     const roomId = state.current;
     if (roomId && confirm("Leave this room?")) void roomAction(() => api.rooms.leaveRoom({ roomId }));
@@ -337,7 +426,7 @@ function roomTools(): HTMLElement {
     el("summary", { id: "member-count" }, "Members"),
     el("ul", { id: "member-list" }),
     inviteForm,
-    el("div", { id: "mod-tools", hidden: "" }, topicForm, readOnly),
+    el("div", { id: "mod-tools", hidden: "" }, topicForm, readOnly, unbanForm),
     leave,
   );
 }
@@ -610,6 +699,7 @@ function render(): void {
   if (stick) messages.scrollTop = messages.scrollHeight;
   renderTyping();
   renderMembers();
+  renderNotes();
   // What is on screen has been read, on every device of the user.
   if (room.lastSeq > (readUpTo.get(room.id) ?? 0)) {
     readUpTo.set(room.id, room.lastSeq);

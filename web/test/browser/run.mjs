@@ -144,11 +144,11 @@ try {
   } catch {
     check(false, `the member list shows bob online (${await alice.textContent("#member-list")})`);
   }
-  await alice.fill("#topic-text", "Plans for Friday");
+  await alice.fill("#topic-text", "Plans for <b>Friday</b>");
   await alice.click('#set-topic button');
   try {
-    await bob.waitForFunction(() => document.querySelector("#topic")?.textContent === "Plans for Friday", null, { timeout: WAIT });
-    check(true, "a topic set by the owner shows on the other side");
+    await bob.waitForFunction(() => document.querySelector("#topic")?.textContent === "Plans for <b>Friday</b>", null, { timeout: WAIT });
+    check((await bob.$$("#topic b")).length === 0, "a topic set by the owner shows on the other side, as text");
   } catch {
     check(false, "a topic set by the owner shows on the other side");
   }
@@ -162,6 +162,13 @@ try {
     await waitForTexts(bob, ["psst, just you"], "the direct room appears for bob with the message");
   } catch {
     check(false, "the direct room appears for bob with the message");
+  }
+  await bob.click("#note-count");
+  try {
+    await bob.waitForSelector('#note-list .note:has-text("alice sent you a direct message: psst, just you")', { timeout: WAIT });
+    check(true, "the notification is listed");
+  } catch {
+    check(false, `the notification is listed (${await bob.textContent("#note-list")})`);
   }
   await bob.click('#rooms button:has-text("#general")');
   await alice.click('#rooms button:has-text("#general")');
@@ -229,6 +236,45 @@ try {
   await alice.waitForTimeout(3_500);
   check((await alice.textContent("#typing")) === "", `typing notices expire (shown: ${await alice.textContent("#typing")})`);
 
+
+  // "Stay signed in" survives into a new tab; without it a new tab asks again.
+  const carolCtx = await browser.newContext({ ignoreHTTPSErrors: true });
+  const carol = await carolCtx.newPage();
+  await carol.goto(base);
+  await carol.fill("#username", "carol");
+  await carol.fill("#password", "correct horse battery");
+  await carol.check("#keep");
+  await carol.click("#register");
+  await carol.waitForSelector('#status[data-state="connected"]', { timeout: WAIT });
+  const carol2 = await carolCtx.newPage();
+  await carol2.goto(base);
+  await carol2.waitForSelector('#status[data-state="connected"]', { timeout: WAIT });
+  check(true, "stay signed in: a new tab is signed in");
+  const alice2 = await desktop.newPage();
+  await alice2.goto(base);
+  await alice2.waitForSelector("#username", { timeout: WAIT });
+  check(true, "without it a new tab asks to log in");
+
+  // Logged out everywhere from the second tab: the first goes back to the form, and the
+  // draft it had is still there after logging in again.
+  await alice2.fill("#username", "alice");
+  await alice2.fill("#password", "correct horse battery");
+  await alice2.click('button[type="submit"]');
+  await alice2.waitForSelector('#status[data-state="connected"]', { timeout: WAIT });
+  await alice.fill("#composer", "a draft worth keeping");
+  alice2.once("dialog", (d) => void d.accept());
+  await alice2.click("#logout-all");
+  try {
+    await alice.waitForSelector("#username", { timeout: WAIT });
+    check((await alice.textContent(".error")).includes("log in again"), "a revoked session goes back to the login form, saying why");
+    await alice.fill("#username", "alice");
+    await alice.fill("#password", "correct horse battery");
+    await alice.click('button[type="submit"]');
+    await alice.waitForSelector('#status[data-state="connected"]', { timeout: WAIT });
+    check((await alice.inputValue("#composer")) === "a draft worth keeping", "with the draft kept");
+  } catch (e) {
+    check(false, `a revoked session goes back to the login form: ${e.message}`);
+  }
 } catch (e) {
   check(false, `the suite stopped: ${e.stack ?? e}`);
 } finally {
