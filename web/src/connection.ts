@@ -87,9 +87,20 @@ export class Session {
     }
   }
 
+  /**
+   * Trades the refresh token for new tokens. Refresh tokens rotate and a reused one revokes
+   * its whole family, so tabs sharing a stored token ("stay signed in") must not refresh with
+   * a copy another tab has already rotated: one refresh at a time across tabs (Web Locks),
+   * each with the token as stored now.
+   */
   private async refresh(): Promise<void> {
-    const r = await this.api.auth.refresh({ refreshToken: this.refreshToken });
-    this.accept(r.accessToken, r.refreshToken, Number(r.accessExpiresAtMs), r.user?.id ?? "", r.user?.username ?? "");
+    const run = async () => {
+      this.refreshToken = store(this.persist).getItem(REFRESH_KEY) ?? this.refreshToken;
+      const r = await this.api.auth.refresh({ refreshToken: this.refreshToken });
+      this.accept(r.accessToken, r.refreshToken, Number(r.accessExpiresAtMs), r.user?.id ?? "", r.user?.username ?? "");
+    };
+    if (typeof navigator !== "undefined" && navigator.locks) await navigator.locks.request("edgechat-refresh", run);
+    else await run();
   }
 
   private accept(access: string, refresh: string, expiresAtMs: number, userId: string, username: string): void {
@@ -99,8 +110,10 @@ export class Session {
     if (username) this.username = username;
     store(this.persist).setItem(REFRESH_KEY, refresh);
     this.onToken(access);
-    // Refresh a minute before expiry (at least 5 s from now); retry soon on a network error.
-    const due = Math.max(5_000, expiresAtMs - Date.now() - 60_000);
+    // Refresh a minute before expiry, or after three quarters of a short lifetime (at least
+    // 5 s from now); retry soon on a network error.
+    const left = expiresAtMs - Date.now();
+    const due = Math.max(5_000, Math.min(left - 60_000, left * 0.75));
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.refreshLoop(), due);
   }

@@ -18,7 +18,10 @@ mkdirSync(shots, { recursive: true });
 
 /** Starts `edgechat serve` on `listen`; resolves with the process and its port. */
 function serve(listen) {
-  const child = spawn(bin, ["serve", "--listen", listen, "--data-dir", dir], { stdio: ["ignore", "pipe", "inherit"] });
+  // Access tokens of 30 s (the shortest allowed): every page refreshes its session and
+  // re-authenticates its stream several times during the suite.
+  const env = { ...process.env, EDGECHAT_AUTH_ACCESS_TTL_SECS: "30" };
+  const child = spawn(bin, ["serve", "--listen", listen, "--data-dir", dir], { stdio: ["ignore", "pipe", "inherit"], env });
   return new Promise((ok, fail) => {
     child.on("error", fail);
     child.on("exit", (c) => fail(new Error(`edgechat serve exited with ${c}`)));
@@ -250,6 +253,26 @@ try {
   await carol2.goto(base);
   await carol2.waitForSelector('#status[data-state="connected"]', { timeout: WAIT });
   check(true, "stay signed in: a new tab is signed in");
+  // The server unreachable when a page loads: the page says so and retries with backoff,
+  // then signs in by itself once it answers.
+  const carol3 = await carolCtx.newPage();
+  await carol3.route("**/edgechat.v1.AuthService/Refresh", (r) => r.abort("connectionrefused"));
+  await carol3.goto(base);
+  try {
+    await carol3.waitForSelector('.error:has-text("retrying in")', { timeout: WAIT });
+    check(true, "an unreachable server at page load is said, with a retry");
+    await carol3.unroute("**/edgechat.v1.AuthService/Refresh");
+    await carol3.waitForSelector('#status[data-state="connected"]', { timeout: WAIT });
+    check(true, "and the page signs in once it answers");
+  } catch (e) {
+    check(false, `an unreachable server at page load: ${e.message}`);
+  }
+  // The three tabs share one stored refresh token, rotated by each refresh (a reused one
+  // revokes the whole session): after every tab's refresh timer has fired (3/4 of 30 s),
+  // all three are still signed in.
+  await carol.waitForTimeout(25_000);
+  const signedIn = await Promise.all([carol, carol2, carol3].map((t) => t.$('#status[data-state="connected"]')));
+  check(signedIn.every(Boolean), "tabs sharing a stored session refresh it without revoking each other");
   const alice2 = await desktop.newPage();
   await alice2.goto(base);
   await alice2.waitForSelector("#username", { timeout: WAIT });
