@@ -78,14 +78,12 @@ async fn a_stream_id_belongs_to_its_owner_and_ends_with_its_stream() {
     );
     // The client goes away (stream and connection): its session ends by itself (nothing is
     // sent to it meanwhile, so nothing else could end it), and the id with it.
-    assert_eq!(s.api().listeners.len(), 1);
+    let mut open = s.api().listeners.watch();
+    assert_eq!(*open.borrow(), 1);
     drop(a);
     drop(own);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !s.api().listeners.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the session outlived its client");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let closed = tokio::time::timeout(WAIT, open.wait_for(|n| *n == 0)).await;
+    assert!(closed.is_ok(), "the session outlived its client");
     expect_code(send(&alice, &id, Some(ping(4))).await, Code::NotFound);
 }
 }

@@ -36,6 +36,8 @@ pub const FRAME_QUEUE: usize = 16;
 #[derive(Default)]
 pub struct Listeners {
     open: Mutex<HashMap<String, Entry>>,
+    /// How many are open, for whoever waits for a change (tests, metrics).
+    count: tokio::sync::watch::Sender<usize>,
 }
 
 struct Entry {
@@ -64,6 +66,7 @@ impl Listeners {
             }
         };
         open.insert(id.clone(), Entry { owner: owner.to_string(), frames });
+        self.count.send_replace(open.len());
         (id.clone(), Inbound { rx, _entry: EntryGuard { listeners: self.clone(), id } })
     }
 
@@ -75,6 +78,11 @@ impl Listeners {
     /// Whether no `Listen` stream is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The number of open `Listen` streams, as it changes.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.count.subscribe()
     }
 
     /// Hands `frame` to `caller`'s stream `stream_id`, waiting at most `wait` for room in its
@@ -112,7 +120,9 @@ impl Listeners {
     }
 
     fn remove(&self, id: &str) {
-        self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.remove(id);
+        self.count.send_replace(open.len());
     }
 }
 
