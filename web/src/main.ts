@@ -373,23 +373,32 @@ function renderShell(): void {
   renderStatus();
 }
 
-/** The open room's members and actions: a disclosure, so a phone keeps its screen. */
-function roomTools(): HTMLElement {
-  const invite = el("input", { id: "invite-name", "aria-label": "Username to invite", placeholder: "username" });
-  const inviteForm = el("form", { id: "invite" }, invite, el("button", { type: "submit" }, "Invite"));
-  inviteForm.addEventListener("submit", (ev) => {
+/**
+ * A form naming one user by username, acting on the open room. The API takes user ids and has
+ * no user search, so the name must be one seen in the user's rooms.
+ */
+function userForm(id: string, verb: string, act: (roomId: string, userId: string) => Promise<unknown>): HTMLFormElement {
+  const input = el("input", { id: `${id}-name`, "aria-label": `Username to ${verb.toLowerCase()}`, placeholder: "username" });
+  const form = el("form", { id }, input, el("button", { type: "submit" }, verb));
+  form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     const roomId = state.current;
-    const name = invite.value.trim().toLowerCase();
-    const userId = [...names.entries()].find(([, n]) => n === name)?.[0];
+    const name = input.value.trim().toLowerCase();
     if (!roomId || !name) return;
+    const userId = [...names.entries()].find(([, n]) => n === name)?.[0];
     if (!userId) {
-      alertLine(`no user named ${name} in your rooms`);
+      alertLine(`no user named ${name} seen in your rooms`);
       return;
     }
-    invite.value = "";
-    void roomAction(() => api.rooms.inviteMember({ roomId, userId }));
+    input.value = "";
+    void roomAction(() => act(roomId, userId));
   });
+  return form;
+}
+
+/** The open room's members and actions: a disclosure, so a phone keeps its screen. */
+function roomTools(): HTMLElement {
+  const inviteForm = userForm("invite", "Invite", (roomId, userId) => api.rooms.inviteMember({ roomId, userId }));
   const topic = el("input", { id: "topic-text", "aria-label": "Room topic", placeholder: "topic" });
   const topicForm = el("form", { id: "set-topic" }, topic, el("button", { type: "submit" }, "Set topic"));
   topicForm.addEventListener("submit", (ev) => {
@@ -401,21 +410,7 @@ function roomTools(): HTMLElement {
     const roomId = state.current;
     if (roomId) void roomAction(() => api.rooms.updateRoom({ roomId, readOnly: !readOnlyRooms.has(roomId) }));
   });
-  const unban = el("input", { id: "unban-name", "aria-label": "Username to unban", placeholder: "username" });
-  const unbanForm = el("form", { id: "unban" }, unban, el("button", { type: "submit" }, "Unban"));
-  unbanForm.addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    const roomId = state.current;
-    const name = unban.value.trim().toLowerCase();
-    const userId = [...names.entries()].find(([, n]) => n === name)?.[0];
-    if (!roomId || !name) return;
-    if (!userId) {
-      alertLine(`no user named ${name} seen in your rooms`);
-      return;
-    }
-    unban.value = "";
-    void roomAction(() => api.rooms.unbanMember({ roomId, userId }));
-  });
+  const unbanForm = userForm("unban", "Unban", (roomId, userId) => api.rooms.unbanMember({ roomId, userId }));
   const leave = button("Leave room", "Leave this room", () => {
     const roomId = state.current;
     if (roomId && confirm("Leave this room?")) void roomAction(() => api.rooms.leaveRoom({ roomId }));

@@ -226,6 +226,28 @@ try {
   await waitForTexts(bob, [long], "a 4 KiB message arrives whole");
   check(await bob.$eval("#messages", (m) => m.scrollWidth <= m.clientWidth + 1), "and wraps at 375 pixels");
   check((await alice.$$("#older")).length === 0, "no 'older messages' button when History has shown everything");
+  // A private room: invisible to bob until alice invites him by name; then he joins.
+  await alice.fill("#new-room", "secret");
+  await alice.check("#new-private");
+  await alice.click("#create button");
+  await alice.waitForFunction(() => document.querySelector("#room-title")?.textContent === "#secret", null, { timeout: WAIT });
+  check((await bob.$$('#rooms button:has-text("secret")')).length === 0, "a private room is not listed to others");
+  await alice.$eval("#room-tools", (d) => (d.open = true));
+  await alice.fill("#invite-name", "bob");
+  await alice.click("#invite button");
+  try {
+    await bob.waitForSelector('#rooms button:text-is("Join #secret")', { timeout: WAIT });
+    await bob.click('#rooms button:text-is("Join #secret")');
+    await bob.waitForFunction(() => document.querySelector("#room-title")?.textContent === "#secret", null, { timeout: WAIT });
+    await send(alice, "welcome to the secret room");
+    await waitForTexts(bob, ["welcome to the secret room"], "an invited user joins the private room and reads it");
+  } catch (e) {
+    check(false, `an invite to a private room: ${e.message}`);
+  }
+  await alice.click('#rooms button:has-text("#general")');
+  await bob.click('#rooms button:has-text("#general")');
+  await bob.waitForFunction(() => document.querySelector("#room-title")?.textContent === "#general", null, { timeout: WAIT });
+
   // A moderator's kick: the room closes on the kicked user's page, and can be joined again
   // (it is public).
   await alice.click('#member-list li[data-user="bob"] button:text-is("Kick")');
