@@ -209,7 +209,12 @@ async function olderPage(roomId: string): Promise<void> {
 }
 
 async function start(): Promise<void> {
+  // Nothing of a previous session on this page survives into the next (it may be another
+  // user's): state, names, members, notifications and every per-room note.
   state = st.newState(session.userId);
+  notes = [];
+  for (const m of [names, members, presence, roles, readUpTo, typing]) m.clear();
+  for (const x of [namesLoading, older, readOnlyRooms, direct]) x.clear();
   names.set(session.userId, session.username);
   await loadRooms();
   await Promise.all([...state.rooms.values()].filter((r) => r.member).map((r) => loadRoom(r.id)));
