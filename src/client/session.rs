@@ -39,7 +39,12 @@ struct ClientInner {
     /// One refresh at a time: two callers presenting the same refresh token would look like
     /// token theft to the server, which revokes the whole family.
     refreshing: tokio::sync::Mutex<()>,
+    /// Told of every new set of tokens (see [`Client::on_tokens`]).
+    on_tokens: Mutex<Option<TokenHook>>,
 }
+
+/// What [`Client::on_tokens`] takes.
+pub type TokenHook = Box<dyn Fn(&proto::AuthResponse) + Send + Sync>;
 
 impl Client {
     /// A client for `url` (see [`super::connect`] for the forms); nothing is dialled yet.
@@ -51,6 +56,7 @@ impl Client {
                 channel: tokio::sync::Mutex::new(None),
                 auth: Mutex::new(None),
                 refreshing: tokio::sync::Mutex::new(()),
+                on_tokens: Mutex::new(None),
             }),
         }
     }
@@ -78,7 +84,24 @@ impl Client {
 
     fn store(&self, r: proto::AuthResponse) -> proto::AuthResponse {
         *self.inner.auth.lock().expect("auth lock") = Some(r.clone());
+        if let Some(hook) = self.inner.on_tokens.lock().expect("hook lock").as_ref() {
+            hook(&r);
+        }
         r
+    }
+
+    /// Calls `hook` with every new set of tokens: after login, register and each refresh.
+    /// Refresh tokens rotate, and presenting a rotated one revokes its whole family, so
+    /// whoever keeps the refresh token beyond this process (a profile file, say) must save
+    /// each new one; this is where to do it. Replaces an earlier hook; the hook must not call
+    /// `on_tokens` itself.
+    pub fn on_tokens(&self, hook: impl Fn(&proto::AuthResponse) + Send + Sync + 'static) {
+        *self.inner.on_tokens.lock().expect("hook lock") = Some(Box::new(hook));
+    }
+
+    /// The current tokens, if logged in.
+    pub fn tokens(&self) -> Option<proto::AuthResponse> {
+        self.inner.auth.lock().expect("auth lock").clone()
     }
 
     /// Logs in and keeps the tokens.

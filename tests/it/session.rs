@@ -76,3 +76,31 @@ async fn a_session_resumes_gaplessly_across_a_server_restart() {
     assert!(texts[20..].iter().enumerate().all(|(i, t)| *t == format!("after {i}")));
 }
 }
+
+both_transports! {
+async fn every_rotated_refresh_token_reaches_the_token_hook() {
+    let s = TestServer::start().await;
+    s.user("alice").await;
+    let client = Client::new(&s.url(), s.tls());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let hook = seen.clone();
+    client.on_tokens(move |t| hook.lock().unwrap().push(t.refresh_token.clone()));
+    let first = client.login("alice", "correct horse battery").await.unwrap();
+    // An access token about to expire: the next call refreshes, rotating the refresh token.
+    let mut stale = client.tokens().unwrap();
+    stale.access_expires_at_ms = 0;
+    client.set_tokens(stale);
+    client.chat().await.unwrap();
+    let now = client.tokens().unwrap().refresh_token;
+    let seen = seen.lock().unwrap().clone();
+    assert_ne!(now, first.refresh_token, "the refresh rotated the token");
+    assert_eq!(seen.first(), Some(&first.refresh_token), "login reported its tokens");
+    assert_eq!(seen.last(), Some(&now), "the hook saw the rotated token: {seen:?}");
+    // The rotated-away token is spent: a process that saved only the first would be refused.
+    let mut auth = edgechat::client::auth_client(s.channel().await, None);
+    let reused = auth
+        .refresh(edgechat::proto::RefreshRequest { refresh_token: first.refresh_token })
+        .await;
+    assert_eq!(reused.unwrap_err().code(), tonic::Code::Unauthenticated);
+}
+}
