@@ -192,7 +192,11 @@ export class Stream {
   stop(): void {
     this.stopped = true;
     this.abort?.abort();
+    this.wake();
   }
+
+  /** Ends a wait between attempts early (back online, or stopped). */
+  private wake: () => void = () => {};
 
   /** Ends the current stream so that the loop opens a new one (rooms joined or left). */
   reopen(): void {
@@ -203,14 +207,15 @@ export class Stream {
     // The browser knows before the socket does: going offline ends the stream at once (an
     // open response can otherwise sit silent for minutes), and coming back reconnects at
     // once instead of waiting out the backoff.
-    let online: () => void = () => {};
     const wentOffline = () => {
       this.offline = true;
       this.abort?.abort();
     };
+    let cameBackOnline = false;
     const cameBack = () => {
       this.offline = false;
-      online();
+      cameBackOnline = true;
+      this.wake();
     };
     addEventListener("offline", wentOffline);
     addEventListener("online", cameBack);
@@ -240,14 +245,18 @@ export class Stream {
       }
       const wait = st.backoffMs(attempt++, Math.random());
       this.onStatus({ state: "offline", retryAt: this.offline ? null : Date.now() + wait });
+      cameBackOnline = false;
       await new Promise<void>((r) => {
         const timer = setTimeout(r, this.offline ? 24 * 3600_000 : wait);
-        online = () => {
+        this.wake = () => {
           clearTimeout(timer);
           r();
         };
       });
-      if (!this.offline) attempt = Math.min(attempt, 1);
+      this.wake = () => {};
+      // The network came back: start the backoff over. A server that keeps refusing does
+      // not reset it, so every open page backs off to 30 s instead of knocking every second.
+      if (cameBackOnline) attempt = 0;
     }
     removeEventListener("offline", wentOffline);
     removeEventListener("online", cameBack);

@@ -203,6 +203,16 @@ try {
     server.kill("SIGTERM");
   });
   await Promise.all([alice, bob].map((p) => p.waitForSelector('#status[data-state="offline"]', { timeout: WAIT })));
+  // While it is down the pages back off (0.5 s doubling, with jitter): after some 6 s of
+  // refusals the next attempt is seconds away, not one second.
+  // (The status counts down, so take the longest wait it shows over the next 4 s.)
+  await alice.waitForTimeout(6_000);
+  let retryIn = 0;
+  for (let i = 0; i < 40; i++) {
+    retryIn = Math.max(retryIn, Number((await alice.textContent("#status")).match(/in (\d+) s/)?.[1] ?? 0));
+    await alice.waitForTimeout(100);
+  }
+  check(retryIn >= 2, `a page backs off while the server is down (longest wait shown: ${retryIn} s)`);
   [server] = await serve(`127.0.0.1:${port}`);
   await Promise.all([alice, bob].map((p) => p.waitForSelector('#status[data-state="connected"]', { timeout: WAIT })));
   check(true, "both pages reconnect after a server restart");
