@@ -92,29 +92,6 @@ pub fn respond(method: &Method, path: &str, if_none_match: Option<&[u8]>) -> Res
     resp
 }
 
-/// A body that is one chunk.
-struct Whole(Option<bytes::Bytes>);
-
-impl http_body::Body for Whole {
-    type Data = bytes::Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Infallible>>> {
-        Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_none()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.len() as u64))
-    }
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -144,7 +121,9 @@ impl<B> tower::Service<Request<B>> for StaticFiles {
         }
         let etag = req.headers().get(header::IF_NONE_MATCH).map(HeaderValue::as_bytes);
         let resp = respond(req.method(), req.uri().path(), etag);
-        ready(Ok(resp.map(|b| tonic::body::Body::new(Whole(Some(bytes::Bytes::from(b)))))))
+        ready(Ok(
+            resp.map(|b| tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(b))))
+        ))
     }
 }
 
