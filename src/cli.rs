@@ -1,5 +1,6 @@
 //! The command line: `serve`, `init`, `user add`, `keys rotate`, `certs issue-client`,
-//! `backup`, `check`, `bench`.
+//! `backup`, `check`, `bench`, and the terminal client's `login`, `logout`, `profiles`,
+//! `send`, `tail`, `rooms`, `history` (in `term`).
 //! Errors are printed with what to do about them; the exit status is non-zero on failure.
 
 use std::io::BufRead;
@@ -85,6 +86,20 @@ enum Command {
     /// Load generator: run a scenario against a server it starts (or --server URL).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Log in to a server (or --register) and save the session in a profile.
+    Login(crate::term::LoginArgs),
+    /// End the profile's session on the server and forget it.
+    Logout(crate::term::LogoutArgs),
+    /// List the saved profiles (* marks the one in use).
+    Profiles,
+    /// Send one message (the arguments, or standard input); prints its seq once stored.
+    Send(crate::term::SendArgs),
+    /// Print a room's events as they come, one per line; reconnects and resumes by itself.
+    Tail(crate::term::TailArgs),
+    /// List your rooms and the public ones, with unread and mention counts.
+    Rooms(crate::term::RoomsArgs),
+    /// Print a room's newest events.
+    History(crate::term::HistoryArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -241,7 +256,18 @@ enum CertsCommand {
 /// Parses the command line and runs it.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The client commands speak for themselves; only their warnings are logged.
+    let client = matches!(
+        cli.command,
+        Command::Login(_)
+            | Command::Logout(_)
+            | Command::Profiles
+            | Command::Send(_)
+            | Command::Tail(_)
+            | Command::Rooms(_)
+            | Command::History(_)
+    );
+    init_tracing(if client { "warn" } else { "info" });
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -251,9 +277,9 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -451,6 +477,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Durable(args)) => {
             bench(args.target.json, crate::bench::durable::run(&args), |r| r.table())
         }
+        Command::Login(args) => runtime()?.block_on(crate::term::login(args)),
+        Command::Logout(args) => runtime()?.block_on(crate::term::logout(args)),
+        Command::Profiles => crate::term::profiles(),
+        Command::Send(args) => runtime()?.block_on(crate::term::send(args)),
+        Command::Tail(args) => runtime()?.block_on(crate::term::tail(args)),
+        Command::Rooms(args) => runtime()?.block_on(crate::term::rooms(args)),
+        Command::History(args) => runtime()?.block_on(crate::term::history(args)),
         Command::Certs(CertsCommand::IssueClient { name, data }) => {
             let name = crate::auth::password::normalize_username(&name)?;
             let (pem, key) = crate::init::issue_client_cert(&data_dir(&data), &name)?;
@@ -460,15 +493,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn read_password_line() -> anyhow::Result<String> {
+pub(crate) fn read_password_line() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
     let pw = line.strip_suffix('\n').unwrap_or(&line);
     let pw = pw.strip_suffix('\r').unwrap_or(pw);
     if pw.is_empty() {
-        bail!(
-            "no password on standard input (pipe it in: `echo PASSWORD | edgechat user add ...`)"
-        );
+        bail!("no password on standard input (pipe it in: `echo PASSWORD | edgechat ...`)");
     }
     Ok(pw.to_string())
 }

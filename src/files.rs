@@ -28,6 +28,13 @@ pub fn create(path: &Path, bytes: &[u8], mode: Mode) -> io::Result<()> {
     if path.symlink_metadata().is_ok() {
         return Err(io::Error::new(io::ErrorKind::AlreadyExists, "file exists"));
     }
+    replace(path, bytes, mode)
+}
+
+/// Writes `path` with `bytes` atomically, replacing it if it exists: readers see the old
+/// file or the new one, whole (a terminal client's profile, rewritten on every token
+/// rotation while other processes read it).
+pub fn replace(path: &Path, bytes: &[u8], mode: Mode) -> io::Result<()> {
     let temp = temp_path(path);
     let written = (|| {
         let mut opts = std::fs::OpenOptions::new();

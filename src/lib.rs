@@ -25,5 +25,6 @@ pub mod rooms;
 pub mod server;
 pub mod store;
 pub mod tasks;
+pub mod term;
 pub mod transport;
 pub mod web;

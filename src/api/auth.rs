@@ -1,4 +1,4 @@
-//! `AuthService`: register, login, refresh, logout, whoami.
+//! `AuthService`: register, login, refresh, logout, whoami, user lookup.
 
 use tonic::{Request, Response, Status};
 
@@ -63,5 +63,17 @@ impl AuthService for AuthApi {
     ) -> Result<Response<proto::User>, Status> {
         let who = principal(&req)?;
         Ok(Response::new(user_to_proto(&self.0.accounts.user(&who.user_id)?)))
+    }
+
+    async fn lookup_users(
+        &self,
+        req: Request<proto::LookupUsersRequest>,
+    ) -> Result<Response<proto::LookupUsersResponse>, Status> {
+        principal(&req)?;
+        let r = req.into_inner();
+        let found = self.0.accounts.lookup(&r.usernames, &r.user_ids)?;
+        Ok(Response::new(proto::LookupUsersResponse {
+            users: found.iter().map(user_to_proto).collect(),
+        }))
     }
 }

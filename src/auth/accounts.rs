@@ -160,6 +160,8 @@ fn new_refresh_token() -> String {
 /// Verified tokens remembered at most (then the cache starts over).
 const VERIFIED_CACHE: usize = 10_000;
 
+/// Names and ids per `LookupUsers` call: a client's page of senders, not a crawl.
+const MAX_LOOKUP: usize = 100;
 const BAD_LOGIN: &str = "wrong username or password";
 const BAD_REFRESH: &str = "refresh token is unknown, expired or revoked; log in again";
 
@@ -509,6 +511,34 @@ impl Accounts {
     pub fn user(&self, id: &str) -> Result<UserRecord, AuthError> {
         users::user(&self.inner.store.read()?, id)?
             .ok_or_else(|| AuthError::NotFound(format!("no user with id `{id}`")))
+    }
+
+    /// The users with these usernames or ids (any authenticated caller: names and ids are
+    /// what members see of each other anyway). Unknown ones are left out; a username that is
+    /// not even well-formed cannot exist, so it is left out too rather than refused.
+    pub fn lookup(&self, names: &[String], ids: &[String]) -> Result<Vec<UserRecord>, AuthError> {
+        if names.len() + ids.len() > MAX_LOOKUP {
+            return Err(AuthError::InvalidArgument(format!(
+                "at most {MAX_LOOKUP} usernames and ids per lookup, got {}",
+                names.len() + ids.len()
+            )));
+        }
+        let snap = self.inner.store.read()?;
+        let mut found: Vec<UserRecord> = Vec::new();
+        for name in names {
+            let Ok(name) = crate::auth::password::normalize_username(name) else { continue };
+            if let Some(u) = users::user_by_name(&snap, &name)? {
+                found.push(u);
+            }
+        }
+        for id in ids {
+            if let Some(u) = users::user(&snap, id)? {
+                found.push(u);
+            }
+        }
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found.dedup_by(|a, b| a.id == b.id);
+        Ok(found)
     }
 
     /// Every user (admins only; the caller checks).

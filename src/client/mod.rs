@@ -56,9 +56,35 @@ pub enum ClientError {
     /// The TLS setup is bad, or the server cannot be reached.
     #[error("{0}")]
     Transport(String),
+    /// The server answered with an error status.
+    #[error("{}: {message}", crate::chat::stream::code_name(*.code))]
+    Status {
+        /// The gRPC code.
+        code: tonic::Code,
+        /// The server's message.
+        message: String,
+    },
     /// The URL is not one of the accepted forms.
     #[error("bad server URL `{0}`: use https://host:port, h3://host:port or http://host:port")]
     Url(String),
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        ClientError::Status { code: s.code(), message: s.message().to_string() }
+    }
+}
+
+impl ClientError {
+    /// The status code when the server refused, `UNAVAILABLE` for a transport failure (both
+    /// worth retrying), `INVALID_ARGUMENT` for a local setup problem.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            ClientError::Status { code, .. } => *code,
+            ClientError::Transport(_) => tonic::Code::Unavailable,
+            ClientError::File { .. } | ClientError::Url(_) => tonic::Code::InvalidArgument,
+        }
+    }
 }
 
 /// TLS material for a connection.
@@ -135,8 +161,12 @@ fn describe(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        // Many wrappers repeat their source's text in their own; say it once.
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         cur = c.source();
     }
     s

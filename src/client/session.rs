@@ -41,6 +41,22 @@ struct ClientInner {
     refreshing: tokio::sync::Mutex<()>,
     /// Told of every new set of tokens (see [`Client::on_tokens`]).
     on_tokens: Mutex<Option<TokenHook>>,
+    /// Where the refresh token lives beyond this process (see [`Client::keep_tokens_in`]).
+    store: Mutex<Option<Arc<dyn TokenStore>>>,
+}
+
+/// A refresh token kept beyond one process (a profile file), which several processes may
+/// use at once: `edgechat tail` in one terminal and `edgechat send` in another. Refresh
+/// tokens are single-use, and presenting a spent one revokes the whole family, so every
+/// refresh runs under [`lock`](TokenStore::lock), starts from the newest saved token (another
+/// process may have rotated it) and saves the new one before the lock is released.
+pub trait TokenStore: Send + Sync {
+    /// Blocks until this process alone may refresh; the guard releases it.
+    fn lock(&self) -> Result<Box<dyn Send>, ClientError>;
+    /// The newest saved refresh token.
+    fn refresh_token(&self) -> Result<Option<String>, ClientError>;
+    /// Saves a new set of tokens (called with the lock held).
+    fn save(&self, tokens: &proto::AuthResponse) -> Result<(), ClientError>;
 }
 
 /// What [`Client::on_tokens`] takes.
@@ -57,6 +73,7 @@ impl Client {
                 auth: Mutex::new(None),
                 refreshing: tokio::sync::Mutex::new(()),
                 on_tokens: Mutex::new(None),
+                store: Mutex::new(None),
             }),
         }
     }
@@ -97,6 +114,18 @@ impl Client {
     /// `on_tokens` itself.
     pub fn on_tokens(&self, hook: impl Fn(&proto::AuthResponse) + Send + Sync + 'static) {
         *self.inner.on_tokens.lock().expect("hook lock") = Some(Box::new(hook));
+    }
+
+    /// Keeps the refresh token in `store`: every refresh then takes the store's lock,
+    /// starts from its newest token and saves the next one (see [`TokenStore`]).
+    pub fn keep_tokens_in(&self, store: Arc<dyn TokenStore>) {
+        *self.inner.store.lock().expect("store lock") = Some(store);
+    }
+
+    /// Starts from a saved refresh token alone: the first call refreshes it.
+    pub fn resume(&self, refresh_token: &str) {
+        *self.inner.auth.lock().expect("auth lock") =
+            Some(proto::AuthResponse { refresh_token: refresh_token.into(), ..Default::default() });
     }
 
     /// The current tokens, if logged in.
@@ -163,12 +192,51 @@ impl Client {
         if expires - crate::clock::now_ms() > REFRESH_AHEAD_MS {
             return Ok(token);
         }
+        let store = self.inner.store.lock().expect("store lock").clone();
+        let Some(store) = store else {
+            return Ok(self.refresh_with(refresh).await?.access_token);
+        };
+        let locked = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || {
+                let guard = store.lock()?;
+                Ok::<_, ClientError>((guard, store.refresh_token()?))
+            })
+            .await
+            .map_err(|e| ClientError::Transport(format!("token store: {e}")))?
+        };
+        let (_guard, newest) = locked?;
+        let r = self.refresh_with(newest.unwrap_or(refresh)).await?;
+        // The old token is spent either way: failing here would throw the new one away too.
+        if let Err(e) = store.save(&r) {
+            tracing::warn!("could not save the new refresh token: {e}");
+        }
+        Ok(r.access_token)
+    }
+
+    async fn refresh_with(
+        &self,
+        refresh_token: String,
+    ) -> Result<proto::AuthResponse, ClientError> {
         let ch = self.channel().await?;
         let r = super::auth_client(ch, None)
-            .refresh(proto::RefreshRequest { refresh_token: refresh })
+            .refresh(proto::RefreshRequest { refresh_token })
             .await
             .map_err(status)?;
-        Ok(self.store(r.into_inner()).access_token)
+        Ok(self.store(r.into_inner()))
+    }
+
+    /// The saved-or-current refresh token, for `Logout`.
+    pub fn refresh_token(&self) -> Option<String> {
+        self.inner.auth.lock().expect("auth lock").as_ref().map(|a| a.refresh_token.clone())
+    }
+
+    /// An `AuthService` client with the current token.
+    pub async fn auth(
+        &self,
+    ) -> Result<proto::auth_service_client::AuthServiceClient<super::Authed>, ClientError> {
+        let token = self.access_token().await?;
+        Ok(super::auth_client(self.channel().await?, Some(&token)))
     }
 
     /// When the current access token expires (ms), if logged in.
@@ -194,7 +262,7 @@ impl Client {
 }
 
 fn status(s: tonic::Status) -> ClientError {
-    ClientError::Transport(format!("{:?}: {}", s.code(), s.message()))
+    ClientError::from(s)
 }
 
 /// What the app hears from a session.
@@ -404,7 +472,7 @@ impl Task {
         }
         let mut inbound = match open_stream(ch, token, rx).await {
             Ok(r) => r,
-            Err(s) => return Ended::Retry(format!("{:?}: {}", s.code(), s.message())),
+            Err(s) => return Ended::Retry(ClientError::from(s).to_string()),
         };
         for (cmid, room, text) in &self.pending {
             let send = proto::Send {
@@ -441,7 +509,7 @@ impl Task {
                         }
                     }
                     Ok(None) => return Ended::Retry("stream ended".into()),
-                    Err(s) => return Ended::Retry(format!("{:?}: {}", s.code(), s.message())),
+                    Err(s) => return Ended::Retry(ClientError::from(s).to_string()),
                 },
                 cmd = commands.recv() => {
                     let Some(cmd) = cmd else { return Ended::Stop };

@@ -441,3 +441,38 @@ async fn backup_is_for_admins_and_streams_a_database_file() {
     assert!(bytes.starts_with(b"redb"), "a redb file");
 }
 }
+
+both_transports! {
+// `LookupUsers`: by name (any case) and by id, unknown ones left out, each user once; more
+// than 100 in all is INVALID_ARGUMENT; without a token UNAUTHENTICATED.
+async fn lookup_users_by_name_and_id() {
+    let s = TestServer::start().await;
+    let alice = s.register("alice").await;
+    let bob = s.register("bob").await.user.unwrap();
+    let ch = s.channel().await;
+    let mut auth = client::auth_client(ch.clone(), Some(&alice.access_token));
+    let mut found = auth
+        .lookup_users(proto::LookupUsersRequest {
+            usernames: vec!["BOB".into(), "nobody".into()],
+            user_ids: vec![bob.id.clone(), "u-unknown".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    assert_eq!(found.len(), 1, "{found:?}");
+    let b = found.pop().unwrap();
+    assert_eq!((b.id, b.username), (bob.id.clone(), "bob".to_string()));
+
+    let many = proto::LookupUsersRequest {
+        usernames: (0..60).map(|i| format!("u{i}")).collect(),
+        user_ids: (0..41).map(|i| format!("x{i}")).collect(),
+    };
+    let e = expect_code(auth.lookup_users(many).await, Code::InvalidArgument);
+    assert!(e.contains("100"), "{e}");
+    let anon = client::auth_client(ch, None)
+        .lookup_users(proto::LookupUsersRequest { usernames: vec!["bob".into()], user_ids: vec![] })
+        .await;
+    expect_code(anon, Code::Unauthenticated);
+}
+}

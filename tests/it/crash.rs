@@ -15,13 +15,14 @@ use edgechat::proto;
 use crate::support::{User, all_events, edgechat_bin as edgechat};
 
 /// `edgechat serve` with the send rate limit out of the way.
-fn serve(dir: &std::path::Path) -> (std::process::Child, u16) {
+fn serve(dir: &std::path::Path) -> (crate::support::Served, u16) {
     let fast = [
         ("EDGECHAT_LIMITS_SEND_RATE_PER_SEC", "1000000"),
         ("EDGECHAT_LIMITS_SEND_BURST", "100000"),
     ];
     let served = crate::support::serve_binary(dir, &fast);
-    (served.child, served.port)
+    let port = served.port;
+    (served, port)
 }
 
 const PASSWORD: &str = "correct horse battery";
@@ -55,8 +56,8 @@ async fn sigkill_while_sending_loses_no_acknowledged_message() {
     let (mut child, port) = serve(&dir);
     let alice = login(port, &ca).await;
     let room = crate::support::room_with(&alice, &[]).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.child.kill().unwrap();
+    child.child.wait().unwrap();
 
     // cmid -> acked seq, across all cycles.
     let acked: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
@@ -92,8 +93,8 @@ async fn sigkill_while_sending_loses_no_acknowledged_message() {
             }));
         }
         tokio::time::sleep(Duration::from_millis(300 + 100 * cycle)).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        child.child.kill().unwrap(); // SIGKILL
+        child.child.wait().unwrap();
         for (w, t) in tasks.into_iter().enumerate() {
             pending[w] = t.await.unwrap();
         }
@@ -102,8 +103,8 @@ async fn sigkill_while_sending_loses_no_acknowledged_message() {
     let (mut child, port) = serve(&dir);
     let alice = login(port, &ca).await;
     let events = all_events(&alice, &room).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.child.kill().unwrap();
+    child.child.wait().unwrap();
     assert!(events.iter().enumerate().all(|(i, e)| e.seq == i as u64 + 1), "seqs are gapless");
     let mut stored: HashMap<String, u64> = HashMap::new();
     for e in &events {

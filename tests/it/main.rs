@@ -53,4 +53,5 @@ mod retention;
 mod rooms;
 mod session;
 mod support;
+mod term;
 mod transport;

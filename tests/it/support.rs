@@ -596,11 +596,24 @@ impl Served {
     }
 }
 
+impl Drop for Served {
+    /// A test that panics, or ends with the server still up, leaves no process behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `edgechat serve` on an ephemeral port in `dir` with `env` added.
 pub fn serve_binary(dir: &std::path::Path, env: &[(&str, &str)]) -> Served {
+    serve_binary_at(dir, "127.0.0.1:0", env)
+}
+
+/// Starts `edgechat serve` on `listen` (to restart one on the port it had) in `dir`.
+pub fn serve_binary_at(dir: &std::path::Path, listen: &str, env: &[(&str, &str)]) -> Served {
     use std::io::BufRead;
     let mut cmd = edgechat_bin();
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+    cmd.args(["serve", "--listen", listen, "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file edgechat/v1/auth.proto.
  */
 export const file_edgechat_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChZlZGdlY2hhdC92MS9hdXRoLnByb3RvEgtlZGdlY2hhdC52MSJ6CgxBdXRoUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEhUKDXJlZnJlc2hfdG9rZW4YAiABKAkSHAoUYWNjZXNzX2V4cGlyZXNfYXRfbXMYAyABKAMSHwoEdXNlchgEIAEoCzIRLmVkZ2VjaGF0LnYxLlVzZXIiSwoPUmVnaXN0ZXJSZXF1ZXN0EhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCSIyCgxMb2dpblJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiJwoOUmVmcmVzaFJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCSI7Cg1Mb2dvdXRSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkSEwoLYWxsX2RldmljZXMYAiABKAgiEAoOTG9nb3V0UmVzcG9uc2UiDwoNV2hvQW1JUmVxdWVzdDLQAgoLQXV0aFNlcnZpY2USQwoIUmVnaXN0ZXISHC5lZGdlY2hhdC52MS5SZWdpc3RlclJlcXVlc3QaGS5lZGdlY2hhdC52MS5BdXRoUmVzcG9uc2USPQoFTG9naW4SGS5lZGdlY2hhdC52MS5Mb2dpblJlcXVlc3QaGS5lZGdlY2hhdC52MS5BdXRoUmVzcG9uc2USQQoHUmVmcmVzaBIbLmVkZ2VjaGF0LnYxLlJlZnJlc2hSZXF1ZXN0GhkuZWRnZWNoYXQudjEuQXV0aFJlc3BvbnNlEkEKBkxvZ291dBIaLmVkZ2VjaGF0LnYxLkxvZ291dFJlcXVlc3QaGy5lZGdlY2hhdC52MS5Mb2dvdXRSZXNwb25zZRI3CgZXaG9BbUkSGi5lZGdlY2hhdC52MS5XaG9BbUlSZXF1ZXN0GhEuZWRnZWNoYXQudjEuVXNlcmIGcHJvdG8z", [file_edgechat_v1_common]);
+  fileDesc("ChZlZGdlY2hhdC92MS9hdXRoLnByb3RvEgtlZGdlY2hhdC52MSJ6CgxBdXRoUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEhUKDXJlZnJlc2hfdG9rZW4YAiABKAkSHAoUYWNjZXNzX2V4cGlyZXNfYXRfbXMYAyABKAMSHwoEdXNlchgEIAEoCzIRLmVkZ2VjaGF0LnYxLlVzZXIiSwoPUmVnaXN0ZXJSZXF1ZXN0EhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCSIyCgxMb2dpblJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkiJwoOUmVmcmVzaFJlcXVlc3QSFQoNcmVmcmVzaF90b2tlbhgBIAEoCSI7Cg1Mb2dvdXRSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkSEwoLYWxsX2RldmljZXMYAiABKAgiEAoOTG9nb3V0UmVzcG9uc2UiDwoNV2hvQW1JUmVxdWVzdCI5ChJMb29rdXBVc2Vyc1JlcXVlc3QSEQoJdXNlcm5hbWVzGAEgAygJEhAKCHVzZXJfaWRzGAIgAygJIjcKE0xvb2t1cFVzZXJzUmVzcG9uc2USIAoFdXNlcnMYASADKAsyES5lZGdlY2hhdC52MS5Vc2VyMqIDCgtBdXRoU2VydmljZRJDCghSZWdpc3RlchIcLmVkZ2VjaGF0LnYxLlJlZ2lzdGVyUmVxdWVzdBoZLmVkZ2VjaGF0LnYxLkF1dGhSZXNwb25zZRI9CgVMb2dpbhIZLmVkZ2VjaGF0LnYxLkxvZ2luUmVxdWVzdBoZLmVkZ2VjaGF0LnYxLkF1dGhSZXNwb25zZRJBCgdSZWZyZXNoEhsuZWRnZWNoYXQudjEuUmVmcmVzaFJlcXVlc3QaGS5lZGdlY2hhdC52MS5BdXRoUmVzcG9uc2USQQoGTG9nb3V0EhouZWRnZWNoYXQudjEuTG9nb3V0UmVxdWVzdBobLmVkZ2VjaGF0LnYxLkxvZ291dFJlc3BvbnNlEjcKBldob0FtSRIaLmVkZ2VjaGF0LnYxLldob0FtSVJlcXVlc3QaES5lZGdlY2hhdC52MS5Vc2VyElAKC0xvb2t1cFVzZXJzEh8uZWRnZWNoYXQudjEuTG9va3VwVXNlcnNSZXF1ZXN0GiAuZWRnZWNoYXQudjEuTG9va3VwVXNlcnNSZXNwb25zZWIGcHJvdG8z", [file_edgechat_v1_common]);
 
 /**
  * Tokens issued by Register, Login and Refresh.
@@ -175,6 +175,49 @@ export const WhoAmIRequestSchema: GenMessage<WhoAmIRequest> = /*@__PURE__*/
   messageDesc(file_edgechat_v1_auth, 6);
 
 /**
+ * @generated from message edgechat.v1.LookupUsersRequest
+ */
+export type LookupUsersRequest = Message<"edgechat.v1.LookupUsersRequest"> & {
+  /**
+   * Case-insensitive.
+   *
+   * @generated from field: repeated string usernames = 1;
+   */
+  usernames: string[];
+
+  /**
+   * @generated from field: repeated string user_ids = 2;
+   */
+  userIds: string[];
+};
+
+/**
+ * Describes the message edgechat.v1.LookupUsersRequest.
+ * Use `create(LookupUsersRequestSchema)` to create a new message.
+ */
+export const LookupUsersRequestSchema: GenMessage<LookupUsersRequest> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_auth, 7);
+
+/**
+ * @generated from message edgechat.v1.LookupUsersResponse
+ */
+export type LookupUsersResponse = Message<"edgechat.v1.LookupUsersResponse"> & {
+  /**
+   * Each found user once, in no particular order.
+   *
+   * @generated from field: repeated edgechat.v1.User users = 1;
+   */
+  users: User[];
+};
+
+/**
+ * Describes the message edgechat.v1.LookupUsersResponse.
+ * Use `create(LookupUsersResponseSchema)` to create a new message.
+ */
+export const LookupUsersResponseSchema: GenMessage<LookupUsersResponse> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_auth, 8);
+
+/**
  * @generated from service edgechat.v1.AuthService
  */
 export const AuthService: GenService<{
@@ -235,6 +278,19 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof WhoAmIRequestSchema;
     output: typeof UserSchema;
+  },
+  /**
+   * Addition: users by username or id, so a client can turn `/dm alice`
+   * into a user id and show the name of a sender who has left the room.
+   * Unknown names and ids are left out (no error). INVALID_ARGUMENT: more
+   * than 100 names and ids in all.
+   *
+   * @generated from rpc edgechat.v1.AuthService.LookupUsers
+   */
+  lookupUsers: {
+    methodKind: "unary";
+    input: typeof LookupUsersRequestSchema;
+    output: typeof LookupUsersResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_edgechat_v1_auth, 0);
