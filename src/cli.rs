@@ -100,6 +100,8 @@ enum Command {
     Rooms(crate::term::RoomsArgs),
     /// Print a room's newest events.
     History(crate::term::HistoryArgs),
+    /// Chat interactively in the terminal (rooms, messages, members; /help inside).
+    Chat(crate::term::chat::ChatArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -267,7 +269,10 @@ pub fn run() -> ExitCode {
             | Command::Rooms(_)
             | Command::History(_)
     );
-    init_tracing(if client { "warn" } else { "info" });
+    // `chat` owns the screen: a log line on stderr would tear it, so it logs nothing.
+    if !matches!(cli.command, Command::Chat(_)) {
+        init_tracing(if client { "warn" } else { "info" });
+    }
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -484,6 +489,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Tail(args) => runtime()?.block_on(crate::term::tail(args)),
         Command::Rooms(args) => runtime()?.block_on(crate::term::rooms(args)),
         Command::History(args) => runtime()?.block_on(crate::term::history(args)),
+        Command::Chat(args) => runtime()?.block_on(crate::term::chat::chat(args)),
         Command::Certs(CertsCommand::IssueClient { name, data }) => {
             let name = crate::auth::password::normalize_username(&name)?;
             let (pem, key) = crate::init::issue_client_cert(&data_dir(&data), &name)?;

@@ -4,6 +4,7 @@
 //! events are described in [`events`], and all server text passes [`text::clean`] before
 //! it reaches the terminal.
 
+pub mod chat;
 pub mod events;
 pub mod names;
 pub mod profile;

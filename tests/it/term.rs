@@ -426,3 +426,200 @@ fn tail_resumes_across_a_server_restart_without_gaps_or_doubles() {
     assert_eq!(texts[1]["seq"].as_u64(), Some(first + 2));
     assert!(tail.lines.recv_timeout(Duration::from_millis(300)).is_err(), "nothing doubled");
 }
+
+/// `edgechat chat` in a pseudo-terminal, its screen read by a terminal emulator (vt100).
+struct Pty {
+    master: std::fs::File,
+    child: Child,
+    screen: std::sync::Arc<std::sync::Mutex<vt100::Parser>>,
+}
+
+impl Pty {
+    fn spawn(desk: &Desk, args: &[&str], cols: u16, rows: u16) -> Pty {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::process::CommandExt;
+        let (mut master, mut slave) = (0, 0);
+        let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: openpty writes two fds into the ints given; the name and termios are null.
+        let rc = unsafe {
+            libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size)
+        };
+        assert_eq!(rc, 0, "openpty");
+        // SAFETY: both fds were just opened and are owned by nothing else.
+        let (master, slave) =
+            unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave)) };
+        let mut cmd = desk.cmd(args);
+        cmd.env("TERM", "xterm-256color")
+            .stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave);
+        // SAFETY: setsid and ioctl are async-signal-safe; the child gets the pty as its
+        // controlling terminal, as a login shell would.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        drop(cmd);
+        let screen = std::sync::Arc::new(std::sync::Mutex::new(vt100::Parser::new(
+            std::num::NonZero::new(rows).unwrap(),
+            std::num::NonZero::new(cols).unwrap(),
+            0,
+        )));
+        let mut reader = master.try_clone().unwrap();
+        let sink = screen.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = std::io::Read::read(&mut reader, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().process(&buf[..n]);
+            }
+        });
+        Pty { master, child, screen }
+    }
+
+    fn contents(&self) -> String {
+        self.screen.lock().unwrap().screen().contents()
+    }
+
+    /// Waits (at most [`WAIT`]) until the screen satisfies `ok`; the screen.
+    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let screen = self.contents();
+            if ok(&screen) {
+                return screen;
+            }
+            assert!(std::time::Instant::now() < deadline, "no {what} within {WAIT:?}:\n{screen}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn shows(&self, text: &str) -> String {
+        self.wait_for(text, |s| s.contains(text))
+    }
+
+    fn type_text(&mut self, text: &str) {
+        self.master.write_all(text.as_bytes()).unwrap();
+        self.master.flush().unwrap();
+    }
+
+    fn quit(mut self) {
+        self.type_text("/quit\r");
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                assert!(st.success(), "chat exited with {st}");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chat did not quit:\n{}",
+                self.contents()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The room list's entry for `room`, e.g. ` #random          1`.
+fn room_row(screen: &str, room: &str) -> String {
+    let row = screen.lines().skip(1).find(|l| l.contains(room)).unwrap_or_default();
+    row.split('│').next().unwrap_or_default().trim_end().to_string()
+}
+
+/// The acceptance scenario: two users in `edgechat chat` at 100×30 (one over HTTP/2, one over
+/// HTTP/3) see each other's messages, presence and unread counts; the server restarts under
+/// them, a message typed meanwhile arrives once, and nothing is lost or doubled.
+#[test]
+fn two_users_chat_in_terminals_across_a_server_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut served, ca, rt, owner, general) = setup(tmp.path());
+    let random = rt.block_on(create_room(&owner, "random", proto::Visibility::Public)).id;
+    let (alice, bob) = (Desk::new(), Desk::new());
+    alice.login(&served, &ca, "alice", &["--register"]);
+    bob.login(&served, &ca, "bob", &["--register", "--h3"]);
+    for name in ["alice", "bob"] {
+        join(&rt, &owner, name, &general);
+        join(&rt, &owner, name, &random);
+    }
+    let mut a = Pty::spawn(&alice, &["chat", "general"], 100, 30);
+    let mut b = Pty::spawn(&bob, &["chat", "general"], 100, 30);
+    a.shows("HTTP/2 · connected");
+    b.shows("HTTP/3 · connected");
+    b.shows("#general");
+    // Presence: each sees the other online in the member list.
+    b.shows("● alice");
+    a.shows("● bob");
+
+    a.type_text("hello bob\r");
+    b.shows("alice: hello bob");
+    b.type_text("hi alice, 界 wide chars too\r");
+    a.shows("bob: hi alice, 界 wide chars too");
+
+    // Unread counts: a message in #random shows on both lists.
+    rt.block_on(crate::support::send_rpc(&owner, &random, "r-1", "over here")).unwrap();
+    b.wait_for("#random unread 1", |s| room_row(s, "#random").ends_with(" 1"));
+    // Alice reads it (Tab switches rooms); Bob's count stays.
+    a.type_text("\t");
+    a.shows("owner: over here");
+    a.wait_for("#random read", |s| !room_row(s, "#random").ends_with(" 1"));
+    assert!(room_row(&b.contents(), "#random").ends_with(" 1"));
+    a.type_text("\t");
+
+    // The server goes away: both say so; Alice types on regardless.
+    let port = served.port;
+    served.signal(15);
+    assert!(served.exit_status().success());
+    a.shows("reconnecting");
+    b.shows("reconnecting");
+    a.type_text("typed while you were away\r");
+    a.shows("(sending…)");
+    std::thread::sleep(Duration::from_millis(300));
+    let _served = serve_binary_at(&tmp.path().join("data"), &format!("127.0.0.1:{port}"), &[]);
+    b.shows("alice: typed while you were away");
+    a.wait_for("the send acknowledged", |s| {
+        s.contains("alice: typed while you were away") && !s.contains("(sending…)")
+    });
+    a.shows("HTTP/2 · connected");
+    b.shows("HTTP/3 · connected");
+    let screen = b.contents();
+    assert_eq!(screen.matches("typed while you were away").count(), 1, "{screen}");
+    assert_eq!(screen.matches("alice: hello bob").count(), 1, "{screen}");
+
+    // The room's log holds each message once, in order.
+    let texts: Vec<String> = rt.block_on(async {
+        let ch = binary_channel(port, &ca).await;
+        let r = edgechat::client::auth_client(ch.clone(), None)
+            .login(proto::LoginRequest {
+                username: "owner".into(),
+                password: "correct horse battery".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let owner = User { id: String::new(), name: "owner".into(), token: r.access_token, ch };
+        crate::support::history(&owner, &general, 0, 0, 100)
+            .await
+            .unwrap()
+            .events
+            .iter()
+            .filter_map(|e| crate::support::message_text(e).map(String::from))
+            .collect()
+    });
+    assert_eq!(texts, ["hello bob", "hi alice, 界 wide chars too", "typed while you were away"]);
+    a.quit();
+    b.quit();
+}
