@@ -23,6 +23,14 @@ use crate::proto::{self, server_frame};
 use names::Names;
 use profile::{Profile, Slot, Transport};
 
+/// A line on stderr that never panics: a closed stderr (`2>&-`, a reader gone) must not end
+/// a `tail` or a `send` that is still retrying.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 /// `--profile NAME`, shared by every client command.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ProfileArg {
@@ -490,7 +498,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
             Ok(Err(bad_name)) => return Err(bad_name.into()),
             // The server is down or restarting: the same id again, so never doubled.
             Err(e) if e.code() == tonic::Code::Unavailable && started.elapsed() < SEND_PATIENCE => {
-                eprintln!("edgechat: {e}; retrying in {} ms", backoff.as_millis());
+                say!("edgechat: {e}; retrying in {} ms", backoff.as_millis());
                 o.client.reset_channel().await;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -603,7 +611,7 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
         match o.rooms().await {
             Ok(rooms) => break names::resolve_room(&rooms, &args.room)?.clone(),
             Err(e) if e.code() == tonic::Code::Unavailable => {
-                eprintln!(
+                say!(
                     "edgechat: cannot reach {}: {e}; retrying in {} s",
                     o.profile.url(),
                     backoff.as_secs_f32()
@@ -625,7 +633,7 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
         match ev {
             SessionEvent::Connected => {
                 if lost {
-                    eprintln!("edgechat: reconnected");
+                    say!("edgechat: reconnected");
                     lost = false;
                 }
             }
@@ -634,7 +642,7 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<()> {
                     return Err(o.expired());
                 }
                 lost = true;
-                eprintln!(
+                say!(
                     "edgechat: connection lost ({error}); reconnecting in {:.1} s",
                     retry_in.as_secs_f32()
                 );

@@ -409,10 +409,15 @@ fn tail_resumes_across_a_server_restart_without_gaps_or_doubles() {
     let mut sender = desk
         .cmd(&["send", "general", "two"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // It has tried and failed at least once before the server comes back.
+    let mut stderr = std::io::BufReader::new(sender.stderr.take().unwrap());
+    let mut said = String::new();
+    stderr.read_line(&mut said).unwrap();
+    assert!(said.contains("retrying"), "{said}");
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let _served = serve_binary_at(&tmp.path().join("data"), &format!("127.0.0.1:{port}"), &[]);
     let mut out = String::new();
     std::io::Read::read_to_string(&mut sender.stdout.take().unwrap(), &mut out).unwrap();
@@ -587,7 +592,6 @@ fn two_users_chat_in_terminals_across_a_server_restart() {
     b.shows("reconnecting");
     a.type_text("typed while you were away\r");
     a.shows("(sending…)");
-    std::thread::sleep(Duration::from_millis(300));
     let _served = serve_binary_at(&tmp.path().join("data"), &format!("127.0.0.1:{port}"), &[]);
     b.shows("alice: typed while you were away");
     a.wait_for("the send acknowledged", |s| {
