@@ -43,6 +43,12 @@ export class Session {
   private refreshToken = "";
   private persist = false;
   private timer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * Bumped whenever the session is replaced or ended: a refresh still in flight for an
+   * older one must neither install its tokens nor, when refused, throw out the new session
+   * (remove its stored token, go back to the form).
+   */
+  private epoch = 0;
   /** Called with each new access token (the stream re-authenticates with it). */
   onToken: (token: string) => void = () => {};
   /** Called when the session cannot be kept (refresh refused): back to the login form. */
@@ -51,6 +57,7 @@ export class Session {
   constructor(readonly api: Api) {}
 
   async login(username: string, password: string, register: boolean, persist: boolean): Promise<void> {
+    this.end();
     const r = register
       ? await this.api.auth.register({ username, password, displayName: "" })
       : await this.api.auth.login({ username, password });
@@ -58,17 +65,25 @@ export class Session {
     this.accept(r.accessToken, r.refreshToken, Number(r.accessExpiresAtMs), r.user?.id ?? "", r.user?.username ?? username);
   }
 
+  /** Stops refreshing this session (the app went back to the login form). */
+  end(): void {
+    clearTimeout(this.timer);
+    this.epoch++;
+  }
+
   /** Signs in again with a stored refresh token, if there is one. */
   async resume(): Promise<boolean> {
+    const epoch = this.epoch;
     for (const persist of [false, true]) {
       const token = store(persist).getItem(REFRESH_KEY);
       if (!token) continue;
       this.persist = persist;
       this.refreshToken = token;
       try {
-        await this.refresh();
+        await this.refresh(epoch);
         return true;
       } catch (e) {
+        if (epoch !== this.epoch) return true; // Replaced meanwhile: the new session stands.
         if (ConnectError.from(e).code === Code.Unauthenticated) store(persist).removeItem(REFRESH_KEY);
         else throw e;
       }
@@ -78,7 +93,7 @@ export class Session {
 
   /** Logs out this device, or (`everywhere`) every device and open stream of the user. */
   async logout(everywhere: boolean): Promise<void> {
-    clearTimeout(this.timer);
+    this.end();
     try {
       await this.api.auth.logout({ refreshToken: this.refreshToken, allDevices: everywhere });
     } finally {
@@ -93,10 +108,12 @@ export class Session {
    * a copy another tab has already rotated: one refresh at a time across tabs (Web Locks),
    * each with the token as stored now.
    */
-  private async refresh(): Promise<void> {
+  private async refresh(epoch: number): Promise<void> {
     const run = async () => {
+      if (epoch !== this.epoch) return;
       this.refreshToken = store(this.persist).getItem(REFRESH_KEY) ?? this.refreshToken;
       const r = await this.api.auth.refresh({ refreshToken: this.refreshToken });
+      if (epoch !== this.epoch) return;
       this.accept(r.accessToken, r.refreshToken, Number(r.accessExpiresAtMs), r.user?.id ?? "", r.user?.username ?? "");
     };
     if (typeof navigator !== "undefined" && navigator.locks) await navigator.locks.request("edgechat-refresh", run);
@@ -119,9 +136,11 @@ export class Session {
   }
 
   private async refreshLoop(): Promise<void> {
+    const epoch = this.epoch;
     try {
-      await this.refresh();
+      await this.refresh(epoch);
     } catch (e) {
+      if (epoch !== this.epoch) return;
       if (ConnectError.from(e).code === Code.Unauthenticated) {
         store(this.persist).removeItem(REFRESH_KEY);
         this.onLost("your session has ended; log in again");

@@ -48,6 +48,7 @@ function showLogin(message = ""): void {
   if (composer) draft = composer.value;
   stream?.stop();
   stream = undefined;
+  session.end();
   const user = el("input", { id: "username", name: "username", autocomplete: "username", required: "", autocapitalize: "none" });
   const pass = el("input", { id: "password", name: "password", type: "password", autocomplete: "current-password", required: "" });
   const keep = el("input", { id: "keep", type: "checkbox" });
@@ -248,12 +249,15 @@ async function start(): Promise<void> {
     renderTyping();
     setTimeout(renderTyping, TYPING_SHOWN_MS + 50);
   };
+  const mine = stream;
   stream.onUnauthenticated = async () => {
     try {
       if (await session.resume()) return true;
     } catch {
       return true; // A network error: keep trying to connect.
     }
+    // Already back at the form, or signed in anew, while the refresh was out.
+    if (stream !== mine) return false;
     // Revoked (logged out everywhere, disabled): back to the form; the draft is kept.
     showLogin("your session has ended; log in again");
     return false;
