@@ -13,6 +13,7 @@ pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod files;
 pub mod init;

@@ -10,6 +10,7 @@
 //! the submodules.
 
 mod check;
+pub mod cluster;
 pub mod events;
 mod health;
 mod migrate;
