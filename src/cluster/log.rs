@@ -25,6 +25,12 @@ pub const STREAM: &str = "EC_EVENTS";
 pub const SEQ_HEADER: &str = "Ec-Seq";
 /// At least the idempotency promise (API.md: 24 h) plus an hour of clock and retry slack.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(25 * 3600);
+/// How long an append waits for JetStream's ack before it is "unavailable" (and retried by
+/// the caller with the same message id). The client's default is 5 s, which is also how long
+/// every append in flight to a killed leader would stall.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Events per atomic batch: JetStream's limit (ADR-50).
+pub const MAX_BATCH: usize = 1000;
 /// Events are small (text is capped far below this); a bigger one is a bug, refused by NATS.
 pub const MAX_EVENT_BYTES: i32 = 64 * 1024;
 
@@ -48,6 +54,7 @@ pub fn stream_config(replicas: usize) -> stream::Config {
         deny_delete: true,
         deny_purge: true,
         allow_direct: true,
+        allow_atomic_publish: true,
         description: Some("edgechat room events: the cluster's source of truth".into()),
         ..Default::default()
     }
@@ -92,6 +99,11 @@ pub fn unfit_setting(c: &stream::Config, replicas: usize) -> Option<String> {
     if !c.allow_direct {
         return Some("allow_direct is false: nodes read events back with direct gets".into());
     }
+    if !c.allow_atomic_publish {
+        return Some(
+            "allow_atomic_publish is false: a room's pending sends go as one batch".into(),
+        );
+    }
     if matches!(c.persist_mode, Some(stream::PersistenceMode::Async)) {
         return Some("persist_mode is async: acks would come before the write is stored".into());
     }
@@ -126,12 +138,17 @@ pub struct Appended {
 pub enum AppendError {
     /// The room has moved on since `expect` (another node appended): catch up and decide
     /// again.
-    #[error("room {room} has events after log position {expected}")]
+    #[error("room {room} has events after log position {expected} (or one is being applied)")]
     Conflict {
         /// The room.
         room: String,
         /// The log position the append expected to be the room's last.
         expected: u64,
+        /// JetStream refused because another compare-and-set on the room was still being
+        /// applied (error 10164), which happens even to a single writer whose previous
+        /// append was acknowledged a moment ago: the room may not have moved at all, so
+        /// retry (after a moment) rather than assume someone else wrote.
+        busy: bool,
     },
     /// NATS did not answer or has no quorum: retry later with the same message id.
     #[error("the event log is unavailable: {0}")]
@@ -158,7 +175,9 @@ impl JetStreamLog {
         replicas: usize,
         wait: Duration,
     ) -> Result<Self, ClusterError> {
-        let js = jetstream::new(client);
+        // Acks wait at most ACK_TIMEOUT: an append sent to a leader that just died is
+        // answered "unavailable" then, and retried with the same message id.
+        let js = jetstream::ContextBuilder::new().timeout(ACK_TIMEOUT).build(client);
         let deadline = tokio::time::Instant::now() + wait;
         let stream = loop {
             let tried = match js.get_stream(STREAM).await {
@@ -203,21 +222,14 @@ impl JetStreamLog {
         msg_id: Option<&str>,
     ) -> Result<Appended, AppendError> {
         let seq = expect.seq + 1;
-        let mut stored = event.clone();
-        stored.seq = seq;
-        if let Some(crate::proto::room_event::Kind::Message(m)) = &mut stored.kind {
-            m.seq = seq;
-        }
         let mut publish = jetstream::message::PublishMessage::build()
-            .payload(Bytes::from(stored.encode_to_vec()))
+            .payload(Bytes::from(with_seq(event, seq).encode_to_vec()))
             .header(SEQ_HEADER, seq.to_string().as_str())
             .expected_last_subject_sequence(expect.at);
         if let Some(id) = msg_id {
             publish = publish.message_id(id);
         }
-        let room = event.room_id.clone();
-        let unavailable = |e: &dyn std::fmt::Display| AppendError::Unavailable(e.to_string());
-        let ack = match self.js.send_publish(subject(&room), publish).await {
+        let ack = match self.js.send_publish(subject(&event.room_id), publish).await {
             Ok(future) => future.await,
             Err(e) => Err(e),
         };
@@ -227,29 +239,88 @@ impl JetStreamLog {
                 Ok(Appended { seq: original.event.seq, at: ack.sequence, duplicate: true })
             }
             Ok(ack) => Ok(Appended { seq, at: ack.sequence, duplicate: false }),
-            Err(e) => Err(match e.kind() {
-                PublishErrorKind::WrongLastSequence => {
-                    tracing::debug!(error = ?e, "conflict");
-                    AppendError::Conflict { room, expected: expect.at }
+            Err(e) => Err(classify(&e, &event.room_id, expect)),
+        }
+    }
+
+    /// Appends `events` (all of one room, at most [`MAX_BATCH`]) as seqs `expect.seq + 1 ..`,
+    /// as one atomic batch (ADR-50: stored whole or not at all) whose first entry carries
+    /// the compare-and-set, so k pending sends of a room cost one round trip instead of k.
+    /// A batch holding a message id already in the log is refused whole by JetStream; then
+    /// the events go one by one, so each duplicate gets its original's seq.
+    pub async fn append_batch(
+        &self,
+        events: &[(RoomEvent, Option<String>)],
+        expect: Position,
+    ) -> Result<Vec<Appended>, AppendError> {
+        match events {
+            [] => return Ok(Vec::new()),
+            [(e, id)] => return Ok(vec![self.append(e, expect, id.as_deref()).await?]),
+            _ => {}
+        }
+        let room = events[0].0.room_id.clone();
+        if events.len() > MAX_BATCH || events.iter().any(|(e, _)| e.room_id != room) {
+            return Err(AppendError::Refused(format!(
+                "a batch is at most {MAX_BATCH} events of one room"
+            )));
+        }
+        let batch_id = crate::store::new_id('b');
+        let client = self.js.client();
+        let last = events.len() - 1;
+        let mut ack = None;
+        for (i, (event, msg_id)) in events.iter().enumerate() {
+            let seq = expect.seq + 1 + i as u64;
+            let mut headers = HeaderMap::new();
+            headers.insert(SEQ_HEADER, seq.to_string().as_str());
+            headers.insert("Nats-Batch-Id", batch_id.as_str());
+            headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+            if i == 0 {
+                headers
+                    .insert("Nats-Expected-Last-Subject-Sequence", expect.at.to_string().as_str());
+            }
+            if let Some(id) = msg_id {
+                headers.insert("Nats-Msg-Id", id.as_str());
+            }
+            let payload = Bytes::from(with_seq(event, seq).encode_to_vec());
+            if i < last {
+                client
+                    .publish_with_headers(subject(&room), headers, payload)
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                continue;
+            }
+            headers.insert("Nats-Batch-Commit", "1");
+            let publish =
+                jetstream::message::PublishMessage::build().payload(payload).headers(headers);
+            ack = Some(match self.js.send_publish(subject(&room), publish).await {
+                Ok(future) => future.await,
+                Err(e) => Err(e),
+            });
+        }
+        match ack.expect("a batch has a last entry") {
+            Ok(ack) => {
+                let first_at = ack.sequence + 1 - events.len() as u64;
+                Ok((0..events.len() as u64)
+                    .map(|i| Appended {
+                        seq: expect.seq + 1 + i,
+                        at: first_at + i,
+                        duplicate: false,
+                    })
+                    .collect())
+            }
+            Err(e) if api_code(&e) == Some(BATCH_HAS_DUPLICATE) => {
+                let mut expect = expect;
+                let mut out = Vec::with_capacity(events.len());
+                for (event, msg_id) in events {
+                    let a = self.append(event, expect, msg_id.as_deref()).await?;
+                    if a.at > expect.at {
+                        expect = Position { seq: a.seq, at: a.at };
+                    }
+                    out.push(a);
                 }
-                PublishErrorKind::MaxPayloadExceeded => AppendError::Refused(e.to_string()),
-                // "No responders": the stream was opened at start, so its leader is gone for
-                // the moment (an election, a lost quorum), not the stream.
-                PublishErrorKind::StreamNotFound => unavailable(&e),
-                // Another append to the room is in flight (JetStream refuses a second
-                // compare-and-set on a subject until the first is applied): the room is
-                // moving on, so this is a conflict too.
-                PublishErrorKind::Other
-                    if std::error::Error::source(&e)
-                        .and_then(|s| s.downcast_ref::<jetstream::Error>())
-                        .is_some_and(|j| {
-                            j.error_code() == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
-                        }) =>
-                {
-                    AppendError::Conflict { room, expected: expect.at }
-                }
-                _ => unavailable(&e),
-            }),
+                Ok(out)
+            }
+            Err(e) => Err(classify(&e, &room, expect)),
         }
     }
 
@@ -260,6 +331,19 @@ impl JetStreamLog {
                 ClusterError::Unavailable(format!("reading log position {at}: {e}"))
             })?;
         decode(&m.headers, &m.payload, m.sequence)
+    }
+
+    /// Where the room's last event is in the log (zeros for a room without events): what a
+    /// writer without a view (or with a view behind) expects next.
+    pub async fn room_last(&self, room: &str) -> Result<Position, ClusterError> {
+        match self.stream.direct_get_last_for_subject(subject(room)).await {
+            Ok(m) => {
+                let l = decode(&m.headers, &m.payload, m.sequence)?;
+                Ok(Position { seq: l.event.seq, at: l.at })
+            }
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(Position::default()),
+            Err(e) => Err(ClusterError::Unavailable(format!("reading room {room}: {e}"))),
+        }
     }
 
     /// The stream's state and placement (its leader among them), from the stream leader.
@@ -339,6 +423,54 @@ impl JetStreamLog {
                 .stream_sequence;
             decode(m.headers.as_ref().unwrap_or(&HeaderMap::new()), &m.payload, at)
         }))
+    }
+}
+
+/// The event as stored at room seq `seq`.
+fn with_seq(event: &RoomEvent, seq: u64) -> RoomEvent {
+    let mut stored = event.clone();
+    stored.seq = seq;
+    if let Some(crate::proto::room_event::Kind::Message(m)) = &mut stored.kind {
+        m.seq = seq;
+    }
+    stored
+}
+
+fn unavailable(e: &dyn std::fmt::Display) -> AppendError {
+    AppendError::Unavailable(e.to_string())
+}
+
+/// JetStream's API error code behind a publish error, if it was one.
+fn api_code(e: &jetstream::context::PublishError) -> Option<ErrorCode> {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .map(|j| j.error_code())
+}
+
+/// "Batch publish contains duplicate message id" (ADR-50).
+const BATCH_HAS_DUPLICATE: ErrorCode = ErrorCode(10201);
+
+/// What a refused publish means for the caller.
+fn classify(e: &jetstream::context::PublishError, room: &str, expect: Position) -> AppendError {
+    let conflict =
+        |busy| AppendError::Conflict { room: room.to_string(), expected: expect.at, busy };
+    match e.kind() {
+        PublishErrorKind::WrongLastSequence => conflict(false),
+        // Another append to the room is in flight (JetStream refuses a second
+        // compare-and-set on a subject until the first is applied): the room is moving on,
+        // so this is a conflict too.
+        PublishErrorKind::Other
+            if api_code(e) == Some(ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT) =>
+        {
+            conflict(true)
+        }
+        PublishErrorKind::MaxPayloadExceeded => AppendError::Refused(e.to_string()),
+        // "No responders": the stream was opened at start, so its leader is gone for the
+        // moment (an election, a lost quorum), not the stream.
+        PublishErrorKind::StreamNotFound => unavailable(e),
+        // Anything else (timeouts, "temporarily unavailable", a lost connection): the
+        // caller retries with the same message id.
+        _ => unavailable(e),
     }
 }
 

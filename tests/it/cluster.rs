@@ -147,6 +147,28 @@ async fn appends_are_compare_and_set_and_idempotent() {
     assert_eq!(got, [(1, "m1".to_string()), (2, "m2".to_string())]);
     assert_eq!(l.range(&room, 1, 100).await.unwrap().len(), 1);
     assert_eq!(l.last_position().await.unwrap(), 3);
+
+    // A batch: stored whole, contiguous, one compare-and-set for all.
+    let p2 = Position { seq: 2, at: second.at };
+    let batch: Vec<_> = (3..6)
+        .map(|i| (message(&room, "u3", &format!("b{i}")), Some(format!("u3:b{i}"))))
+        .collect();
+    let got = l.append_batch(&batch, p2).await.unwrap();
+    let seqs: Vec<_> = got.iter().map(|a| (a.seq, a.at, a.duplicate)).collect();
+    assert_eq!(seqs, [(3, 4, false), (4, 5, false), (5, 6, false)]);
+    // Decided on stale state: refused whole.
+    let stale = l.append_batch(&batch[..2], p2).await;
+    assert!(matches!(stale, Err(AppendError::Conflict { .. })), "{stale:?}");
+    assert_eq!(l.range(&room, 0, 100).await.unwrap().len(), 5);
+    // A batch holding an id already stored (a retry after a lost ack) goes entry by entry:
+    // the old one answered with its seq, the new one appended after it.
+    let p5 = Position { seq: 5, at: 6 };
+    let mixed = [batch[2].clone(), (message(&room, "u3", "b6"), Some("u3:b6".to_string()))];
+    let got = l.append_batch(&mixed, p5).await.unwrap();
+    let seqs: Vec<_> = got.iter().map(|a| (a.seq, a.duplicate)).collect();
+    assert_eq!(seqs, [(5, true), (6, false)]);
+    let all: Vec<u64> = l.range(&room, 0, 100).await.unwrap().iter().map(|e| e.event.seq).collect();
+    assert_eq!(all, [1, 2, 3, 4, 5, 6]);
 }
 
 /// A node's view in a temporary directory, tailing the log.
@@ -192,6 +214,10 @@ async fn send_until_acked(l: &JetStreamLog, view: &View, event: RoomEvent, id: &
         let pos = view.position(&event.room_id).unwrap();
         match l.append(&event, pos, Some(id)).await {
             Ok(a) => return a.seq,
+            Err(AppendError::Conflict { busy: true, .. }) => {
+                // The room's previous append is still being applied: again shortly.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             Err(AppendError::Conflict { .. }) => {
                 // Someone appended after `pos`: wait (bounded) for the view to show it.
                 let target = view.applied() + 1;
@@ -210,6 +236,17 @@ async fn two_nodes_write_one_gapless_log_while_the_leader_is_killed() {
     let (a, b) = (Node::start(la.clone()), Node::start(lb.clone()));
     let rooms: Vec<String> = (0..3).map(|_| store::new_id('r')).collect();
     let per_writer = 60;
+
+    // A batch on a clustered stream: the positions it reports are where the log has them.
+    let room = store::new_id('r');
+    let batch: Vec<_> = (0..3)
+        .map(|i| (message(&room, "u9", &format!("b{i}")), Some(format!("u9:b{i}"))))
+        .collect();
+    let got = la.append_batch(&batch, Position::default()).await.unwrap();
+    let logged = la.range(&room, 0, 10).await.unwrap();
+    let want: Vec<_> = logged.iter().map(|l| (l.event.seq, l.at)).collect();
+    assert_eq!(got.iter().map(|a| (a.seq, a.at)).collect::<Vec<_>>(), want);
+    assert_eq!(la.room_last(&room).await.unwrap(), Position { seq: 3, at: want[2].1 });
 
     // Four writers, two per node, each on every room in turn.
     let mut writers = tokio::task::JoinSet::new();
