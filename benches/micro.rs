@@ -65,7 +65,8 @@ fn tokens(c: &mut Criterion) {
     let rt = runtime();
     let store = Store::open(&dir.path().join("db.redb"), 16 << 20).unwrap();
     let writer = store.start_writer(Box::new(|_| {}));
-    let accounts = Accounts::new(config.auth.clone(), keyring, store, writer);
+    let accounts =
+        Accounts::new(config.auth.clone(), keyring, store, edgechat::change::Exec::local(writer));
     let now = edgechat::clock::now_ms();
     let issued = rt.block_on(accounts.register("bench", "bench password", "", now)).unwrap();
     let jwt = issued.access_token;

@@ -156,6 +156,10 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464) [default: off].
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// Run as a node of a cluster on these NATS servers (nats://HOST:PORT,...; docs/cluster.md)
+    /// [default: single node].
+    #[arg(long, value_name = "URLS")]
+    cluster: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -333,6 +337,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(m) = &args.metrics_listen {
         raw.metrics.listen = m.clone();
+    }
+    if let Some(c) = &args.cluster {
+        raw.cluster.nats_urls = c.clone();
     }
     raw.hostnames.extend(args.hostnames.iter().cloned());
     Ok(raw.validate()?)
@@ -526,7 +533,8 @@ async fn user_add(
     let keys = crate::auth::keys::Keyring::load(&dir.join("keys"))?;
     let store = crate::store::Store::open(&dir.join(crate::store::DB_FILE_NAME), 1 << 20)?;
     let writer = store.start_writer(Box::new(|_| {}));
-    let accounts = crate::auth::Accounts::new(config.auth, keys, store, writer);
+    let accounts =
+        crate::auth::Accounts::new(config.auth, keys, store, crate::change::Exec::local(writer));
     let user = accounts.create_user(name, password, display, role, crate::clock::now_ms()).await?;
     println!(
         "created user {} ({}) with id {}",

@@ -80,6 +80,8 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     /// HTTP/3 over QUIC.
     pub quic: RawQuic,
+    /// Cluster mode (docs/cluster.md): off unless `nats_urls` is set.
+    pub cluster: RawCluster,
 }
 
 impl Default for RawConfig {
@@ -97,8 +99,66 @@ impl Default for RawConfig {
             retention: RawRetention::default(),
             metrics: RawMetrics::default(),
             quic: RawQuic::default(),
+            cluster: RawCluster::default(),
         }
     }
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCluster {
+    /// NATS servers, `nats://HOST:PORT,...` (a bare `HOST:PORT` gets `nats://`); empty:
+    /// single-node mode.
+    pub nats_urls: String,
+    /// Replicas of the stream (3: survives the loss of one NATS server).
+    pub replicas: usize,
+    /// How long a starting node waits for NATS and the stream before it gives up, seconds.
+    pub connect_wait_secs: u64,
+    /// A NATS `.creds` file (decentralised auth); empty: none.
+    pub credentials: String,
+    /// CA file to verify the NATS servers with (TLS); empty: no TLS.
+    pub ca: String,
+    /// Client certificate for NATS (with `client_key`); empty: none.
+    pub client_cert: String,
+    /// Its key.
+    pub client_key: String,
+    /// This node's name in the NATS servers' connection lists; empty: `edgechat`.
+    pub node_name: String,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        RawCluster {
+            nats_urls: String::new(),
+            replicas: 3,
+            connect_wait_secs: 30,
+            credentials: String::new(),
+            ca: String::new(),
+            client_cert: String::new(),
+            client_key: String::new(),
+            node_name: String::new(),
+        }
+    }
+}
+
+/// Validated `[cluster]`: present only in cluster mode.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// NATS server URLs, at least one.
+    pub nats_urls: Vec<String>,
+    /// Stream replicas.
+    pub replicas: usize,
+    /// Start-up wait for NATS.
+    pub connect_wait: Duration,
+    /// `.creds` file.
+    pub credentials: Option<PathBuf>,
+    /// CA file.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// Connection name.
+    pub node_name: String,
 }
 
 /// `[quic]`.
@@ -521,6 +581,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Where to serve `/metrics`, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Cluster mode, or `None` for a single node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Validated `[tls]`.
@@ -884,7 +946,66 @@ impl RawConfig {
             backup,
             retention,
             metrics_listen,
+            cluster: self.cluster.validate()?,
         })
+    }
+}
+
+impl RawCluster {
+    fn validate(&self) -> Result<Option<ClusterConfig>, ConfigError> {
+        let in_range = |key: &str, v: u64, lo: u64, hi: u64| {
+            if v < lo || v > hi {
+                Err(invalid(key, format!("{v} is outside {lo}..={hi}")))
+            } else {
+                Ok(())
+            }
+        };
+        let mut urls = Vec::new();
+        for part in self.nats_urls.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let url =
+                if part.contains("://") { part.to_string() } else { format!("nats://{part}") };
+            match url.split_once("://") {
+                Some(("nats" | "tls", hostport))
+                    if hostport.rsplit_once(':').is_some_and(|(h, p)| {
+                        !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)
+                    }) => {}
+                _ => {
+                    return Err(invalid(
+                        "cluster.nats_urls",
+                        format!("`{part}` is not a NATS server like nats://HOST:4222"),
+                    ));
+                }
+            }
+            urls.push(url);
+        }
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        in_range("cluster.replicas", self.replicas as u64, 1, 5)?;
+        in_range("cluster.connect_wait_secs", self.connect_wait_secs, 0, 3600)?;
+        let path = |p: &str| (!p.trim().is_empty()).then(|| PathBuf::from(p.trim()));
+        let client_cert = match (path(&self.client_cert), path(&self.client_key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "cluster.client_cert",
+                    "client_cert and client_key go together",
+                ));
+            }
+        };
+        Ok(Some(ClusterConfig {
+            nats_urls: urls,
+            replicas: self.replicas,
+            connect_wait: Duration::from_secs(self.connect_wait_secs),
+            credentials: path(&self.credentials),
+            ca: path(&self.ca),
+            client_cert,
+            node_name: match self.node_name.trim() {
+                "" => "edgechat".into(),
+                n => n.to_string(),
+            },
+        }))
     }
 }
 

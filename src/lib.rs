@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod bench;
+pub mod change;
 pub mod chat;
 pub mod cli;
 pub mod client;

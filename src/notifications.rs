@@ -7,9 +7,10 @@
 use std::sync::Arc;
 
 use crate::auth::Principal;
+use crate::change::{Change, Exec};
 use crate::chat::ratelimit::Budget;
 use crate::proto::{self, NotificationKind, server_frame};
-use crate::store::{self, StoreError, WriteCtx, Writer, notifications, users};
+use crate::store::{self, JobResult, StoreError, WriteCtx, notifications, users};
 
 /// What caused a notification.
 pub struct Cause<'a> {
@@ -72,7 +73,7 @@ pub enum NotificationError {
 /// Reading and marking notifications. Cheap to clone.
 #[derive(Clone)]
 pub struct Notifications {
-    inner: Arc<(store::Store, Writer, Budget)>,
+    inner: Arc<(store::Store, Exec, Budget)>,
 }
 
 /// Page size when the request says 0, and the largest page.
@@ -81,8 +82,8 @@ const MAX_PAGE: u32 = 500;
 
 impl Notifications {
     /// The service.
-    pub fn new(store: store::Store, writer: Writer, budget: Budget) -> Self {
-        Notifications { inner: Arc::new((store, writer, budget)) }
+    pub fn new(store: store::Store, exec: Exec, budget: Budget) -> Self {
+        Notifications { inner: Arc::new((store, exec, budget)) }
     }
 
     /// `ListNotifications`: those after `after_id`, with `read` filled in.
@@ -120,25 +121,41 @@ impl Notifications {
         now_ms: i64,
     ) -> Result<(), NotificationError> {
         self.inner.2.take(&who.user_id, now_ms).map_err(NotificationError::ResourceExhausted)?;
-        let (who, user_id) = (who.clone(), who.user_id.clone());
-        self.inner
-            .1
-            .write(move |ctx| {
-                match crate::rooms::service::check_current(&**ctx, &who) {
-                    Ok(()) => {}
-                    Err(crate::rooms::RoomError::Store(e)) => return Err(e),
-                    Err(e) => return Ok(Err(NotificationError::Unauthenticated(e.to_string()))),
-                }
-                let last = notifications::last_id(&**ctx, &user_id)?;
-                let target = if up_to_id == 0 { last } else { up_to_id.min(last) };
-                if let Some(mut u) = users::user(&**ctx, &user_id)?
-                    && target > u.notifications_read_upto
-                {
-                    u.notifications_read_upto = target;
-                    users::put_user(ctx, &u)?;
-                }
-                Ok(Ok(()))
-            })
-            .await
+        self.inner.1.run(MarkAllRead { who: Some(who.into()), up_to_id }).await
+    }
+}
+
+/// Change: `MarkNotificationsRead`: everything up to `up_to_id` (0 = all) is read; never moves
+/// back.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MarkAllRead {
+    /// The caller.
+    #[prost(message, optional, tag = "1")]
+    pub who: Option<crate::change::Caller>,
+    /// The last id read (0: all).
+    #[prost(uint64, tag = "2")]
+    pub up_to_id: u64,
+}
+
+impl Change for MarkAllRead {
+    type T = ();
+    type E = NotificationError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<(), NotificationError> {
+        let who = self.who.unwrap_or_default().principal();
+        let (user_id, up_to_id) = (who.user_id.clone(), self.up_to_id);
+        match crate::rooms::service::check_current(&**ctx, &who) {
+            Ok(()) => {}
+            Err(crate::rooms::RoomError::Store(e)) => return Err(e),
+            Err(e) => return Ok(Err(NotificationError::Unauthenticated(e.to_string()))),
+        }
+        let last = notifications::last_id(&**ctx, &user_id)?;
+        let target = if up_to_id == 0 { last } else { up_to_id.min(last) };
+        if let Some(mut u) = users::user(&**ctx, &user_id)?
+            && target > u.notifications_read_upto
+        {
+            u.notifications_read_upto = target;
+            users::put_user(ctx, &u)?;
+        }
+        Ok(Ok(()))
     }
 }

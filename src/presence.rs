@@ -15,9 +15,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::change::{Change, Exec};
 use crate::chat::hub::{Hub, UserSignal};
 use crate::proto::{self, PresenceStatus};
-use crate::store::{self, Snapshot, StoreError, Writer, rooms, users};
+use crate::store::{self, JobResult, Snapshot, StoreError, WriteCtx, rooms, users};
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
@@ -115,7 +116,7 @@ struct Inner {
     wake: Notify,
     hub: Arc<Hub>,
     store: store::Store,
-    writer: Writer,
+    exec: Exec,
 }
 
 /// Holds a user online for as long as one of their streams is open.
@@ -138,7 +139,7 @@ impl Presence {
         grace: Duration,
         hub: Arc<Hub>,
         store: store::Store,
-        writer: Writer,
+        exec: Exec,
         shutdown: CancellationToken,
         tasks: &crate::tasks::Tasks,
     ) -> Presence {
@@ -148,7 +149,7 @@ impl Presence {
                 wake: Notify::new(),
                 hub,
                 store,
-                writer,
+                exec,
             }),
         };
         tasks.spawn(p.clone().expire_loop(shutdown));
@@ -227,18 +228,7 @@ impl Presence {
     }
 
     async fn went_offline(&self, user: &str, now_ms: i64) {
-        let id = user.to_string();
-        let saved = self
-            .inner
-            .writer
-            .write(move |ctx| {
-                if let Some(mut u) = users::user(&**ctx, &id)? {
-                    u.last_seen_ms = now_ms;
-                    users::put_user(ctx, &u)?;
-                }
-                Ok(Ok::<(), StoreError>(()))
-            })
-            .await;
+        let saved = self.inner.exec.run(LastSeen { user_id: user.to_string(), now_ms }).await;
         if let Err(e) = saved {
             tracing::warn!(error = %e, user, "could not store last seen");
         }
@@ -305,5 +295,28 @@ mod tests {
         assert_eq!(b.status("u"), PresenceStatus::Away);
         assert_eq!(b.set_away("u", false), Some(PresenceStatus::Online));
         assert_eq!(b.online_count(), 1);
+    }
+}
+
+/// Change: a user went offline at `now_ms` (their last seen time).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LastSeen {
+    /// The user.
+    #[prost(string, tag = "1")]
+    pub user_id: String,
+    /// When they went offline.
+    #[prost(int64, tag = "2")]
+    pub now_ms: i64,
+}
+
+impl Change for LastSeen {
+    type T = ();
+    type E = StoreError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<(), StoreError> {
+        if let Some(mut u) = users::user(&**ctx, &self.user_id)? {
+            u.last_seen_ms = self.now_ms;
+            users::put_user(ctx, &u)?;
+        }
+        Ok(Ok(()))
     }
 }

@@ -83,6 +83,10 @@ impl ChatService for ChatApi {
     ) -> Result<Response<proto::HistoryResponse>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
+        self.0
+            .messages
+            .await_seq(&r.room_id, r.after_seq.max(r.before_seq.saturating_sub(1)))
+            .await?;
         Ok(Response::new(self.0.messages.history(
             &who,
             &r.room_id,

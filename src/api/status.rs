@@ -25,6 +25,13 @@ impl From<AuthError> for Status {
 /// A storage failure: logged here, reported as `UNAVAILABLE` (the client may retry; nothing
 /// was acknowledged).
 pub fn store_status(e: &StoreError) -> Status {
+    if let StoreError::LogUnavailable(_) = e {
+        // Not this node's storage: NATS is away for a while, and says so in its own logs.
+        tracing::warn!(error = %e, "a change was not taken by the cluster's log");
+        return Status::unavailable(format!(
+            "{e}; nothing was stored, retry (with the same client_message_id for sends)"
+        ));
+    }
     tracing::error!(error = %e, "storage failure");
     match e {
         StoreError::WriterGone => Status::unavailable("server is shutting down"),

@@ -18,10 +18,11 @@ use super::keys::Keyring;
 use super::password::{self, CredentialError};
 use super::throttle::LoginThrottle;
 use super::token::{self, TokenError};
+use crate::change::{Change, Exec};
 use crate::config::{AuthConfig, Registration, Role};
 use crate::proto;
 use crate::store::{
-    self, FamilyRecord, RefreshRecord, Store, StoreError, UserRecord, Writer, users,
+    self, FamilyRecord, JobResult, RefreshRecord, Store, StoreError, UserRecord, WriteCtx, users,
 };
 
 /// Why an account operation failed; each variant maps to one gRPC status (api::status).
@@ -100,7 +101,7 @@ struct Inner {
     config: AuthConfig,
     keys: Keyring,
     store: Store,
-    writer: Writer,
+    exec: Exec,
     throttle: Mutex<LoginThrottle>,
     /// Tokens already verified -> their claims (bounded: cleared when full).
     verified: Mutex<std::collections::HashMap<String, token::Claims>>,
@@ -166,8 +167,8 @@ const BAD_LOGIN: &str = "wrong username or password";
 const BAD_REFRESH: &str = "refresh token is unknown, expired or revoked; log in again";
 
 impl Accounts {
-    /// Builds the service over an open store and its writer.
-    pub fn new(config: AuthConfig, keys: Keyring, store: Store, writer: Writer) -> Accounts {
+    /// Builds the service over an open store and where its changes go.
+    pub fn new(config: AuthConfig, keys: Keyring, store: Store, exec: Exec) -> Accounts {
         let throttle = LoginThrottle::new(config.login_free_failures, config.login_max_delay);
         let hasher = Hasher::start(config.hash_workers, config.hash_queue);
         Accounts {
@@ -175,7 +176,7 @@ impl Accounts {
                 config,
                 keys,
                 store,
-                writer,
+                exec,
                 throttle: Mutex::new(throttle),
                 verified: Mutex::new(std::collections::HashMap::new()),
                 hasher,
@@ -188,9 +189,9 @@ impl Accounts {
         &self.inner.store
     }
 
-    /// The group-commit writer.
-    pub fn writer(&self) -> &Writer {
-        &self.inner.writer
+    /// Where this service's changes go.
+    pub fn exec(&self) -> &Exec {
+        &self.inner.exec
     }
 
     /// `Register`: open registration only; the new user gets the configured default role.
@@ -243,18 +244,7 @@ impl Accounts {
             created_at_ms: now_ms,
             ..Default::default()
         };
-        self.inner
-            .writer
-            .write(move |tx| {
-                if !users::create_user(tx, &rec)? {
-                    return Ok(Err(AuthError::AlreadyExists(format!(
-                        "username `{}` is taken",
-                        rec.username
-                    ))));
-                }
-                Ok(Ok(rec))
-            })
-            .await
+        self.inner.exec.run(CreateUser { rec: Some(rec) }).await
     }
 
     /// A hashing slot, or `RESOURCE_EXHAUSTED` with a retry hint when every one is taken.
@@ -283,7 +273,12 @@ impl Accounts {
             throttle.failed(&name, now_ms);
             ticket
         };
-        let user = users::user_by_name(&self.inner.store.read()?, &name)?;
+        let mut user = users::user_by_name(&self.inner.store.read()?, &name)?;
+        if user.is_none() {
+            // A cluster node may not have applied a registration made on another node yet.
+            self.inner.exec.catch_up().await;
+            user = users::user_by_name(&self.inner.store.read()?, &name)?;
+        }
         let phc = user.as_ref().map(|u| u.password_hash.clone());
         let ok = ticket.verify(pw.to_string(), phc).await;
         let user = {
@@ -316,14 +311,9 @@ impl Accounts {
         };
         let family =
             FamilyRecord { user_id: user.id.clone(), revoked: false, created_at_ms: now_ms };
-        self.inner
-            .writer
-            .write(move |tx| {
-                users::put_family(tx, &family_id, &family)?;
-                users::put_refresh_token(tx, &hash, &rec)?;
-                Ok(Ok::<_, AuthError>(()))
-            })
-            .await?;
+        let start =
+            StartSession { family_id, family: Some(family), hash: hash.to_vec(), rec: Some(rec) };
+        self.inner.exec.run(start).await?;
         Ok(self.issue(user, refresh, now_ms))
     }
 
@@ -361,47 +351,8 @@ impl Accounts {
         let next = new_refresh_token();
         let next_hash = hash_refresh(&next);
         let ttl_ms = self.inner.config.refresh_ttl.as_millis() as i64;
-        let user = self
-            .inner
-            .writer
-            .write(move |tx| {
-                let deny = || Ok(Err(AuthError::Unauthenticated(BAD_REFRESH.into())));
-                let Some(mut rec) = users::refresh_token(tx, &old)? else {
-                    return deny();
-                };
-                let Some(mut family) = users::family(tx, &rec.family_id)? else {
-                    return deny();
-                };
-                if family.revoked || rec.expires_at_ms < now_ms {
-                    return deny();
-                }
-                if rec.spent {
-                    family.revoked = true;
-                    users::put_family(tx, &rec.family_id, &family)?;
-                    return Ok(Err(AuthError::Unauthenticated(
-                        "refresh token was already used; this session has been revoked, \
-                         log in again"
-                            .into(),
-                    )));
-                }
-                let Some(user) = users::user(tx, &rec.user_id)? else {
-                    return deny();
-                };
-                if user.disabled || user.refresh_epoch != rec.epoch {
-                    return deny();
-                }
-                rec.spent = true;
-                users::put_refresh_token(tx, &old, &rec)?;
-                let fresh = RefreshRecord {
-                    spent: false,
-                    expires_at_ms: now_ms + ttl_ms,
-                    epoch: user.refresh_epoch,
-                    ..rec
-                };
-                users::put_refresh_token(tx, &next_hash, &fresh)?;
-                Ok(Ok(user))
-            })
-            .await?;
+        let change = Refresh { old: old.to_vec(), next_hash: next_hash.to_vec(), now_ms, ttl_ms };
+        let user = self.inner.exec.run(change).await?;
         Ok(self.issue(user, next, now_ms))
     }
 
@@ -419,44 +370,9 @@ impl Accounts {
             ));
         }
         let hash = (!refresh_token.is_empty()).then(|| hash_refresh(refresh_token));
-        let user_id = who.user_id.clone();
-        self.inner
-            .writer
-            .write(move |tx| {
-                let mut family = None;
-                if let Some(hash) = hash {
-                    let found = users::refresh_token(tx, &hash)?;
-                    match found {
-                        Some(rec) if rec.user_id == user_id => {
-                            family = users::family(tx, &rec.family_id)?.map(|f| (rec.family_id, f));
-                        }
-                        Some(_) => {
-                            return Ok(Err(AuthError::InvalidArgument(
-                                "refresh_token belongs to another user".into(),
-                            )));
-                        }
-                        None if all_devices => {}
-                        None => {
-                            return Ok(Err(AuthError::InvalidArgument(
-                                "refresh_token is unknown".into(),
-                            )));
-                        }
-                    }
-                }
-                let user = if all_devices { users::user(tx, &user_id)? } else { None };
-                if let Some((id, mut f)) = family {
-                    f.revoked = true;
-                    users::put_family(tx, &id, &f)?;
-                }
-                if let Some(mut user) = user {
-                    user.token_version += 1;
-                    user.refresh_epoch += 1;
-                    users::put_user(tx, &user)?;
-                    tx.revoke(&user.id, "logged out on all devices");
-                }
-                Ok(Ok(()))
-            })
-            .await
+        let change =
+            Logout { user_id: who.user_id.clone(), hash: hash.map(|h| h.to_vec()), all_devices };
+        self.inner.exec.run(change).await
     }
 
     /// Verifies an access token and checks the user against the store: gone, disabled or a
@@ -548,16 +464,12 @@ impl Accounts {
 
     /// Changes a user's global role; their current tokens and streams end (token version).
     pub async fn set_role(&self, user_id: &str, role: Role) -> Result<UserRecord, AuthError> {
-        self.update_user(user_id, move |u| {
-            let new = role_to_proto(role) as i32;
-            if u.role == new {
-                return None;
-            }
-            u.role = new;
-            u.token_version += 1;
-            Some("global role changed; log in again (or refresh)")
-        })
-        .await
+        let change = UpdateUser {
+            id: user_id.to_string(),
+            set_role: Some(role_to_proto(role) as i32),
+            set_disabled: None,
+        };
+        self.inner.exec.run(change).await
     }
 
     /// Disables or re-enables a user. Disabling revokes every token of theirs at once.
@@ -566,41 +478,226 @@ impl Accounts {
         user_id: &str,
         disabled: bool,
     ) -> Result<UserRecord, AuthError> {
-        self.update_user(user_id, move |u| {
+        let change =
+            UpdateUser { id: user_id.to_string(), set_role: None, set_disabled: Some(disabled) };
+        self.inner.exec.run(change).await
+    }
+}
+
+/// A refresh-token hash as a change carries it; a wrong length matches no token.
+fn hash32(v: &[u8]) -> [u8; 32] {
+    v.try_into().unwrap_or([0; 32])
+}
+
+/// Change: a new user (`Register`, `CreateUser`, `edgechat user add`); refused when the
+/// username is taken.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateUser {
+    /// The user, id and password hash included.
+    #[prost(message, optional, tag = "1")]
+    pub rec: Option<UserRecord>,
+}
+
+impl Change for CreateUser {
+    type T = UserRecord;
+    type E = AuthError;
+    fn apply(self, tx: &mut WriteCtx<'_>) -> JobResult<UserRecord, AuthError> {
+        let rec = self.rec.unwrap_or_default();
+        if !users::create_user(tx, &rec)? {
+            return Ok(Err(AuthError::AlreadyExists(format!(
+                "username `{}` is taken",
+                rec.username
+            ))));
+        }
+        Ok(Ok(rec))
+    }
+}
+
+/// Change: a login's new refresh family and its first token.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StartSession {
+    /// The family's id.
+    #[prost(string, tag = "1")]
+    pub family_id: String,
+    /// The family.
+    #[prost(message, optional, tag = "2")]
+    pub family: Option<FamilyRecord>,
+    /// SHA-256 of the refresh token (the token itself never leaves the node that issued it).
+    #[prost(bytes = "vec", tag = "3")]
+    pub hash: Vec<u8>,
+    /// The token's record.
+    #[prost(message, optional, tag = "4")]
+    pub rec: Option<RefreshRecord>,
+}
+
+impl Change for StartSession {
+    type T = ();
+    type E = AuthError;
+    fn apply(self, tx: &mut WriteCtx<'_>) -> JobResult<(), AuthError> {
+        users::put_family(tx, &self.family_id, &self.family.unwrap_or_default())?;
+        users::put_refresh_token(tx, &hash32(&self.hash), &self.rec.unwrap_or_default())?;
+        Ok(Ok(()))
+    }
+}
+
+/// Change: spend the refresh token hashed `old` and store its successor `next_hash`; a spent
+/// token presented again revokes its family (written, and refused).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Refresh {
+    /// Hash of the presented token.
+    #[prost(bytes = "vec", tag = "1")]
+    pub old: Vec<u8>,
+    /// Hash of the next token.
+    #[prost(bytes = "vec", tag = "2")]
+    pub next_hash: Vec<u8>,
+    /// When it was asked.
+    #[prost(int64, tag = "3")]
+    pub now_ms: i64,
+    /// The next token's lifetime.
+    #[prost(int64, tag = "4")]
+    pub ttl_ms: i64,
+}
+
+impl Change for Refresh {
+    type T = UserRecord;
+    type E = AuthError;
+    fn apply(self, tx: &mut WriteCtx<'_>) -> JobResult<UserRecord, AuthError> {
+        let (old, next_hash) = (hash32(&self.old), hash32(&self.next_hash));
+        let (now_ms, ttl_ms) = (self.now_ms, self.ttl_ms);
+        let deny = || Ok(Err(AuthError::Unauthenticated(BAD_REFRESH.into())));
+        let Some(mut rec) = users::refresh_token(&**tx, &old)? else {
+            return deny();
+        };
+        let Some(mut family) = users::family(&**tx, &rec.family_id)? else {
+            return deny();
+        };
+        if family.revoked || rec.expires_at_ms < now_ms {
+            return deny();
+        }
+        if rec.spent {
+            family.revoked = true;
+            users::put_family(tx, &rec.family_id, &family)?;
+            return Ok(Err(AuthError::Unauthenticated(
+                "refresh token was already used; this session has been revoked, log in again"
+                    .into(),
+            )));
+        }
+        let Some(user) = users::user(&**tx, &rec.user_id)? else {
+            return deny();
+        };
+        if user.disabled || user.refresh_epoch != rec.epoch {
+            return deny();
+        }
+        rec.spent = true;
+        users::put_refresh_token(tx, &old, &rec)?;
+        let fresh = RefreshRecord {
+            spent: false,
+            expires_at_ms: now_ms + ttl_ms,
+            epoch: user.refresh_epoch,
+            ..rec
+        };
+        users::put_refresh_token(tx, &next_hash, &fresh)?;
+        Ok(Ok(user))
+    }
+}
+
+/// Change: revoke the family of the token hashed `hash` and, with `all_devices`, every token
+/// of the user.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Logout {
+    /// The user logging out.
+    #[prost(string, tag = "1")]
+    pub user_id: String,
+    /// Hash of this device's refresh token, if given.
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub hash: Option<Vec<u8>>,
+    /// Every device.
+    #[prost(bool, tag = "3")]
+    pub all_devices: bool,
+}
+
+impl Change for Logout {
+    type T = ();
+    type E = AuthError;
+    fn apply(self, tx: &mut WriteCtx<'_>) -> JobResult<(), AuthError> {
+        let (user_id, all_devices) = (self.user_id, self.all_devices);
+        let mut family = None;
+        if let Some(hash) = self.hash {
+            match users::refresh_token(&**tx, &hash32(&hash))? {
+                Some(rec) if rec.user_id == user_id => {
+                    family = users::family(&**tx, &rec.family_id)?.map(|f| (rec.family_id, f));
+                }
+                Some(_) => {
+                    return Ok(Err(AuthError::InvalidArgument(
+                        "refresh_token belongs to another user".into(),
+                    )));
+                }
+                None if all_devices => {}
+                None => {
+                    return Ok(Err(AuthError::InvalidArgument("refresh_token is unknown".into())));
+                }
+            }
+        }
+        let user = if all_devices { users::user(&**tx, &user_id)? } else { None };
+        if let Some((id, mut f)) = family {
+            f.revoked = true;
+            users::put_family(tx, &id, &f)?;
+        }
+        if let Some(mut user) = user {
+            user.token_version += 1;
+            user.refresh_epoch += 1;
+            users::put_user(tx, &user)?;
+            tx.revoke(&user.id, "logged out on all devices");
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// Change: a user's global role and/or disabled flag. A role change or a disable revokes the
+/// user's tokens and ends their streams: the revocation is part of the committed batch, so it
+/// happens even if the RPC that asked for it is cancelled after the commit.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UpdateUser {
+    /// The user.
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// The new `proto::GlobalRole`.
+    #[prost(int32, optional, tag = "2")]
+    pub set_role: Option<i32>,
+    /// Disable (true) or enable (false).
+    #[prost(bool, optional, tag = "3")]
+    pub set_disabled: Option<bool>,
+}
+
+impl Change for UpdateUser {
+    type T = UserRecord;
+    type E = AuthError;
+    fn apply(self, tx: &mut WriteCtx<'_>) -> JobResult<UserRecord, AuthError> {
+        let id = self.id;
+        let Some(mut u) = users::user(&**tx, &id)? else {
+            return Ok(Err(AuthError::NotFound(format!("no user with id `{id}`"))));
+        };
+        let mut revoked = None;
+        if let Some(new) = self.set_role
+            && u.role != new
+        {
+            u.role = new;
+            u.token_version += 1;
+            revoked = Some("global role changed; log in again (or refresh)");
+        }
+        if let Some(disabled) = self.set_disabled {
             let revoke = disabled && !u.disabled;
             u.disabled = disabled;
-            if !revoke {
-                return None;
+            if revoke {
+                u.token_version += 1;
+                u.refresh_epoch += 1;
+                revoked = Some("this account has been disabled");
             }
-            u.token_version += 1;
-            u.refresh_epoch += 1;
-            Some("this account has been disabled")
-        })
-        .await
-    }
-
-    /// Applies `change` to a user in a writer job. When it says why the user's tokens are
-    /// revoked, the job also ends their streams: the revocation is part of the committed
-    /// batch, so it happens even if the RPC that asked for it is cancelled after the commit.
-    async fn update_user(
-        &self,
-        user_id: &str,
-        change: impl FnOnce(&mut UserRecord) -> Option<&'static str> + Send + 'static,
-    ) -> Result<UserRecord, AuthError> {
-        let id = user_id.to_string();
-        self.inner
-            .writer
-            .write(move |tx| {
-                let Some(mut u) = users::user(tx, &id)? else {
-                    return Ok(Err(AuthError::NotFound(format!("no user with id `{id}`"))));
-                };
-                let revoked = change(&mut u);
-                users::put_user(tx, &u)?;
-                if let Some(why) = revoked {
-                    tx.revoke(&u.id, why);
-                }
-                Ok(Ok(u))
-            })
-            .await
+        }
+        users::put_user(tx, &u)?;
+        if let Some(why) = revoked {
+            tx.revoke(&u.id, why);
+        }
+        Ok(Ok(u))
     }
 }

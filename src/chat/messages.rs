@@ -8,13 +8,15 @@ use std::sync::{Arc, Mutex};
 use super::ratelimit::{Budget, RateLimiter};
 use super::text;
 use crate::auth::Principal;
+use crate::change::{Caller, Change, Exec};
 use crate::notifications::{Cause, notify};
 use crate::proto::{self, room_event::Kind};
 use crate::rooms::RoomError;
 use crate::rooms::permissions::{self, Action, Denied};
 use crate::rooms::service::{facts, load};
 use crate::store::{
-    self, SentRecord, Snapshot, StoreError, WriteCtx, Writer, events, rooms, sent, unread, users,
+    self, JobResult, SentRecord, Snapshot, StoreError, WriteCtx, Writer, events, rooms, sent,
+    unread, users,
 };
 
 /// Longest `client_message_id`, in characters.
@@ -71,7 +73,7 @@ pub struct Messages {
 
 struct Inner {
     store: store::Store,
-    writer: Writer,
+    exec: Exec,
     max_text_bytes: usize,
     limiter: Mutex<RateLimiter>,
     /// Edits, deletes and read markers that move.
@@ -136,7 +138,7 @@ impl Messages {
     /// The message service.
     pub fn new(
         store: store::Store,
-        writer: Writer,
+        exec: Exec,
         max_text_bytes: usize,
         rate: f64,
         burst: u32,
@@ -146,7 +148,7 @@ impl Messages {
         Messages {
             inner: Arc::new(Inner {
                 store,
-                writer,
+                exec,
                 max_text_bytes,
                 limiter: Mutex::new(RateLimiter::new(rate, burst)),
                 budget,
@@ -194,18 +196,15 @@ impl Messages {
                 )));
             }
         }
-        let who = who.clone();
-        let room_id = room_id.to_string();
-        let cmid = client_message_id.to_string();
-        let text = text.to_string();
-        let keep = self.inner.keep;
-        let done = self
-            .inner
-            .writer
-            .submit(move |ctx: &mut WriteCtx<'_>| {
-                job(send_in(ctx, keep, &who, &room_id, &cmid, text, now_ms))
-            })
-            .await?;
+        let change = Post {
+            who: Some(who.into()),
+            room_id: room_id.to_string(),
+            client_message_id: client_message_id.to_string(),
+            text: text.to_string(),
+            now_ms,
+            keep: self.inner.keep as u64,
+        };
+        let done = self.inner.exec.submit(change).await?;
         Ok(futures_util::future::Either::Right(done))
     }
 
@@ -219,6 +218,17 @@ impl Messages {
         now_ms: i64,
     ) -> Result<proto::Message, ChatError> {
         self.submit_send(who, room_id, client_message_id, text, now_ms).await?.await
+    }
+
+    /// Cluster mode: a client may have seen `seq` of the room on another node; waits (at most
+    /// `change::CATCH_UP_WAIT`) until this node's view has caught up with the log if its room
+    /// ends before `seq`, so resuming there gives `seq + 1` on, not an error or nothing.
+    pub async fn await_seq(&self, room_id: &str, seq: u64) -> Result<(), ChatError> {
+        if seq == 0 || events::last_seq(&self.inner.store.read()?, room_id)? >= seq {
+            return Ok(());
+        }
+        self.inner.exec.catch_up().await;
+        Ok(())
     }
 
     /// `History`, paged as API.md says.
@@ -261,44 +271,8 @@ impl Messages {
     ) -> Result<proto::Message, ChatError> {
         text::check_text(text, self.inner.max_text_bytes)?;
         self.spend(who, now_ms)?;
-        let (who, room_id, text) = (who.clone(), room_id.to_string(), text.to_string());
-        self.inner
-            .writer
-            .write(move |ctx: &mut WriteCtx<'_>| {
-                job((|| {
-                    let (l, mut ev, msg) = target(ctx, &who, &room_id, seq)?;
-                    permissions::may(
-                        l.actor,
-                        Action::EditMessage { own: msg.sender_id == who.user_id },
-                        facts(&l.room),
-                    )?;
-                    if msg.deleted {
-                        return Err(ChatError::FailedPrecondition(format!(
-                            "message {seq} is deleted"
-                        )));
-                    }
-                    let mentions = resolve_mentions(&**ctx, &room_id, &text)?;
-                    unread::remove_mentions(ctx, &room_id, seq, &msg.mention_user_ids)?;
-                    unread::add_mentions(ctx, &room_id, seq, &msg.sender_id, &mentions)?;
-                    let Some(Kind::Message(m)) = &mut ev.kind else {
-                        unreachable!("target() returns messages")
-                    };
-                    m.text = text.clone();
-                    m.edited_at_ms = now_ms;
-                    m.mention_user_ids = mentions;
-                    let updated = m.clone();
-                    events::replace(ctx, &ev)?;
-                    record(
-                        ctx,
-                        &room_id,
-                        &who.user_id,
-                        now_ms,
-                        Kind::Edited(proto::MessageEdited { target_seq: seq, text }),
-                    )?;
-                    Ok(updated)
-                })())
-            })
-            .await
+        let at = Some(MessageAt::new(who, room_id, seq, now_ms));
+        self.inner.exec.run(Edit { at, text: text.to_string() }).await
     }
 
     /// `DeleteMessage`: the sender, or a moderator and above; the message becomes a tombstone
@@ -311,40 +285,7 @@ impl Messages {
         now_ms: i64,
     ) -> Result<(), ChatError> {
         self.spend(who, now_ms)?;
-        let (who, room_id) = (who.clone(), room_id.to_string());
-        self.inner
-            .writer
-            .write(move |ctx: &mut WriteCtx<'_>| {
-                job((|| {
-                    let (l, mut ev, msg) = target(ctx, &who, &room_id, seq)?;
-                    permissions::may(
-                        l.actor,
-                        Action::DeleteMessage { own: msg.sender_id == who.user_id },
-                        facts(&l.room),
-                    )?;
-                    if msg.deleted {
-                        return Ok(());
-                    }
-                    let Some(Kind::Message(m)) = &mut ev.kind else {
-                        unreachable!("target() returns messages")
-                    };
-                    m.deleted = true;
-                    m.text.clear();
-                    m.mention_user_ids.clear();
-                    unread::unindex_message(ctx, &room_id, seq)?;
-                    unread::remove_mentions(ctx, &room_id, seq, &msg.mention_user_ids)?;
-                    events::replace(ctx, &ev)?;
-                    record(
-                        ctx,
-                        &room_id,
-                        &who.user_id,
-                        now_ms,
-                        Kind::Deleted(proto::MessageDeleted { target_seq: seq }),
-                    )?;
-                    Ok(())
-                })())
-            })
-            .await
+        self.inner.exec.run(Delete { at: Some(MessageAt::new(who, room_id, seq, now_ms)) }).await
     }
 
     /// `MarkRead` (RPC and frame): moves the member's read marker to `seq`, clamped to the
@@ -362,42 +303,8 @@ impl Messages {
             return Ok(());
         }
         self.spend(who, now_ms)?;
-        let (who, room_id) = (who.clone(), room_id.to_string());
-        self.inner
-            .writer
-            .write(move |ctx: &mut WriteCtx<'_>| {
-                job((|| {
-                    let (mut m, target) = marker_target(&**ctx, &who, &room_id, seq)?;
-                    if target <= m.read_seq {
-                        // Moved by another device meanwhile.
-                        return Ok(());
-                    }
-                    m.read_seq = target;
-                    rooms::put_member(ctx, &room_id, &who.user_id, &m)?;
-                    let marker = proto::ReadMarker {
-                        room_id: room_id.clone(),
-                        seq: m.read_seq,
-                        unread_count: unread::unread_count(
-                            &**ctx,
-                            &room_id,
-                            &who.user_id,
-                            m.read_seq,
-                        )?,
-                        mention_count: unread::mention_count(
-                            &**ctx,
-                            &who.user_id,
-                            &room_id,
-                            m.read_seq,
-                        )?,
-                    };
-                    let frame = proto::ServerFrame {
-                        kind: Some(proto::server_frame::Kind::ReadMarker(marker)),
-                    };
-                    ctx.signal(&who.user_id, frame);
-                    Ok(())
-                })())
-            })
-            .await
+        let at = Some(MessageAt::new(who, room_id, seq, 0));
+        self.inner.exec.run(MarkRead { at }).await
     }
 
     /// Whether a `MarkRead` to `seq` would move the marker (refusals come out here too).
@@ -414,7 +321,7 @@ impl Messages {
 
     /// The group-commit writer.
     pub fn writer(&self) -> &Writer {
-        &self.inner.writer
+        self.inner.exec.writer()
     }
 
     /// The store (for stream catch-up reads).
@@ -558,4 +465,202 @@ fn send_in(
         notify(ctx, keep, &user, cause)?;
     }
     Ok(msg)
+}
+
+/// Where a message change happens: the caller, the room, the message's seq and the time.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MessageAt {
+    /// The caller.
+    #[prost(message, optional, tag = "1")]
+    pub who: Option<Caller>,
+    /// The room.
+    #[prost(string, tag = "2")]
+    pub room_id: String,
+    /// The message (edit, delete) or the read marker's target (mark read).
+    #[prost(uint64, tag = "3")]
+    pub seq: u64,
+    /// When it was asked.
+    #[prost(int64, tag = "4")]
+    pub now_ms: i64,
+}
+
+impl MessageAt {
+    fn new(who: &Principal, room_id: &str, seq: u64, now_ms: i64) -> MessageAt {
+        MessageAt { who: Some(who.into()), room_id: room_id.to_string(), seq, now_ms }
+    }
+
+    fn parts(at: Option<MessageAt>) -> (Principal, String, u64, i64) {
+        let at = at.unwrap_or_default();
+        (at.who.unwrap_or_default().principal(), at.room_id, at.seq, at.now_ms)
+    }
+}
+
+/// Change: a send. A retry of a stored `client_message_id` answers the original message.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Post {
+    /// The sender.
+    #[prost(message, optional, tag = "1")]
+    pub who: Option<Caller>,
+    /// The room.
+    #[prost(string, tag = "2")]
+    pub room_id: String,
+    /// The sender's idempotency key.
+    #[prost(string, tag = "3")]
+    pub client_message_id: String,
+    /// The text (checked before the change was made).
+    #[prost(string, tag = "4")]
+    pub text: String,
+    /// When it was sent.
+    #[prost(int64, tag = "5")]
+    pub now_ms: i64,
+    /// Notifications kept per user.
+    #[prost(uint64, tag = "6")]
+    pub keep: u64,
+}
+
+impl Change for Post {
+    type T = proto::Message;
+    type E = ChatError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<proto::Message, ChatError> {
+        let who = self.who.unwrap_or_default().principal();
+        job(send_in(
+            ctx,
+            self.keep as usize,
+            &who,
+            &self.room_id,
+            &self.client_message_id,
+            self.text,
+            self.now_ms,
+        ))
+    }
+}
+
+/// Change: `EditMessage`: the sender replaces the text; the edit is its own event.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Edit {
+    /// Caller, room, message, time.
+    #[prost(message, optional, tag = "1")]
+    pub at: Option<MessageAt>,
+    /// The new text (checked before the change was made).
+    #[prost(string, tag = "2")]
+    pub text: String,
+}
+
+impl Change for Edit {
+    type T = proto::Message;
+    type E = ChatError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<proto::Message, ChatError> {
+        let (who, room_id, seq, now_ms) = MessageAt::parts(self.at);
+        let text = self.text;
+        job((|| {
+            let (l, mut ev, msg) = target(ctx, &who, &room_id, seq)?;
+            permissions::may(
+                l.actor,
+                Action::EditMessage { own: msg.sender_id == who.user_id },
+                facts(&l.room),
+            )?;
+            if msg.deleted {
+                return Err(ChatError::FailedPrecondition(format!("message {seq} is deleted")));
+            }
+            let mentions = resolve_mentions(&**ctx, &room_id, &text)?;
+            unread::remove_mentions(ctx, &room_id, seq, &msg.mention_user_ids)?;
+            unread::add_mentions(ctx, &room_id, seq, &msg.sender_id, &mentions)?;
+            let Some(Kind::Message(m)) = &mut ev.kind else {
+                unreachable!("target() returns messages")
+            };
+            m.text = text.clone();
+            m.edited_at_ms = now_ms;
+            m.mention_user_ids = mentions;
+            let updated = m.clone();
+            events::replace(ctx, &ev)?;
+            record(
+                ctx,
+                &room_id,
+                &who.user_id,
+                now_ms,
+                Kind::Edited(proto::MessageEdited { target_seq: seq, text }),
+            )?;
+            Ok(updated)
+        })())
+    }
+}
+
+/// Change: `DeleteMessage`: the message becomes a tombstone; the delete is its own event.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Delete {
+    /// Caller, room, message, time.
+    #[prost(message, optional, tag = "1")]
+    pub at: Option<MessageAt>,
+}
+
+impl Change for Delete {
+    type T = ();
+    type E = ChatError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<(), ChatError> {
+        let (who, room_id, seq, now_ms) = MessageAt::parts(self.at);
+        job((|| {
+            let (l, mut ev, msg) = target(ctx, &who, &room_id, seq)?;
+            permissions::may(
+                l.actor,
+                Action::DeleteMessage { own: msg.sender_id == who.user_id },
+                facts(&l.room),
+            )?;
+            if msg.deleted {
+                return Ok(());
+            }
+            let Some(Kind::Message(m)) = &mut ev.kind else {
+                unreachable!("target() returns messages")
+            };
+            m.deleted = true;
+            m.text.clear();
+            m.mention_user_ids.clear();
+            unread::unindex_message(ctx, &room_id, seq)?;
+            unread::remove_mentions(ctx, &room_id, seq, &msg.mention_user_ids)?;
+            events::replace(ctx, &ev)?;
+            record(
+                ctx,
+                &room_id,
+                &who.user_id,
+                now_ms,
+                Kind::Deleted(proto::MessageDeleted { target_seq: seq }),
+            )?;
+            Ok(())
+        })())
+    }
+}
+
+/// Change: `MarkRead`: the member's read marker moves to `seq` (clamped, never backwards) and
+/// every open stream of theirs gets a `ReadMarker`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MarkRead {
+    /// Caller, room, target seq.
+    #[prost(message, optional, tag = "1")]
+    pub at: Option<MessageAt>,
+}
+
+impl Change for MarkRead {
+    type T = ();
+    type E = ChatError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<(), ChatError> {
+        let (who, room_id, seq, _) = MessageAt::parts(self.at);
+        job((|| {
+            let (mut m, target) = marker_target(&**ctx, &who, &room_id, seq)?;
+            if target <= m.read_seq {
+                // Moved by another device meanwhile.
+                return Ok(());
+            }
+            m.read_seq = target;
+            rooms::put_member(ctx, &room_id, &who.user_id, &m)?;
+            let marker = proto::ReadMarker {
+                room_id: room_id.clone(),
+                seq: m.read_seq,
+                unread_count: unread::unread_count(&**ctx, &room_id, &who.user_id, m.read_seq)?,
+                mention_count: unread::mention_count(&**ctx, &who.user_id, &room_id, m.read_seq)?,
+            };
+            let frame =
+                proto::ServerFrame { kind: Some(proto::server_frame::Kind::ReadMarker(marker)) };
+            ctx.signal(&who.user_id, frame);
+            Ok(())
+        })())
+    }
 }

@@ -1,12 +1,14 @@
-//! Cluster mode on NATS JetStream (docs/cluster.md; the research is SCALE-OUT.md): the room
-//! event log lives in a replicated JetStream stream and each node's redb file is a view of
-//! it, rebuilt from the stream when lost. This module is the NATS side, kept thin: `log` (the
-//! stream: create or check it, append with compare-and-set, read, follow) and `view` (the
-//! pure rule for what a log entry does to a view, and the task that applies the log to a
-//! node's store through its writer, so local subscribers get events from the hub as in
-//! single-node mode).
+//! Cluster mode on NATS JetStream (docs/cluster.md; the research is SCALE-OUT.md): every
+//! change (`crate::change`) goes to a replicated JetStream stream first, and each node's redb
+//! file is a view that applies the stream in order, rebuilt from the stream when lost. This
+//! module is the NATS side, kept thin: `log` (the stream: create or check it, append, read,
+//! follow), `view` (the task that applies the log to a node's store through its writer, so
+//! local subscribers get events from the hub as in single-node mode) and `node` (a node's
+//! start, and the `Replicator` that sends a service's changes to the log and waits for their
+//! answers from the view).
 
 pub mod log;
+pub mod node;
 pub mod view;
 
 use std::path::PathBuf;
@@ -32,8 +34,7 @@ pub enum ClusterError {
     /// NATS did not answer a request in time (no quorum, a leader election, a lost link).
     #[error("{0}")]
     Unavailable(String),
-    /// The log holds an entry this node cannot read as an event, or the view disagrees
-    /// with the log (a gap, a seq going backwards).
+    /// The log holds an entry this node cannot read as a change.
     #[error("{0}")]
     Corrupt(String),
     /// The view's own storage failed.
@@ -56,6 +57,10 @@ pub struct NatsOptions {
     /// This node's name, shown in the servers' connection lists.
     pub name: String,
 }
+
+/// How often the NATS client pings its server; it reconnects (to another server of the
+/// cluster) after two unanswered pings.
+pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Parses `nats://a:4222,b:4223` (a bare `HOST:PORT` gets `nats://`) into URLs.
 pub fn parse_urls(list: &str) -> Result<Vec<String>, ClusterError> {
@@ -95,6 +100,10 @@ pub async fn connect(
         let mut o = async_nats::ConnectOptions::new()
             .name(&opts.name)
             .connection_timeout(Duration::from_secs(2))
+            // A server that stops answering (paused, partitioned) with its socket open is
+            // noticed after a few missed pings; the client's default of 60 s would leave the
+            // node's sends stuck on it that long.
+            .ping_interval(PING_INTERVAL)
             // Unbounded reconnects: a node outlives any NATS outage and says so in health.
             .max_reconnects(None);
         if let Some(p) = &opts.credentials {

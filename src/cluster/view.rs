@@ -1,52 +1,23 @@
-//! A node's view of the log: the pure rule for what one log entry does to it, and the task
-//! that tails the stream into the store. Entries are applied through the node's writer, a
-//! chunk of whatever has arrived per transaction (group commit, as for local writes), and
-//! published by the writer to the hub, so live fan-out, History and resume read the view
-//! exactly as in single-node mode.
+//! A node's view of the log: the task that tails the stream into the node's store. Each
+//! entry is a change (`change::Entry`) applied exactly as a single node applies it, a chunk of
+//! whatever has arrived per writer job (group commit, as for local writes), with the applied
+//! position beside it in the same transaction. The writer publishes what the changes emit to
+//! the hub, so live fan-out, History and resume read the view exactly as in single-node
+//! mode. The answer of a change this node appended goes back to the request waiting for it.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::ClusterError;
 use super::log::{JetStreamLog, Logged};
-use crate::store::cluster::{self as store_cluster, Position};
+use crate::change::Applied;
+use crate::store::cluster as store_cluster;
 use crate::store::{Store, StoreError, Writer};
-
-/// What a log entry at position `at` carrying room seq `seq` does to a room whose last
-/// applied event is `last`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// The room's next event: store it.
-    Apply,
-    /// Already applied (a redelivery after the consumer was recreated): skip it.
-    Repeat,
-    /// The entry skips seqs: the log (or the view) lost events. Stop the room.
-    Gap {
-        /// The seq that was due.
-        expected: u64,
-    },
-    /// A later entry reusing a seq the room already has: two events were given one seq.
-    /// Stop the room.
-    Backwards,
-}
-
-/// The rule, as a pure function (tested as a table).
-pub fn judge(last: Position, seq: u64, at: u64) -> Verdict {
-    if at <= last.at {
-        Verdict::Repeat
-    } else if seq == last.seq + 1 {
-        Verdict::Apply
-    } else if seq <= last.seq {
-        Verdict::Backwards
-    } else {
-        Verdict::Gap { expected: last.seq + 1 }
-    }
-}
 
 /// Entries applied per writer job at most (one transaction; a catch-up of a long log is
 /// many jobs, each bounded).
@@ -54,28 +25,36 @@ const CHUNK: usize = 1024;
 
 /// The view of one node.
 pub struct View {
-    store: Store,
     writer: Writer,
+    /// This process among the log's writers (random per start, so an answer is never handed
+    /// to a request of an earlier run).
+    node: u64,
     /// The last log position applied (durably): waiters for a position watch it.
     applied: watch::Sender<u64>,
-    /// Rooms stopped because the log disagreed with the view: room -> why. At most one entry
-    /// per room that exists; kept in the store too, so a restart does not forget them.
-    halted: Mutex<BTreeMap<String, String>>,
+    /// Requests of this node waiting for their change to be applied: request -> reply. At
+    /// most one entry per request in flight, which `node::Replicator` bounds.
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Applied>>>,
+    /// Why the view stopped (an entry it cannot apply): it applies nothing more, and the
+    /// node takes no more changes, rather than serve a state that differs from the others.
+    stopped: Mutex<Option<String>>,
 }
 
 impl View {
     /// The view over a node's store, resuming after what the store holds.
-    pub fn new(store: Store, writer: Writer) -> Result<Arc<View>, StoreError> {
-        let tx = store.read()?;
-        let applied = store_cluster::applied(&tx)?;
-        let halted = store_cluster::halted(&tx)?;
-        drop(tx);
+    pub fn new(store: &Store, writer: Writer) -> Result<Arc<View>, StoreError> {
+        let applied = store_cluster::applied(&store.read()?)?;
         Ok(Arc::new(View {
-            store,
             writer,
+            node: rand::random(),
             applied: watch::Sender::new(applied),
-            halted: Mutex::new(halted),
+            waiting: Mutex::new(HashMap::new()),
+            stopped: Mutex::new(None),
         }))
+    }
+
+    /// This process's id among the log's writers.
+    pub fn node(&self) -> u64 {
+        self.node
     }
 
     /// The last log position applied.
@@ -90,63 +69,61 @@ impl View {
         tokio::time::timeout(timeout, rx.wait_for(|&a| a >= at)).await.is_ok_and(|r| r.is_ok())
     }
 
-    /// Why the room is stopped, if it is: appends to it must be refused.
-    pub fn halted(&self, room: &str) -> Option<String> {
-        self.halted.lock().expect("halted rooms").get(room).cloned()
+    /// Why the view stopped, if it did.
+    pub fn stopped(&self) -> Option<String> {
+        self.stopped.lock().expect("view stopped").clone()
     }
 
-    /// Where the room's last event is, as this view holds it.
-    pub fn position(&self, room: &str) -> Result<Position, StoreError> {
-        store_cluster::room_position(&self.store.read()?, room)
+    /// Registers `request` (of this node): its change's answer comes out of the receiver
+    /// once the view has applied it.
+    pub fn expect(&self, request: u64) -> oneshot::Receiver<Applied> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().expect("waiting requests").insert(request, tx);
+        rx
+    }
+
+    /// Drops the wait for `request` (its append failed, or its caller gave up).
+    pub fn forget(&self, request: u64) {
+        self.waiting.lock().expect("waiting requests").remove(&request);
     }
 
     /// Applies entries in log order, in one writer job. Entries at or below the applied
-    /// position are skipped; an entry that does not fit its room stops that room (logged at
-    /// `error`), and the others go on.
+    /// position (redeliveries) are skipped; a refused change keeps its refusal (it wrote and
+    /// announced nothing) and the next goes on, exactly as on every other node.
     pub async fn apply(&self, entries: Vec<Logged>) -> Result<(), StoreError> {
         let Some(last_at) = entries.last().map(|e| e.at) else { return Ok(()) };
-        let from = self.applied();
-        let alarms = self
+        let me = self.node;
+        let answers = self
             .writer
             .write(move |ctx| {
-                let mut alarms = Vec::new();
-                for Logged { event, at } in entries {
+                let from = store_cluster::applied(&**ctx)?;
+                let mut answers = Vec::new();
+                for Logged { at, origin, entry } in entries {
+                    let Some(op) = entry.op else { continue };
                     if at <= from {
                         continue;
                     }
-                    let last = store_cluster::room_position(&**ctx, &event.room_id)?;
-                    let halted = store_cluster::is_halted(&**ctx, &event.room_id)?;
-                    match judge(last, event.seq, at) {
-                        Verdict::Apply if !halted => {
-                            store_cluster::apply(ctx, &event, at)?;
-                            ctx.emit(event);
-                        }
-                        Verdict::Apply | Verdict::Repeat => store_cluster::set_applied(ctx, at)?,
-                        v => {
-                            let why = match v {
-                                Verdict::Gap { expected } => format!(
-                                    "log position {at} holds seq {} where seq {expected} was next",
-                                    event.seq
-                                ),
-                                _ => format!(
-                                    "log position {at} holds seq {}, which the room already has (last {} at {})",
-                                    event.seq, last.seq, last.at
-                                ),
-                            };
-                            store_cluster::halt(ctx, &event.room_id, at)?;
-                            store_cluster::set_applied(ctx, at)?;
-                            alarms.push((event.room_id, why));
-                        }
+                    let mark = ctx.mark();
+                    let applied = op.apply(ctx)?;
+                    if applied.refused {
+                        ctx.drop_since(mark);
+                    }
+                    if let Some(o) = origin.filter(|o| o.node == me) {
+                        answers.push((o.request, applied));
                     }
                 }
-                Ok(Ok::<_, StoreError>(alarms))
+                if last_at > from {
+                    store_cluster::set_applied(ctx, last_at)?;
+                }
+                Ok(Ok::<_, StoreError>(answers))
             })
             .await?;
-        if !alarms.is_empty() {
-            let mut halted = self.halted.lock().expect("halted rooms");
-            for (room, why) in alarms {
-                tracing::error!(%room, %why, "the event log disagrees with this node's view: room stopped");
-                halted.entry(room).or_insert(why);
+        {
+            let mut waiting = self.waiting.lock().expect("waiting requests");
+            for (request, applied) in answers {
+                if let Some(reply) = waiting.remove(&request) {
+                    let _ = reply.send(applied);
+                }
             }
         }
         self.applied.send_if_modified(|a| {
@@ -159,7 +136,8 @@ impl View {
 
     /// Tails the log into the view until `stop`: re-tails from the applied position after
     /// any error (a NATS outage, a leader change the ordered consumer did not ride out),
-    /// backing off 100 ms .. 5 s. A storage failure ends it (the node stops).
+    /// backing off 100 ms .. 5 s. An entry that does not decode stops the view for good
+    /// (logged at `error`); a storage failure ends it with the error (the node stops).
     pub async fn run(
         self: Arc<Self>,
         log: JetStreamLog,
@@ -176,7 +154,7 @@ impl View {
                             () = stop.cancelled() => return Ok(()),
                         };
                         let Some(chunk) = chunk else {
-                            tracing::warn!("the event log's consumer ended; following it again");
+                            tracing::warn!("the log's consumer ended; following it again");
                             break;
                         };
                         let mut ok = Vec::with_capacity(chunk.len());
@@ -194,20 +172,22 @@ impl View {
                             backoff = Duration::from_millis(100);
                         }
                         self.apply(ok).await?;
-                        if let Some(e) = failed {
-                            match &e {
-                                ClusterError::Corrupt(_) => {
-                                    tracing::error!(error = %e, "an entry of the event log is unreadable; this view stops there")
-                                }
-                                _ => {
-                                    tracing::warn!(error = %e, "following the event log failed; following it again")
-                                }
+                        match failed {
+                            None => continue,
+                            Some(e @ ClusterError::Corrupt(_)) => {
+                                tracing::error!(error = %e, "an entry of the log cannot be applied; this node's view stops there and the node takes no more changes");
+                                *self.stopped.lock().expect("view stopped") = Some(e.to_string());
+                                stop.cancelled().await;
+                                return Ok(());
                             }
-                            break;
+                            Some(e) => {
+                                tracing::warn!(error = %e, "following the log failed; following it again");
+                                break;
+                            }
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot follow the event log yet"),
+                Err(e) => tracing::warn!(error = %e, "cannot follow the log yet"),
             }
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
@@ -216,30 +196,5 @@ impl View {
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn judge_table() {
-        let p = |seq, at| Position { seq, at };
-        let cases = [
-            // (last, seq, at) -> verdict
-            (p(0, 0), 1, 7, Verdict::Apply),
-            (p(3, 40), 4, 41, Verdict::Apply),
-            (p(3, 40), 4, 90, Verdict::Apply), // other rooms' entries in between
-            (p(3, 40), 3, 40, Verdict::Repeat),
-            (p(3, 40), 2, 12, Verdict::Repeat),
-            (p(3, 40), 3, 41, Verdict::Backwards),
-            (p(3, 40), 1, 99, Verdict::Backwards),
-            (p(3, 40), 5, 41, Verdict::Gap { expected: 4 }),
-            (p(0, 0), 2, 1, Verdict::Gap { expected: 1 }),
-        ];
-        for (last, seq, at, want) in cases {
-            assert_eq!(judge(last, seq, at), want, "last {last:?}, seq {seq} at {at}");
-        }
     }
 }

@@ -9,12 +9,13 @@ use super::permissions::{
     self, Action, Actor, Denied, GlobalRole, RoomFacts, RoomRole, Standing, Visibility,
 };
 use crate::auth::Principal;
+use crate::change::{Caller, Change, Exec};
 use crate::config::Role;
 use crate::notifications::{Cause, notify};
 use crate::proto::{self, room_event::Kind};
 use crate::store::unread;
 use crate::store::{
-    self, BanRecord, MemberRecord, RoomRecord, Snapshot, StoreError, WriteCtx, Writer, events,
+    self, BanRecord, JobResult, MemberRecord, RoomRecord, Snapshot, StoreError, WriteCtx, events,
     rooms, users,
 };
 
@@ -65,7 +66,7 @@ pub struct Rooms {
 
 struct Inner {
     store: store::Store,
-    writer: Writer,
+    exec: Exec,
     /// Every room change a user makes is one action of their budget.
     budget: crate::chat::ratelimit::Budget,
     members_may_create_private: bool,
@@ -286,15 +287,15 @@ fn target_user(s: &impl Snapshot, id: &str) -> Result<store::UserRecord, RoomErr
 }
 
 impl Rooms {
-    /// The room service over a store and its writer.
+    /// The room service over a store and where its changes go.
     pub fn new(
         store: store::Store,
-        writer: Writer,
+        exec: Exec,
         budget: crate::chat::ratelimit::Budget,
         members_may_create_private: bool,
         keep: usize,
     ) -> Rooms {
-        Rooms { inner: Arc::new(Inner { store, writer, budget, members_may_create_private, keep }) }
+        Rooms { inner: Arc::new(Inner { store, exec, budget, members_may_create_private, keep }) }
     }
 
     fn spend(&self, who: &Principal, now_ms: i64) -> Result<(), RoomError> {
@@ -345,27 +346,7 @@ impl Rooms {
             member_count: 1,
             direct_pair: vec![],
         };
-        let (who, user) = (who.clone(), who.user_id.clone());
-        self.inner
-            .writer
-            .write(move |ctx| {
-                if let Err(e) = job_check_current(ctx, &who)? {
-                    return Ok(Err(e));
-                }
-                let mut joined = member_event(&user, Some(RoomRole::Owner));
-                joined.joined = true;
-                let seq = record(ctx, event(&rec.id, &user, now_ms, Kind::Member(joined)))?;
-                let owner = MemberRecord {
-                    role: role_to_i32(RoomRole::Owner),
-                    joined_at_ms: now_ms,
-                    joined_seq: seq,
-                    read_seq: 0,
-                };
-                rooms::put_member(ctx, &rec.id, &user, &owner)?;
-                rooms::put_room(ctx, &rec, vis == Visibility::Public)?;
-                Ok(Ok(room_view(&**ctx, &rec, &user)?))
-            })
-            .await
+        self.inner.exec.run(CreateRoom { who: Some(who.into()), rec: Some(rec), now_ms }).await
     }
 
     /// `GetRoom`.
@@ -424,34 +405,6 @@ impl Rooms {
         Ok(out)
     }
 
-    /// Runs a room operation in the writer: spends one action of the caller's budget, loads
-    /// the room and the caller inside the transaction, then `op` decides and writes.
-    async fn in_room<T: Send + 'static>(
-        &self,
-        who: &Principal,
-        room_id: &str,
-        now_ms: i64,
-        op: impl FnOnce(&mut WriteCtx<'_>, Loaded, &str) -> Result<T, RoomError> + Send + 'static,
-    ) -> Result<T, RoomError> {
-        self.spend(who, now_ms)?;
-        let who = who.clone();
-        let room_id = room_id.to_string();
-        self.inner
-            .writer
-            .write(move |ctx| {
-                let loaded = match load(&**ctx, &who, &room_id) {
-                    Ok(l) => l,
-                    Err(RoomError::Store(e)) => return Err(e),
-                    Err(e) => return Ok(Err(e)),
-                };
-                match op(ctx, loaded, &who.user_id) {
-                    Err(RoomError::Store(e)) => Err(e),
-                    other => Ok(other),
-                }
-            })
-            .await
-    }
-
     /// `JoinRoom`.
     pub async fn join(
         &self,
@@ -459,24 +412,8 @@ impl Rooms {
         room_id: &str,
         now_ms: i64,
     ) -> Result<proto::Room, RoomError> {
-        self.in_room(who, room_id, now_ms, move |ctx, mut l, me| {
-            permissions::may(l.actor, Action::Join, facts(&l.room))?;
-            let mut joined = member_event(me, Some(RoomRole::Member));
-            joined.joined = true;
-            let seq = record(ctx, event(&l.room.id, me, now_ms, Kind::Member(joined)))?;
-            rooms::delete_invite(ctx, &l.room.id, me)?;
-            let rec = MemberRecord {
-                role: role_to_i32(RoomRole::Member),
-                joined_at_ms: now_ms,
-                joined_seq: seq,
-                read_seq: 0,
-            };
-            rooms::put_member(ctx, &l.room.id, me, &rec)?;
-            l.room.member_count += 1;
-            rooms::put_room(ctx, &l.room, false)?;
-            Ok(room_view(&**ctx, &l.room, me)?)
-        })
-        .await
+        self.spend(who, now_ms)?;
+        self.inner.exec.run(Join { at: Some(RoomAt::new(who, room_id, now_ms)) }).await
     }
 
     /// `LeaveRoom`. The last owner's ownership passes to the longest-standing moderator, else
@@ -487,22 +424,8 @@ impl Rooms {
         room_id: &str,
         now_ms: i64,
     ) -> Result<(), RoomError> {
-        self.in_room(who, room_id, now_ms, move |ctx, mut l, me| {
-            permissions::may(l.actor, Action::Leave, facts(&l.room))?;
-            let was_owner = l.actor.standing == Standing::In(RoomRole::Owner);
-            let mut left = member_event(me, None);
-            left.left = true;
-            record(ctx, event(&l.room.id, me, now_ms, Kind::Member(left)))?;
-            rooms::delete_member(ctx, &l.room.id, me)?;
-            rooms::delete_invites_by(ctx, &l.room.id, me)?;
-            l.room.member_count = l.room.member_count.saturating_sub(1);
-            rooms::put_room(ctx, &l.room, false)?;
-            if was_owner {
-                hand_over_ownership(ctx, &l.room.id, me, now_ms)?;
-            }
-            Ok(())
-        })
-        .await
+        self.spend(who, now_ms)?;
+        self.inner.exec.run(Leave { at: Some(RoomAt::new(who, room_id, now_ms)) }).await
     }
 
     /// `InviteMember`.
@@ -516,30 +439,9 @@ impl Rooms {
         check_user_id(user_id)?;
         let target = user_id.to_string();
         let keep = self.inner.keep;
-        self.in_room(who, room_id, now_ms, move |ctx, l, me| {
-            let target_standing = standing(&**ctx, &l.room.id, &target)?;
-            // Visibility first: an outsider of a private room must not learn about the target.
-            permissions::may(l.actor, Action::Invite { target: target_standing }, facts(&l.room))?;
-            let user = target_user(&**ctx, &target)?;
-            if user.disabled {
-                return Err(RoomError::FailedPrecondition(format!(
-                    "user `{}` is disabled",
-                    user.username
-                )));
-            }
-            rooms::put_invite(ctx, &l.room.id, &target, me)?;
-            let cause = Cause {
-                kind: proto::NotificationKind::Invite,
-                room_id: &l.room.id,
-                seq: 0,
-                from_user_id: me,
-                text: l.room.name.clone(),
-                at_ms: now_ms,
-            };
-            notify(ctx, keep, &target, cause)?;
-            Ok(())
-        })
-        .await
+        self.spend(who, now_ms)?;
+        let at = Some(RoomAt::new(who, room_id, now_ms));
+        self.inner.exec.run(Invite { at, target, keep: keep as u64 }).await
     }
 
     /// `SetMemberRole`. Setting OWNER hands ownership over: the previous owner becomes a
@@ -560,52 +462,9 @@ impl Rooms {
         })?;
         let target = user_id.to_string();
         let keep = self.inner.keep;
-        self.in_room(who, room_id, now_ms, move |ctx, l, me| {
-            let target_standing = standing(&**ctx, &l.room.id, &target)?;
-            permissions::may(
-                l.actor,
-                Action::SetRole { target: target_standing, to },
-                facts(&l.room),
-            )?;
-            let user = target_user(&**ctx, &target)?;
-            let Some(mut rec) = rooms::member(&**ctx, &l.room.id, &target)? else {
-                return Err(RoomError::FailedPrecondition(
-                    "user is not a member of this room".into(),
-                ));
-            };
-            if rec.role == role_to_i32(to) {
-                return Ok(member_view(&user, &rec));
-            }
-            if to == RoomRole::Owner {
-                // Demote the current owner(s) to moderator first.
-                for (uid, mut m) in rooms::members(&**ctx, &l.room.id)? {
-                    if m.role == role_to_i32(RoomRole::Owner) {
-                        m.role = role_to_i32(RoomRole::Moderator);
-                        let seq = record(
-                            ctx,
-                            event(
-                                &l.room.id,
-                                me,
-                                now_ms,
-                                Kind::Member(member_event(&uid, Some(RoomRole::Moderator))),
-                            ),
-                        )?;
-                        rooms::put_member(ctx, &l.room.id, &uid, &m)?;
-                        let cause = role_cause(&l.room.id, seq, me, RoomRole::Moderator, now_ms);
-                        notify(ctx, keep, &uid, cause)?;
-                    }
-                }
-            }
-            rec.role = role_to_i32(to);
-            let seq = record(
-                ctx,
-                event(&l.room.id, me, now_ms, Kind::Member(member_event(&target, Some(to)))),
-            )?;
-            rooms::put_member(ctx, &l.room.id, &target, &rec)?;
-            notify(ctx, keep, &target, role_cause(&l.room.id, seq, me, to, now_ms))?;
-            Ok(member_view(&user, &rec))
-        })
-        .await
+        self.spend(who, now_ms)?;
+        let at = Some(RoomAt::new(who, room_id, now_ms));
+        self.inner.exec.run(SetRole { at, target, to: role_to_i32(to), keep: keep as u64 }).await
     }
 
     /// `RemoveMember`: kick, or ban with a reason (a ban also works on a non-member, and
@@ -631,60 +490,9 @@ impl Rooms {
         let target = user_id.to_string();
         let reason = reason.to_string();
         let keep = self.inner.keep;
-        self.in_room(who, room_id, now_ms, move |ctx, mut l, me| {
-            let target_standing = standing(&**ctx, &l.room.id, &target)?;
-            let action = if ban {
-                Action::Ban { target: target_standing }
-            } else {
-                Action::Remove { target: target_standing }
-            };
-            permissions::may(l.actor, action, facts(&l.room))?;
-            target_user(&**ctx, &target)?;
-            let was_member = matches!(target_standing, Standing::In(_));
-            let mut changed = member_event(&target, None);
-            changed.removed = was_member;
-            changed.banned = ban;
-            changed.reason = reason.clone();
-            let seq = record(ctx, event(&l.room.id, me, now_ms, Kind::Member(changed)))?;
-            // Never tell an outsider about a private room they were banned from in advance.
-            let may_know = was_member
-                || target_standing == Standing::Invited
-                || facts(&l.room).visibility == Visibility::Public;
-            if (was_member || ban) && may_know {
-                let text = match (ban, reason.is_empty()) {
-                    (true, true) => "banned".to_string(),
-                    (true, false) => format!("banned: {reason}"),
-                    (false, true) => "removed".to_string(),
-                    (false, false) => format!("removed: {reason}"),
-                };
-                let cause = Cause {
-                    kind: proto::NotificationKind::Removed,
-                    room_id: &l.room.id,
-                    seq,
-                    from_user_id: me,
-                    text,
-                    at_ms: now_ms,
-                };
-                notify(ctx, keep, &target, cause)?;
-            }
-            if was_member {
-                rooms::delete_member(ctx, &l.room.id, &target)?;
-                rooms::delete_invites_by(ctx, &l.room.id, &target)?;
-                l.room.member_count = l.room.member_count.saturating_sub(1);
-                rooms::put_room(ctx, &l.room, false)?;
-            }
-            if ban {
-                rooms::delete_invite(ctx, &l.room.id, &target)?;
-                rooms::put_ban(
-                    ctx,
-                    &l.room.id,
-                    &target,
-                    &BanRecord { by: me.to_string(), reason, at_ms: now_ms },
-                )?;
-            }
-            Ok(())
-        })
-        .await
+        self.spend(who, now_ms)?;
+        let at = Some(RoomAt::new(who, room_id, now_ms));
+        self.inner.exec.run(Remove { at, target, ban, reason, keep: keep as u64 }).await
     }
 
     /// `UnbanMember`: the user may join again (public) or be invited again (private).
@@ -697,16 +505,8 @@ impl Rooms {
     ) -> Result<(), RoomError> {
         check_user_id(user_id)?;
         let target = user_id.to_string();
-        self.in_room(who, room_id, now_ms, move |ctx, l, me| {
-            let target_standing = standing(&**ctx, &l.room.id, &target)?;
-            permissions::may(l.actor, Action::Unban { target: target_standing }, facts(&l.room))?;
-            let mut changed = member_event(&target, None);
-            changed.unbanned = true;
-            record(ctx, event(&l.room.id, me, now_ms, Kind::Member(changed)))?;
-            rooms::delete_ban(ctx, &l.room.id, &target)?;
-            Ok(())
-        })
-        .await
+        self.spend(who, now_ms)?;
+        self.inner.exec.run(Unban { at: Some(RoomAt::new(who, room_id, now_ms)), target }).await
     }
 
     /// `UpdateRoom`: topic and/or read-only flag; a `RoomUpdated` event.
@@ -721,35 +521,9 @@ impl Rooms {
         if let Some(t) = &topic {
             check_topic(t)?;
         }
-        self.in_room(who, room_id, now_ms, move |ctx, mut l, me| {
-            permissions::may(l.actor, Action::UpdateRoom, facts(&l.room))?;
-            if topic.is_none() && read_only.is_none() {
-                return Err(RoomError::InvalidArgument(
-                    "nothing to update: set topic and/or read_only".into(),
-                ));
-            }
-            if let Some(t) = topic {
-                l.room.topic = t;
-            }
-            if let Some(r) = read_only {
-                l.room.read_only = r;
-            }
-            rooms::put_room(ctx, &l.room, false)?;
-            let mut view = room_view(&**ctx, &l.room, "")?;
-            view.my_role = 0;
-            view.last_seq += 1;
-            record(
-                ctx,
-                event(
-                    &l.room.id,
-                    me,
-                    now_ms,
-                    Kind::RoomUpdated(proto::RoomUpdated { room: Some(view) }),
-                ),
-            )?;
-            Ok(room_view(&**ctx, &l.room, me)?)
-        })
-        .await
+        self.spend(who, now_ms)?;
+        let at = Some(RoomAt::new(who, room_id, now_ms));
+        self.inner.exec.run(UpdateRoom { at, topic, read_only }).await
     }
 
     /// `OpenDirect`: the one direct room of the caller and `user_id`, created on first use
@@ -767,57 +541,13 @@ impl Rooms {
             ));
         }
         self.spend(who, now_ms)?;
-        let (who, me) = (who.clone(), who.user_id.clone());
-        let other = user_id.to_string();
-        self.inner
-            .writer
-            .write(move |ctx| {
-                if let Err(e) = job_check_current(ctx, &who)? {
-                    return Ok(Err(e));
-                }
-                let Some(other_user) = users::user(&**ctx, &other)? else {
-                    return Ok(Err(RoomError::NotFound(format!("no user with id `{other}`"))));
-                };
-                let key = rooms::direct_key(&me, &other);
-                if let Some(id) = rooms::direct_room_id(&**ctx, &key)?
-                    && let Some(room) = rooms::room(&**ctx, &id)?
-                {
-                    return Ok(Ok(room_view(&**ctx, &room, &me)?));
-                }
-                if other_user.disabled {
-                    return Ok(Err(RoomError::FailedPrecondition(format!(
-                        "user `{}` is disabled",
-                        other_user.username
-                    ))));
-                }
-                let rec = RoomRecord {
-                    id: store::new_id('r'),
-                    name: String::new(),
-                    topic: String::new(),
-                    visibility: proto::Visibility::Direct as i32,
-                    read_only: false,
-                    created_at_ms: now_ms,
-                    created_by: me.clone(),
-                    member_count: 2,
-                    direct_pair: vec![me.clone(), other.clone()],
-                };
-                for uid in [&me, &other] {
-                    let mut joined = member_event(uid, Some(RoomRole::Member));
-                    joined.joined = true;
-                    let seq = record(ctx, event(&rec.id, &me, now_ms, Kind::Member(joined)))?;
-                    let m = MemberRecord {
-                        role: role_to_i32(RoomRole::Member),
-                        joined_at_ms: now_ms,
-                        joined_seq: seq,
-                        read_seq: 0,
-                    };
-                    rooms::put_member(ctx, &rec.id, uid, &m)?;
-                }
-                rooms::put_room(ctx, &rec, false)?;
-                rooms::put_direct_room(ctx, &key, &rec.id)?;
-                Ok(Ok(room_view(&**ctx, &rec, &me)?))
-            })
-            .await
+        let change = OpenDirect {
+            who: Some(who.into()),
+            other: user_id.to_string(),
+            room_id: store::new_id('r'),
+            now_ms,
+        };
+        self.inner.exec.run(change).await
     }
 }
 
@@ -877,4 +607,497 @@ fn hand_over_ownership(
         rooms::put_member(ctx, room_id, &uid, &m)?;
     }
     Ok(())
+}
+
+/// Change: `CreateRoom`: the caller becomes owner; their join is seq 1.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateRoom {
+    /// The caller.
+    #[prost(message, optional, tag = "1")]
+    pub who: Option<Caller>,
+    /// The new room (id included).
+    #[prost(message, optional, tag = "2")]
+    pub rec: Option<RoomRecord>,
+    /// When it was asked.
+    #[prost(int64, tag = "3")]
+    pub now_ms: i64,
+}
+
+impl Change for CreateRoom {
+    type T = proto::Room;
+    type E = RoomError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<proto::Room, RoomError> {
+        let (who, rec, now_ms) =
+            (self.who.unwrap_or_default().principal(), self.rec.unwrap_or_default(), self.now_ms);
+        let user = who.user_id.clone();
+        if let Err(e) = job_check_current(ctx, &who)? {
+            return Ok(Err(e));
+        }
+        let mut joined = member_event(&user, Some(RoomRole::Owner));
+        joined.joined = true;
+        let seq = record(ctx, event(&rec.id, &user, now_ms, Kind::Member(joined)))?;
+        let owner = MemberRecord {
+            role: role_to_i32(RoomRole::Owner),
+            joined_at_ms: now_ms,
+            joined_seq: seq,
+            read_seq: 0,
+        };
+        rooms::put_member(ctx, &rec.id, &user, &owner)?;
+        let public = rec.visibility == proto::Visibility::Public as i32;
+        rooms::put_room(ctx, &rec, public)?;
+        Ok(Ok(room_view(&**ctx, &rec, &user)?))
+    }
+}
+
+/// Change: `OpenDirect`: the one direct room of the caller and `other`, created (as `room_id`)
+/// on first use, with two joins, seq 1 and 2; the same room from either side afterwards.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OpenDirect {
+    /// The caller.
+    #[prost(message, optional, tag = "1")]
+    pub who: Option<Caller>,
+    /// The other user.
+    #[prost(string, tag = "2")]
+    pub other: String,
+    /// The id the room gets if it is created.
+    #[prost(string, tag = "3")]
+    pub room_id: String,
+    /// When it was asked.
+    #[prost(int64, tag = "4")]
+    pub now_ms: i64,
+}
+
+impl Change for OpenDirect {
+    type T = proto::Room;
+    type E = RoomError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<proto::Room, RoomError> {
+        let who = self.who.unwrap_or_default().principal();
+        let (me, other, now_ms) = (who.user_id.clone(), self.other, self.now_ms);
+        if let Err(e) = job_check_current(ctx, &who)? {
+            return Ok(Err(e));
+        }
+        let Some(other_user) = users::user(&**ctx, &other)? else {
+            return Ok(Err(RoomError::NotFound(format!("no user with id `{other}`"))));
+        };
+        let key = rooms::direct_key(&me, &other);
+        if let Some(id) = rooms::direct_room_id(&**ctx, &key)?
+            && let Some(room) = rooms::room(&**ctx, &id)?
+        {
+            return Ok(Ok(room_view(&**ctx, &room, &me)?));
+        }
+        if other_user.disabled {
+            return Ok(Err(RoomError::FailedPrecondition(format!(
+                "user `{}` is disabled",
+                other_user.username
+            ))));
+        }
+        let rec = RoomRecord {
+            id: self.room_id,
+            name: String::new(),
+            topic: String::new(),
+            visibility: proto::Visibility::Direct as i32,
+            read_only: false,
+            created_at_ms: now_ms,
+            created_by: me.clone(),
+            member_count: 2,
+            direct_pair: vec![me.clone(), other.clone()],
+        };
+        for uid in [&me, &other] {
+            let mut joined = member_event(uid, Some(RoomRole::Member));
+            joined.joined = true;
+            let seq = record(ctx, event(&rec.id, &me, now_ms, Kind::Member(joined)))?;
+            let m = MemberRecord {
+                role: role_to_i32(RoomRole::Member),
+                joined_at_ms: now_ms,
+                joined_seq: seq,
+                read_seq: 0,
+            };
+            rooms::put_member(ctx, &rec.id, uid, &m)?;
+        }
+        rooms::put_room(ctx, &rec, false)?;
+        rooms::put_direct_room(ctx, &key, &rec.id)?;
+        Ok(Ok(room_view(&**ctx, &rec, &me)?))
+    }
+}
+
+/// Where a room change happens: the caller, the room and the time.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RoomAt {
+    /// The caller.
+    #[prost(message, optional, tag = "1")]
+    pub who: Option<Caller>,
+    /// The room.
+    #[prost(string, tag = "2")]
+    pub room_id: String,
+    /// When it was asked.
+    #[prost(int64, tag = "3")]
+    pub now_ms: i64,
+}
+
+impl RoomAt {
+    fn new(who: &Principal, room_id: &str, now_ms: i64) -> RoomAt {
+        RoomAt { who: Some(who.into()), room_id: room_id.to_string(), now_ms }
+    }
+}
+
+/// A room change inside the transaction: loads the room and the caller (who must be
+/// current), then `op` decides and writes.
+fn in_room<T>(
+    ctx: &mut WriteCtx<'_>,
+    at: Option<RoomAt>,
+    op: impl FnOnce(&mut WriteCtx<'_>, Loaded, &str, i64) -> Result<T, RoomError>,
+) -> JobResult<T, RoomError> {
+    let at = at.unwrap_or_default();
+    let who = at.who.unwrap_or_default().principal();
+    let loaded = match load(&**ctx, &who, &at.room_id) {
+        Ok(l) => l,
+        Err(RoomError::Store(e)) => return Err(e),
+        Err(e) => return Ok(Err(e)),
+    };
+    match op(ctx, loaded, &who.user_id, at.now_ms) {
+        Err(RoomError::Store(e)) => Err(e),
+        other => Ok(other),
+    }
+}
+
+/// Change: `JoinRoom`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Join {
+    /// Caller, room, time.
+    #[prost(message, optional, tag = "1")]
+    pub at: Option<RoomAt>,
+}
+
+impl Change for Join {
+    type T = proto::Room;
+    type E = RoomError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<proto::Room, RoomError> {
+        in_room(ctx, self.at, move |ctx, mut l, me, now_ms| {
+            permissions::may(l.actor, Action::Join, facts(&l.room))?;
+            let mut joined = member_event(me, Some(RoomRole::Member));
+            joined.joined = true;
+            let seq = record(ctx, event(&l.room.id, me, now_ms, Kind::Member(joined)))?;
+            rooms::delete_invite(ctx, &l.room.id, me)?;
+            let rec = MemberRecord {
+                role: role_to_i32(RoomRole::Member),
+                joined_at_ms: now_ms,
+                joined_seq: seq,
+                read_seq: 0,
+            };
+            rooms::put_member(ctx, &l.room.id, me, &rec)?;
+            l.room.member_count += 1;
+            rooms::put_room(ctx, &l.room, false)?;
+            Ok(room_view(&**ctx, &l.room, me)?)
+        })
+    }
+}
+
+/// Change: `LeaveRoom`. The last owner's ownership passes to the longest-standing moderator,
+/// else the longest-standing member; the leaver's pending invites are withdrawn.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Leave {
+    /// Caller, room, time.
+    #[prost(message, optional, tag = "1")]
+    pub at: Option<RoomAt>,
+}
+
+impl Change for Leave {
+    type T = ();
+    type E = RoomError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<(), RoomError> {
+        in_room(ctx, self.at, move |ctx, mut l, me, now_ms| {
+            permissions::may(l.actor, Action::Leave, facts(&l.room))?;
+            let was_owner = l.actor.standing == Standing::In(RoomRole::Owner);
+            let mut left = member_event(me, None);
+            left.left = true;
+            record(ctx, event(&l.room.id, me, now_ms, Kind::Member(left)))?;
+            rooms::delete_member(ctx, &l.room.id, me)?;
+            rooms::delete_invites_by(ctx, &l.room.id, me)?;
+            l.room.member_count = l.room.member_count.saturating_sub(1);
+            rooms::put_room(ctx, &l.room, false)?;
+            if was_owner {
+                hand_over_ownership(ctx, &l.room.id, me, now_ms)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Change: `InviteMember`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Invite {
+    /// Caller, room, time.
+    #[prost(message, optional, tag = "1")]
+    pub at: Option<RoomAt>,
+    /// The invited user.
+    #[prost(string, tag = "2")]
+    pub target: String,
+    /// Notifications kept per user.
+    #[prost(uint64, tag = "3")]
+    pub keep: u64,
+}
+
+impl Change for Invite {
+    type T = ();
+    type E = RoomError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<(), RoomError> {
+        let (target, keep) = (self.target, self.keep as usize);
+        in_room(ctx, self.at, move |ctx, l, me, now_ms| {
+            let target_standing = standing(&**ctx, &l.room.id, &target)?;
+            // Visibility first: an outsider of a private room must not learn about the target.
+            permissions::may(l.actor, Action::Invite { target: target_standing }, facts(&l.room))?;
+            let user = target_user(&**ctx, &target)?;
+            if user.disabled {
+                return Err(RoomError::FailedPrecondition(format!(
+                    "user `{}` is disabled",
+                    user.username
+                )));
+            }
+            rooms::put_invite(ctx, &l.room.id, &target, me)?;
+            let cause = Cause {
+                kind: proto::NotificationKind::Invite,
+                room_id: &l.room.id,
+                seq: 0,
+                from_user_id: me,
+                text: l.room.name.clone(),
+                at_ms: now_ms,
+            };
+            notify(ctx, keep, &target, cause)?;
+            Ok(())
+        })
+    }
+}
+
+/// Change: `SetMemberRole`. Setting OWNER hands ownership over: the previous owner becomes a
+/// moderator.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SetRole {
+    /// Caller, room, time.
+    #[prost(message, optional, tag = "1")]
+    pub at: Option<RoomAt>,
+    /// The member whose role changes.
+    #[prost(string, tag = "2")]
+    pub target: String,
+    /// The new role (`proto::RoomRole`).
+    #[prost(int32, tag = "3")]
+    pub to: i32,
+    /// Notifications kept per user.
+    #[prost(uint64, tag = "4")]
+    pub keep: u64,
+}
+
+impl Change for SetRole {
+    type T = proto::Member;
+    type E = RoomError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<proto::Member, RoomError> {
+        let (target, keep) = (self.target, self.keep as usize);
+        let Some(to) = role_from_i32(self.to) else {
+            return Ok(Err(RoomError::InvalidArgument(format!("role {} is unknown", self.to))));
+        };
+        in_room(ctx, self.at, move |ctx, l, me, now_ms| {
+            let target_standing = standing(&**ctx, &l.room.id, &target)?;
+            permissions::may(
+                l.actor,
+                Action::SetRole { target: target_standing, to },
+                facts(&l.room),
+            )?;
+            let user = target_user(&**ctx, &target)?;
+            let Some(mut rec) = rooms::member(&**ctx, &l.room.id, &target)? else {
+                return Err(RoomError::FailedPrecondition(
+                    "user is not a member of this room".into(),
+                ));
+            };
+            if rec.role == role_to_i32(to) {
+                return Ok(member_view(&user, &rec));
+            }
+            if to == RoomRole::Owner {
+                // Demote the current owner(s) to moderator first.
+                for (uid, mut m) in rooms::members(&**ctx, &l.room.id)? {
+                    if m.role == role_to_i32(RoomRole::Owner) {
+                        m.role = role_to_i32(RoomRole::Moderator);
+                        let seq = record(
+                            ctx,
+                            event(
+                                &l.room.id,
+                                me,
+                                now_ms,
+                                Kind::Member(member_event(&uid, Some(RoomRole::Moderator))),
+                            ),
+                        )?;
+                        rooms::put_member(ctx, &l.room.id, &uid, &m)?;
+                        let cause = role_cause(&l.room.id, seq, me, RoomRole::Moderator, now_ms);
+                        notify(ctx, keep, &uid, cause)?;
+                    }
+                }
+            }
+            rec.role = role_to_i32(to);
+            let seq = record(
+                ctx,
+                event(&l.room.id, me, now_ms, Kind::Member(member_event(&target, Some(to)))),
+            )?;
+            rooms::put_member(ctx, &l.room.id, &target, &rec)?;
+            notify(ctx, keep, &target, role_cause(&l.room.id, seq, me, to, now_ms))?;
+            Ok(member_view(&user, &rec))
+        })
+    }
+}
+
+/// Change: `RemoveMember`: kick, or ban with a reason (a ban also works on a non-member, and
+/// withdraws their invite).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Remove {
+    /// Caller, room, time.
+    #[prost(message, optional, tag = "1")]
+    pub at: Option<RoomAt>,
+    /// The user removed.
+    #[prost(string, tag = "2")]
+    pub target: String,
+    /// A ban, not only a kick.
+    #[prost(bool, tag = "3")]
+    pub ban: bool,
+    /// The moderator's reason.
+    #[prost(string, tag = "4")]
+    pub reason: String,
+    /// Notifications kept per user.
+    #[prost(uint64, tag = "5")]
+    pub keep: u64,
+}
+
+impl Change for Remove {
+    type T = ();
+    type E = RoomError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<(), RoomError> {
+        let (target, ban, reason, keep) = (self.target, self.ban, self.reason, self.keep as usize);
+        in_room(ctx, self.at, move |ctx, mut l, me, now_ms| {
+            let target_standing = standing(&**ctx, &l.room.id, &target)?;
+            let action = if ban {
+                Action::Ban { target: target_standing }
+            } else {
+                Action::Remove { target: target_standing }
+            };
+            permissions::may(l.actor, action, facts(&l.room))?;
+            target_user(&**ctx, &target)?;
+            let was_member = matches!(target_standing, Standing::In(_));
+            let mut changed = member_event(&target, None);
+            changed.removed = was_member;
+            changed.banned = ban;
+            changed.reason = reason.clone();
+            let seq = record(ctx, event(&l.room.id, me, now_ms, Kind::Member(changed)))?;
+            // Never tell an outsider about a private room they were banned from in advance.
+            let may_know = was_member
+                || target_standing == Standing::Invited
+                || facts(&l.room).visibility == Visibility::Public;
+            if (was_member || ban) && may_know {
+                let text = match (ban, reason.is_empty()) {
+                    (true, true) => "banned".to_string(),
+                    (true, false) => format!("banned: {reason}"),
+                    (false, true) => "removed".to_string(),
+                    (false, false) => format!("removed: {reason}"),
+                };
+                let cause = Cause {
+                    kind: proto::NotificationKind::Removed,
+                    room_id: &l.room.id,
+                    seq,
+                    from_user_id: me,
+                    text,
+                    at_ms: now_ms,
+                };
+                notify(ctx, keep, &target, cause)?;
+            }
+            if was_member {
+                rooms::delete_member(ctx, &l.room.id, &target)?;
+                rooms::delete_invites_by(ctx, &l.room.id, &target)?;
+                l.room.member_count = l.room.member_count.saturating_sub(1);
+                rooms::put_room(ctx, &l.room, false)?;
+            }
+            if ban {
+                rooms::delete_invite(ctx, &l.room.id, &target)?;
+                rooms::put_ban(
+                    ctx,
+                    &l.room.id,
+                    &target,
+                    &BanRecord { by: me.to_string(), reason, at_ms: now_ms },
+                )?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Change: `UnbanMember`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Unban {
+    /// Caller, room, time.
+    #[prost(message, optional, tag = "1")]
+    pub at: Option<RoomAt>,
+    /// The user unbanned.
+    #[prost(string, tag = "2")]
+    pub target: String,
+}
+
+impl Change for Unban {
+    type T = ();
+    type E = RoomError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<(), RoomError> {
+        let target = self.target;
+        in_room(ctx, self.at, move |ctx, l, me, now_ms| {
+            let target_standing = standing(&**ctx, &l.room.id, &target)?;
+            permissions::may(l.actor, Action::Unban { target: target_standing }, facts(&l.room))?;
+            let mut changed = member_event(&target, None);
+            changed.unbanned = true;
+            record(ctx, event(&l.room.id, me, now_ms, Kind::Member(changed)))?;
+            rooms::delete_ban(ctx, &l.room.id, &target)?;
+            Ok(())
+        })
+    }
+}
+
+/// Change: `UpdateRoom` (topic and/or read-only flag; a `RoomUpdated` event).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UpdateRoom {
+    /// Caller, room, time.
+    #[prost(message, optional, tag = "1")]
+    pub at: Option<RoomAt>,
+    /// The new topic.
+    #[prost(string, optional, tag = "2")]
+    pub topic: Option<String>,
+    /// The new read-only flag.
+    #[prost(bool, optional, tag = "3")]
+    pub read_only: Option<bool>,
+}
+
+impl Change for UpdateRoom {
+    type T = proto::Room;
+    type E = RoomError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<proto::Room, RoomError> {
+        let (topic, read_only) = (self.topic, self.read_only);
+        in_room(ctx, self.at, move |ctx, mut l, me, now_ms| {
+            permissions::may(l.actor, Action::UpdateRoom, facts(&l.room))?;
+            if topic.is_none() && read_only.is_none() {
+                return Err(RoomError::InvalidArgument(
+                    "nothing to update: set topic and/or read_only".into(),
+                ));
+            }
+            if let Some(t) = topic {
+                l.room.topic = t;
+            }
+            if let Some(r) = read_only {
+                l.room.read_only = r;
+            }
+            rooms::put_room(ctx, &l.room, false)?;
+            let mut view = room_view(&**ctx, &l.room, "")?;
+            view.my_role = 0;
+            view.last_seq += 1;
+            record(
+                ctx,
+                event(
+                    &l.room.id,
+                    me,
+                    now_ms,
+                    Kind::RoomUpdated(proto::RoomUpdated { room: Some(view) }),
+                ),
+            )?;
+            Ok(room_view(&**ctx, &l.room, me)?)
+        })
+    }
 }

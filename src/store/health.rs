@@ -46,7 +46,7 @@ impl StorageHealth {
     }
 
     /// Records a failure (only the first is kept).
-    pub(super) fn record(&self, what: String) {
+    pub fn record(&self, what: String) {
         self.failure.send_if_modified(|f| {
             if f.is_some() {
                 return false;

@@ -35,7 +35,7 @@ pub use records::{
     BanRecord, FamilyRecord, MemberRecord, RefreshRecord, RoomRecord, SentRecord, UserRecord,
 };
 pub use users::Snapshot;
-pub use writer::{Committed, JobResult, Publisher, WriteCtx, Writer};
+pub use writer::{Committed, JobResult, Mark, Publisher, WriteCtx, Writer};
 
 /// The schema this build reads and writes. Bump it (and add a migration) whenever a table's key
 /// or value encoding changes incompatibly.
@@ -87,6 +87,11 @@ pub enum StoreError {
     /// The writer thread is gone (shutting down).
     #[error("the database writer has stopped")]
     WriterGone,
+    /// Cluster mode: the shared log did not take the change (NATS unreachable, no quorum, an
+    /// election in progress). Nothing was acknowledged; a retry with the same
+    /// `client_message_id` is safe.
+    #[error("the cluster's log is unavailable: {0}")]
+    LogUnavailable(String),
 }
 
 macro_rules! db_error_from {

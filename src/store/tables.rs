@@ -83,12 +83,6 @@ pub(super) fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::TableE
     Ok(())
 }
 
-/// Cluster mode only: `cluster_rooms`: room id -> (room's last seq, the log position of that
-/// event). The position is what the next append to the room expects as the log's last
-/// sequence of the room's subject (compare-and-set), and where a gap or a step backwards
-/// in the log is noticed.
-pub(super) const CLUSTER_ROOMS: TableDefinition<&str, (u64, u64)> =
-    TableDefinition::new("cluster_rooms");
 /// Cluster mode only: `cluster_meta`: name -> value; [`CLUSTER_APPLIED`] is the last log
 /// position this view applied (the node's consumer resumes after it).
 pub(super) const CLUSTER_META: TableDefinition<&str, u64> = TableDefinition::new("cluster_meta");

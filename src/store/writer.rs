@@ -83,7 +83,22 @@ impl WriteCtx<'_> {
     pub fn revoke(&mut self, user_id: &str, why: &'static str) {
         self.out.revoked.push((user_id.to_string(), why));
     }
+
+    /// How much the batch announces so far: a job that runs several changes (a node applying
+    /// the log) takes a mark before each and drops what a refused one emitted.
+    pub fn mark(&self) -> Mark {
+        Mark(self.out.len())
+    }
+
+    /// Drops the events, signals and revocations queued since `mark`.
+    pub fn drop_since(&mut self, mark: Mark) {
+        self.out.truncate(mark.0);
+    }
 }
+
+/// A point in a batch's announcements ([`WriteCtx::mark`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Mark((usize, usize, usize));
 
 impl std::ops::Deref for WriteCtx<'_> {
     type Target = redb::WriteTransaction;

@@ -1,20 +1,18 @@
-//! Cluster mode's event log against real nats-server processes (`nats::Cluster`): the stream
-//! is created or refused by its settings, appends are compare-and-set and idempotent, and
-//! two nodes' views tail the log to identical rooms while the stream leader is killed.
+//! Cluster mode against real nats-server processes (`nats::Cluster`): the stream is created
+//! or refused by its settings; nodes (real servers, in this process, on loopback) share
+//! users, rooms and history through the log, see each other's messages live, answer a retry
+//! made on another node as a retry, serve History while NATS is away and refuse sends with
+//! `UNAVAILABLE`, and a fresh node rebuilds the same view from the log.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use edgechat::cluster::log::{AppendError, JetStreamLog, Logged, STREAM, stream_config};
-use edgechat::cluster::view::View;
+use edgechat::cluster::log::{JetStreamLog, STREAM, stream_config};
 use edgechat::cluster::{ClusterError, NatsOptions, connect};
-use edgechat::proto::{Message, RoomEvent, room_event::Kind};
-use edgechat::store::cluster::Position;
-use edgechat::store::{self, Store};
-use tokio_util::sync::CancellationToken;
+use edgechat::proto;
+use edgechat::proto::server_frame::Kind as Frame;
 
 use crate::nats::Cluster;
+use crate::support::{Conn, TestServer, User, expect_code};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -31,27 +29,117 @@ async fn log(c: &Cluster, name: &str, replicas: usize) -> JetStreamLog {
     JetStreamLog::open(client, replicas, WAIT).await.unwrap()
 }
 
-fn message(room: &str, sender: &str, cmid: &str) -> RoomEvent {
-    RoomEvent {
-        room_id: room.into(),
-        actor_id: sender.into(),
-        at_ms: 1,
-        kind: Some(Kind::Message(Message {
-            room_id: room.into(),
-            sender_id: sender.into(),
-            text: format!("text of {cmid}"),
-            sent_at_ms: 1,
-            client_message_id: cmid.into(),
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
+/// The first node of a cluster on `c` (its keys are the cluster's).
+async fn first_node(c: &Cluster, replicas: usize) -> TestServer {
+    let urls = c.urls();
+    TestServer::start_with(move |raw| {
+        raw.cluster.nats_urls = urls;
+        raw.cluster.replicas = replicas;
+    })
+    .await
 }
 
-fn cmid_of(e: &RoomEvent) -> (String, String) {
-    match &e.kind {
-        Some(Kind::Message(m)) => (m.sender_id.clone(), m.client_message_id.clone()),
-        other => panic!("not a message: {other:?}"),
+/// Another node, with `first`'s keys and certificates.
+async fn node_beside(first: &TestServer, c: &Cluster, replicas: usize) -> TestServer {
+    let urls = c.urls();
+    TestServer::start_sharing_keys(first, move |raw| {
+        raw.cluster.nats_urls = urls;
+        raw.cluster.replicas = replicas;
+    })
+    .await
+}
+
+/// Logs in, retrying while the log is unavailable (a leader election), as a client does.
+async fn login(node: &TestServer, name: &str) -> User {
+    let ch = node.channel().await;
+    let r = eventually("login", || async {
+        let asked = edgechat::client::auth_client(ch.clone(), None)
+            .login(proto::LoginRequest {
+                username: name.into(),
+                password: "correct horse battery".into(),
+            })
+            .await;
+        match asked {
+            Ok(r) => Some(r.into_inner()),
+            Err(st) if st.code() == tonic::Code::Unavailable => None,
+            Err(st) => panic!("{name} logs in: {st}"),
+        }
+    })
+    .await;
+    User { id: r.user.unwrap().id, name: name.into(), token: r.access_token, ch }
+}
+
+async fn send(
+    u: &User,
+    room: &str,
+    cmid: &str,
+    text: &str,
+) -> Result<proto::Message, tonic::Status> {
+    u.chat()
+        .send_message(proto::SendMessageRequest {
+            room_id: room.into(),
+            client_message_id: cmid.into(),
+            text: text.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn public_room(u: &User, name: &str) -> String {
+    let asked = proto::CreateRoomRequest {
+        name: name.into(),
+        visibility: proto::Visibility::Public as i32,
+        ..Default::default()
+    };
+    u.rooms().create_room(asked).await.unwrap().into_inner().id
+}
+
+/// Sends, retrying with the same id while the log is unavailable, as a client does.
+async fn send_until_acked(u: &User, room: &str, cmid: &str, text: &str) -> proto::Message {
+    eventually("a send is acknowledged", || async {
+        match send(u, room, cmid, text).await {
+            Ok(m) => Some(m),
+            Err(st) if st.code() == tonic::Code::Unavailable => None,
+            Err(st) => panic!("{st}"),
+        }
+    })
+    .await
+}
+
+async fn history(u: &User, room: &str) -> Vec<proto::RoomEvent> {
+    let r = u
+        .chat()
+        .history(proto::HistoryRequest {
+            room_id: room.into(),
+            after_seq: 0,
+            before_seq: 0,
+            limit: 500,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    r.events
+}
+
+async fn notifications(u: &User) -> Vec<(u64, String)> {
+    let r = u
+        .chat()
+        .list_notifications(proto::ListNotificationsRequest { after_id: 0, limit: 100 })
+        .await
+        .unwrap()
+        .into_inner();
+    r.notifications.into_iter().map(|n| (n.id, n.text)).collect()
+}
+
+/// Polls `f` until it returns `Some`, for at most [`WAIT`].
+async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(t) = f().await {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -112,223 +200,149 @@ async fn the_stream_is_made_once_and_a_wrong_one_is_refused_by_name() {
 }
 
 #[tokio::test]
-async fn appends_are_compare_and_set_and_idempotent() {
-    let Some(c) = Cluster::start(1) else { return };
-    let l = log(&c, "a", 1).await;
-    let room = store::new_id('r');
-    let first = l.append(&message(&room, "u1", "m1"), Position::default(), Some("u1:m1")).await;
-    let first = first.unwrap();
-    assert_eq!((first.seq, first.duplicate), (1, false));
-    // Decided on the room as it was before `first`: refused, nothing stored.
-    let stale = l.append(&message(&room, "u2", "m2"), Position::default(), Some("u2:m2")).await;
-    assert!(matches!(stale, Err(AppendError::Conflict { .. })), "{stale:?}");
-    // A retry of `first` decided on the same stale state: a single server checks the
-    // expectation first (conflict), a clustered stream the message id first (duplicate);
-    // either way nothing new is stored. Decided on the current state: the original.
-    let p1 = Position { seq: 1, at: first.at };
-    match l.append(&message(&room, "u1", "m1"), Position::default(), Some("u1:m1")).await {
-        Err(AppendError::Conflict { .. }) => {}
-        Ok(a) => assert_eq!((a.seq, a.at, a.duplicate), (1, first.at, true)),
-        other => panic!("{other:?}"),
-    }
-    let again = l.append(&message(&room, "u1", "m1"), p1, Some("u1:m1")).await.unwrap();
-    assert_eq!((again.seq, again.at, again.duplicate), (1, first.at, true));
-    let second = l.append(&message(&room, "u2", "m2"), p1, Some("u2:m2")).await.unwrap();
-    assert_eq!(second.seq, 2);
-    // Another room is independent.
-    let other = store::new_id('r');
-    assert_eq!(
-        l.append(&message(&other, "u1", "x"), Position::default(), None).await.unwrap().seq,
-        1
+async fn a_node_without_nats_does_not_start_and_names_the_servers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgechat"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--cluster", &url, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("EDGECHAT_CLUSTER_CONNECT_WAIT_SECS", "1")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, out).await.expect("gives up in time").unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "never a half-started node: {}",
+        String::from_utf8_lossy(&out.stdout)
     );
-
-    let events = l.range(&room, 0, 100).await.unwrap();
-    let got: Vec<_> = events.iter().map(|e| (e.event.seq, cmid_of(&e.event).1)).collect();
-    assert_eq!(got, [(1, "m1".to_string()), (2, "m2".to_string())]);
-    assert_eq!(l.range(&room, 1, 100).await.unwrap().len(), 1);
-    assert_eq!(l.last_position().await.unwrap(), 3);
-
-    // A batch: stored whole, contiguous, one compare-and-set for all.
-    let p2 = Position { seq: 2, at: second.at };
-    let batch: Vec<_> = (3..6)
-        .map(|i| (message(&room, "u3", &format!("b{i}")), Some(format!("u3:b{i}"))))
-        .collect();
-    let got = l.append_batch(&batch, p2).await.unwrap();
-    let seqs: Vec<_> = got.iter().map(|a| (a.seq, a.at, a.duplicate)).collect();
-    assert_eq!(seqs, [(3, 4, false), (4, 5, false), (5, 6, false)]);
-    // Decided on stale state: refused whole.
-    let stale = l.append_batch(&batch[..2], p2).await;
-    assert!(matches!(stale, Err(AppendError::Conflict { .. })), "{stale:?}");
-    assert_eq!(l.range(&room, 0, 100).await.unwrap().len(), 5);
-    // A batch holding an id already stored (a retry after a lost ack) goes entry by entry:
-    // the old one answered with its seq, the new one appended after it.
-    let p5 = Position { seq: 5, at: 6 };
-    let mixed = [batch[2].clone(), (message(&room, "u3", "b6"), Some("u3:b6".to_string()))];
-    let got = l.append_batch(&mixed, p5).await.unwrap();
-    let seqs: Vec<_> = got.iter().map(|a| (a.seq, a.duplicate)).collect();
-    assert_eq!(seqs, [(5, true), (6, false)]);
-    let all: Vec<u64> = l.range(&room, 0, 100).await.unwrap().iter().map(|e| e.event.seq).collect();
-    assert_eq!(all, [1, 2, 3, 4, 5, 6]);
+    assert!(stderr.contains("NATS is unreachable") && stderr.contains(&url), "{stderr}");
+    // A bad URL is refused by the configuration, naming the key.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_edgechat"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--cluster", "nats://:x", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("cluster.nats_urls"), "{stderr}");
 }
 
-/// A node's view in a temporary directory, tailing the log.
-struct Node {
-    _dir: tempfile::TempDir,
-    view: Arc<View>,
-    store: Store,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Node {
-    fn start(l: JetStreamLog) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("view.redb"), 8 << 20).unwrap();
-        let writer = store.start_writer(Box::new(|_| {}));
-        let view = View::new(store.clone(), writer).unwrap();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let (view, stop) = (view.clone(), stop.clone());
-            async move { view.run(l, stop).await.unwrap() }
-        });
-        Node { _dir: dir, view, store, stop, task }
-    }
-
-    fn room(&self, room: &str) -> Vec<RoomEvent> {
-        let tx = self.store.read().unwrap();
-        store::events::range(&tx, room, 0, u64::MAX, 100_000, false).unwrap().0
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap();
-    }
-}
-
-/// Appends until acked, retrying with the same message id: after a conflict, once the view
-/// has caught up past the position that conflicted; after an outage, at once (bounded).
-async fn send_until_acked(l: &JetStreamLog, view: &View, event: RoomEvent, id: &str) -> u64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        assert!(tokio::time::Instant::now() < deadline, "{id} never acked");
-        let pos = view.position(&event.room_id).unwrap();
-        match l.append(&event, pos, Some(id)).await {
-            Ok(a) => return a.seq,
-            Err(AppendError::Conflict { busy: true, .. }) => {
-                // The room's previous append is still being applied: again shortly.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err(AppendError::Conflict { .. }) => {
-                // Someone appended after `pos`: wait (bounded) for the view to show it.
-                let target = view.applied() + 1;
-                view.wait_applied(target, Duration::from_millis(500)).await;
-            }
-            Err(AppendError::Unavailable(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => panic!("{id}: {e}"),
-        }
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_write_one_gapless_log_while_the_leader_is_killed() {
+#[tokio::test]
+async fn two_nodes_share_users_rooms_and_history_and_a_new_node_rebuilds_it() {
     let Some(mut c) = Cluster::start(3) else { return };
-    let (la, lb) = (log(&c, "node-a", 3).await, log(&c, "node-b", 3).await);
-    let (a, b) = (Node::start(la.clone()), Node::start(lb.clone()));
-    let rooms: Vec<String> = (0..3).map(|_| store::new_id('r')).collect();
-    let per_writer = 60;
+    let a = first_node(&c, 3).await;
+    let b = node_beside(&a, &c, 3).await;
 
-    // A batch on a clustered stream: the positions it reports are where the log has them.
-    let room = store::new_id('r');
-    let batch: Vec<_> = (0..3)
-        .map(|i| (message(&room, "u9", &format!("b{i}")), Some(format!("u9:b{i}"))))
-        .collect();
-    let got = la.append_batch(&batch, Position::default()).await.unwrap();
-    let logged = la.range(&room, 0, 10).await.unwrap();
-    let want: Vec<_> = logged.iter().map(|l| (l.event.seq, l.at)).collect();
-    assert_eq!(got.iter().map(|a| (a.seq, a.at)).collect::<Vec<_>>(), want);
-    assert_eq!(la.room_last(&room).await.unwrap(), Position { seq: 3, at: want[2].1 });
+    // Registered on A, logged in on B; registered on B, seen on A.
+    let alice = User::register(a.channel().await, "alice").await;
+    let alice_b = login(&b, "alice").await;
+    assert_eq!(alice_b.id, alice.id);
+    let bob = User::register(b.channel().await, "bob").await;
+    let bob_a = login(&a, "bob").await;
 
-    // Four writers, two per node, each on every room in turn.
-    let mut writers = tokio::task::JoinSet::new();
-    for w in 0..4 {
-        let (l, view) =
-            if w % 2 == 0 { (la.clone(), a.view.clone()) } else { (lb.clone(), b.view.clone()) };
-        let rooms = rooms.clone();
-        writers.spawn(async move {
-            let sender = format!("u{w}");
-            let mut acked = Vec::new();
-            for i in 0..per_writer {
-                let room = &rooms[i % rooms.len()];
-                let cmid = format!("c{i}");
-                let id = format!("{sender}:{cmid}");
-                let seq = send_until_acked(&l, &view, message(room, &sender, &cmid), &id).await;
-                acked.push((room.clone(), (sender.clone(), cmid), seq));
-            }
-            acked
-        });
-    }
-    // Midway, kill -9 the stream's leader, and start it again a moment later.
-    let info = loop {
-        if let Ok(i) = la.stream_info().await
-            && i.state.messages >= 40
-        {
-            break i;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let leader = info.cluster.and_then(|cl| cl.leader).expect("a leader");
-    c.server(&leader).kill();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    c.restart(&leader);
-    // Then another server pauses (SIGSTOP) for 3 s while the first catches up: writes stall
-    // without a quorum and go on after it.
-    let other = c.servers.iter().map(|s| s.name.clone()).find(|n| *n != leader).unwrap();
-    c.server(&other).pause();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    c.server(&other).resume();
+    // A room made on A, joined on B (the join is applied after the creation everywhere).
+    let room = public_room(&alice, "ops").await;
+    bob.rooms().join_room(proto::JoinRoomRequest { room_id: room.clone() }).await.unwrap();
 
+    // Bob follows the room on B; Alice sends on A: live on B, in order, seqs after the join.
+    let mut conn = Conn::open(&bob).await;
+    conn.frame(proto::client_frame::Kind::Subscribe(proto::Subscribe {
+        room_id: room.clone(),
+        after_seq: None,
+    }))
+    .await;
+    conn.until(|f| matches!(f, Frame::Subscribed(_)).then_some(())).await;
+    // Mid-burst one NATS server is paused (SIGSTOP) for 10 s: the stream goes on with the
+    // other two (or elects a new leader if it was the leader), and a node connected to it
+    // notices by its pings and reconnects elsewhere; alice retries what was not acknowledged
+    // with the same id, as a client does.
     let mut acked = Vec::new();
-    while let Some(r) = writers.join_next().await {
-        acked.extend(r.unwrap());
-    }
-    assert_eq!(acked.len(), 4 * per_writer);
-
-    // Both views catch up with the log, and hold the same rooms, gapless, each acked send
-    // exactly once at its acked seq.
-    let last = la.last_position().await.unwrap();
-    for n in [&a, &b] {
-        assert!(n.view.wait_applied(last, WAIT).await, "a view did not catch up to {last}");
-        assert_eq!(n.view.halted(&rooms[0]), None);
-    }
-    let mut at_seq: HashMap<(String, u64), (String, String)> = HashMap::new();
-    for room in &rooms {
-        let (ea, eb) = (a.room(room), b.room(room));
-        assert!(ea == eb, "the views differ in {room}");
-        let seqs: Vec<u64> = ea.iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "seqs of {room}");
-        let mut seen = BTreeMap::new();
-        for e in &ea {
-            assert!(seen.insert(cmid_of(e), e.seq).is_none(), "{:?} stored twice", cmid_of(e));
-            at_seq.insert((room.clone(), e.seq), cmid_of(e));
+    let mut paused = None;
+    for i in 0..20 {
+        if i == 10 {
+            paused = Some(c.server("n2").pause_for(Duration::from_secs(10)));
         }
-        // The log itself says the same.
-        let logged: Vec<Logged> = la.range(room, 0, 100_000).await.unwrap();
-        assert!(
-            logged.iter().map(|l| &l.event).eq(ea.iter()),
-            "the log differs from the views in {room}"
-        );
+        let text = if i == 7 { "@bob look".to_string() } else { format!("m{i}") };
+        let cmid = format!("c{i}");
+        acked.push(send_until_acked(&alice, &room, &cmid, &text).await.seq);
     }
-    for (room, id, seq) in &acked {
-        assert_eq!(at_seq.get(&(room.clone(), *seq)), Some(id), "{id:?} acked at {room}/{seq}");
+    paused.expect("paused mid-burst").join().unwrap();
+    assert_eq!(acked, (3..23).collect::<Vec<u64>>(), "seqs after the two joins, gapless");
+    let mut live = Vec::new();
+    while live.len() < 20 {
+        let ev = conn.until(|f| match f {
+            Frame::Event(e) if matches!(e.kind, Some(proto::room_event::Kind::Message(_))) => {
+                Some(e.clone())
+            }
+            _ => None,
+        });
+        live.push(ev.await.seq);
     }
-    assert_eq!(at_seq.len(), acked.len(), "only acked sends are stored");
-    // A view lost is rebuilt from the log: a fresh node ends up holding the same rooms.
-    let fresh = Node::start(log(&c, "node-c", 3).await);
-    assert!(fresh.view.wait_applied(last, WAIT).await, "the new view did not catch up");
-    for room in &rooms {
-        assert!(fresh.room(room) == a.room(room), "the rebuilt view differs in {room}");
-    }
-    fresh.stop().await;
-    a.stop().await;
-    b.stop().await;
+    assert_eq!(live, acked, "bob on B saw every message alice sent on A, in order");
+
+    // A retry on B of a send acked on A is answered with the original, not posted again.
+    let again = send_until_acked(&alice_b, &room, "c3", "a different text").await;
+    assert_eq!((again.seq, again.text.as_str()), (6, "m3"));
+
+    // Both views are identical: history, and bob's notification (the mention) with its id.
+    let on_a = history(&bob_a, &room).await;
+    let on_b = eventually("B's view has everything", || async {
+        let h = history(&bob, &room).await;
+        (h.len() == on_a.len()).then_some(h)
+    })
+    .await;
+    assert_eq!(on_a, on_b);
+    assert_eq!(on_a.len(), 22);
+    let notes = notifications(&bob_a).await;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notifications(&bob).await, notes);
+
+    // A third node with an empty database catches up with the log before it serves.
+    let fresh = node_beside(&a, &c, 3).await;
+    let bob_fresh = login(&fresh, "bob").await;
+    assert_eq!(history(&bob_fresh, &room).await, on_a);
+    assert_eq!(notifications(&bob_fresh).await, notes);
+
+    // Back to a single node: a node's database is a whole single-node database.
+    let mut b = b;
+    b.restart_with(|raw| raw.cluster.nats_urls.clear()).await;
+    let bob_alone = login(&b, "bob").await;
+    assert_eq!(history(&bob_alone, &room).await, on_a);
+    assert_eq!(notifications(&bob_alone).await, notes);
+    let next = send(&bob_alone, &room, "alone", "just me now").await.unwrap();
+    assert_eq!(next.seq, 23);
+}
+
+#[tokio::test]
+async fn with_nats_away_sends_are_unavailable_history_works_and_a_retry_lands_once() {
+    let Some(mut c) = Cluster::start(1) else { return };
+    let a = first_node(&c, 1).await;
+    let alice = User::register(a.channel().await, "alice").await;
+    let room = public_room(&alice, "ops").await;
+    assert_eq!(send(&alice, &room, "before", "hi").await.unwrap().seq, 2);
+
+    c.server("n1").kill();
+    let err = send(&alice, &room, "during", "are you there").await;
+    let msg = expect_code(err, tonic::Code::Unavailable);
+    assert!(msg.contains("log is unavailable") && msg.contains("retry"), "{msg}");
+    // History comes from the node's view.
+    assert_eq!(history(&alice, &room).await.len(), 2);
+
+    // NATS back: the client retries with the same id until it is taken, and it is there
+    // once, whether or not an earlier attempt was stored.
+    c.restart("n1");
+    let m = send_until_acked(&alice, &room, "during", "are you there").await;
+    assert_eq!(m.seq, 3);
+    let texts: Vec<_> = history(&alice, &room)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            Some(proto::room_event::Kind::Message(m)) => Some(m.text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["hi", "are you there"]);
 }

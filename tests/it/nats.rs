@@ -71,18 +71,21 @@ impl Server {
         unsafe { libc::kill(c.id() as i32, sig) };
     }
 
-    /// SIGSTOP (a paused process: its sockets stay open, nothing answers).
-    pub fn pause(&mut self) {
+    /// SIGSTOP now and SIGCONT after `d`, from a thread (a paused process: its sockets stay
+    /// open, nothing answers). Join the handle to know it runs again.
+    pub fn pause_for(&mut self, d: Duration) -> std::thread::JoinHandle<()> {
+        let pid = self.child.as_ref().map(|c| c.id() as i32);
         if let Some(c) = &self.child {
             self.signal_child(c, libc::SIGSTOP);
         }
-    }
-
-    /// SIGCONT.
-    pub fn resume(&mut self) {
-        if let Some(c) = &self.child {
-            self.signal_child(c, libc::SIGCONT);
-        }
+        std::thread::spawn(move || {
+            std::thread::sleep(d);
+            if let Some(pid) = pid {
+                // SAFETY: kill(2) on our own child's pid (reaped only by `kill`, which
+                // sends SIGCONT first).
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+            }
+        })
     }
 }
 

@@ -51,7 +51,35 @@ impl TestServer {
 
     /// A server whose configuration `tweak` adjusts.
     pub async fn start_with(tweak: impl FnOnce(&mut RawConfig)) -> TestServer {
+        Self::start_in(tempfile::tempdir().expect("temp dir"), tweak).await
+    }
+
+    /// A server with `other`'s signing keys and certificates (copied before its data
+    /// directory is initialised): the nodes of one cluster trust each other's tokens and
+    /// present the same CA.
+    pub async fn start_sharing_keys(
+        other: &TestServer,
+        tweak: impl FnOnce(&mut RawConfig),
+    ) -> TestServer {
+        use std::os::unix::fs::DirBuilderExt;
         let dir = tempfile::tempdir().expect("temp dir");
+        for sub in ["keys", "certs"] {
+            let to = dir.path().join("data").join(sub);
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&to).unwrap();
+            for f in std::fs::read_dir(other.data_dir().join(sub)).unwrap() {
+                let f = f.unwrap();
+                std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+            }
+        }
+        std::fs::set_permissions(
+            dir.path().join("data"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        Self::start_in(dir, tweak).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut RawConfig)) -> TestServer {
         let mut raw = RawConfig {
             data_dir: dir.path().join("data").to_string_lossy().into_owned(),
             listen: "127.0.0.1:0".into(),
@@ -73,7 +101,14 @@ impl TestServer {
 
     /// Stops the server and starts it again on the same data directory and port.
     pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops the server and starts it again on the same data directory and port, its
+    /// configuration changed by `tweak` from now on.
+    pub async fn restart_with(&mut self, tweak: impl FnOnce(&mut RawConfig)) {
         self.stop().await;
+        tweak(&mut self.raw);
         let mut raw = self.raw.clone();
         raw.listen = self.addr.to_string();
         let config = raw.validate().expect("test config is valid");

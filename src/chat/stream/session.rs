@@ -363,6 +363,11 @@ impl Session {
         // join: every event committed after the snapshot is in the feed (followers drop what
         // they already delivered), and a kick committed before the snapshot is refused here
         // rather than followed forever.
+        if let Some(a) = s.after_seq
+            && let Err(e) = self.deps.messages.await_seq(&s.room_id, a).await
+        {
+            return self.out.error(&e, &s.room_id, "").await;
+        }
         let feed = self.deps.hub.subscribe_room(&s.room_id);
         let start = (|| -> Result<(u64, u64, u64, Option<u64>), ChatError> {
             let tx = self.deps.messages.store().read()?;
