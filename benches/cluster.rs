@@ -230,7 +230,7 @@ async fn main() {
     println!("|---|---|---|---|---|---|");
     let single = Node::start(None, None).await;
     let ch = single.channels().await;
-    let all = senders(&ch, 256, "s").await;
+    let all = senders(&ch, 256, "single").await;
     for n in [1, 16, 256] {
         let acks = Acks::new();
         run(&ch, &all[..n], secs, &acks).await;
@@ -241,7 +241,7 @@ async fn main() {
     let a = Node::start(Some(&c), None).await;
     let b = Node::start(Some(&c), Some(&a.data())).await;
     let ch = a.channels().await;
-    let all = senders(&ch, 256, "c").await;
+    let all = senders(&ch, 256, "node").await;
     for n in [1, 16, 256] {
         let acks = Acks::new();
         run(&ch, &all[..n], secs, &acks).await;

@@ -131,6 +131,15 @@ pub async fn connect(url: &str, tls: &TlsFiles) -> Result<GrpcChannel, ClientErr
     Ok(boxed(channel))
 }
 
+/// Like [`connect`], but connects on the first call (and again after a failure) instead of
+/// now: for a client of several servers, some of which may be down.
+pub fn connect_lazy(url: &str, tls: &TlsFiles) -> Result<GrpcChannel, ClientError> {
+    if url.starts_with("h3://") {
+        return Ok(connect_h3(url, tls)?.0);
+    }
+    Ok(boxed(endpoint(url, tls)?.connect_lazy()))
+}
+
 /// An HTTP/3 channel to `h3://host:port`, and its QUIC endpoint (which a test can
 /// [`rebind`](crate::transport::h3::rebind_client) to simulate a network change). Connects
 /// lazily: an unreachable server or a bad certificate fails on the first call.

@@ -23,6 +23,10 @@ use crate::store::{Store, StoreError, Writer};
 /// many jobs, each bounded).
 const CHUNK: usize = 1024;
 
+/// How long the consumer may deliver nothing before the view asks the log whether it has
+/// more (and follows it again if so).
+const STALL_CHECK: Duration = Duration::from_secs(2);
+
 /// The view of one node.
 pub struct View {
     writer: Writer,
@@ -150,8 +154,24 @@ impl View {
                     let mut chunks = std::pin::pin!(tail.ready_chunks(CHUNK));
                     loop {
                         let chunk = tokio::select! {
-                            c = chunks.next() => c,
+                            c = tokio::time::timeout(STALL_CHECK, chunks.next()) => c,
                             () = stop.cancelled() => return Ok(()),
+                        };
+                        let Ok(chunk) = chunk else {
+                            // Nothing for a while: right for an idle log; otherwise the
+                            // consumer lost its server without saying so (seen after a
+                            // stream-leader kill: acks went on, nothing came for 30 s).
+                            match log.last_position().await {
+                                Ok(last) if last > self.applied() => {
+                                    tracing::warn!(
+                                        applied = self.applied(),
+                                        last,
+                                        "the log's consumer stalled; following it again"
+                                    );
+                                    break;
+                                }
+                                _ => continue,
+                            }
                         };
                         let Some(chunk) = chunk else {
                             tracing::warn!("the log's consumer ended; following it again");

@@ -4,7 +4,7 @@
 //! made on another node as a retry, serve History while NATS is away and refuse sends with
 //! `UNAVAILABLE`, and a fresh node rebuilds the same view from the log.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgechat::cluster::log::{JetStreamLog, STREAM, stream_config};
 use edgechat::cluster::{ClusterError, NatsOptions, connect};
@@ -12,7 +12,7 @@ use edgechat::proto;
 use edgechat::proto::server_frame::Kind as Frame;
 
 use crate::nats::Cluster;
-use crate::support::{Conn, TestServer, User, expect_code};
+use crate::support::{Conn, TestServer, User, eventually, expect_code};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -52,7 +52,7 @@ async fn node_beside(first: &TestServer, c: &Cluster, replicas: usize) -> TestSe
 /// Logs in, retrying while the log is unavailable (a leader election), as a client does.
 async fn login(node: &TestServer, name: &str) -> User {
     let ch = node.channel().await;
-    let r = eventually("login", || async {
+    let r = eventually(WAIT, "login", || async {
         let asked = edgechat::client::auth_client(ch.clone(), None)
             .login(proto::LoginRequest {
                 username: name.into(),
@@ -96,7 +96,7 @@ async fn public_room(u: &User, name: &str) -> String {
 
 /// Sends, retrying with the same id while the log is unavailable, as a client does.
 async fn send_until_acked(u: &User, room: &str, cmid: &str, text: &str) -> proto::Message {
-    eventually("a send is acknowledged", || async {
+    eventually(WAIT, "a send is acknowledged", || async {
         match send(u, room, cmid, text).await {
             Ok(m) => Some(m),
             Err(st) if st.code() == tonic::Code::Unavailable => None,
@@ -129,18 +129,6 @@ async fn notifications(u: &User) -> Vec<(u64, String)> {
         .unwrap()
         .into_inner();
     r.notifications.into_iter().map(|n| (n.id, n.text)).collect()
-}
-
-/// Polls `f` until it returns `Some`, for at most [`WAIT`].
-async fn eventually<T, F: Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(t) = f().await {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -269,7 +257,8 @@ async fn two_nodes_share_users_rooms_and_history_and_a_new_node_rebuilds_it() {
         let cmid = format!("c{i}");
         acked.push(send_until_acked(&alice, &room, &cmid, &text).await.seq);
     }
-    paused.expect("paused mid-burst").join().unwrap();
+    let paused = paused.expect("paused mid-burst");
+    tokio::task::spawn_blocking(move || paused.join().unwrap()).await.unwrap();
     assert_eq!(acked, (3..23).collect::<Vec<u64>>(), "seqs after the two joins, gapless");
     let mut live = Vec::new();
     while live.len() < 20 {
@@ -289,7 +278,7 @@ async fn two_nodes_share_users_rooms_and_history_and_a_new_node_rebuilds_it() {
 
     // Both views are identical: history, and bob's notification (the mention) with its id.
     let on_a = history(&bob_a, &room).await;
-    let on_b = eventually("B's view has everything", || async {
+    let on_b = eventually(WAIT, "B's view has everything", || async {
         let h = history(&bob, &room).await;
         (h.len() == on_a.len()).then_some(h)
     })

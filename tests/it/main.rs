@@ -42,6 +42,7 @@ mod backup;
 mod bounds;
 mod cli;
 mod cluster;
+mod cluster_faults;
 mod crash;
 mod deploy;
 mod faults;

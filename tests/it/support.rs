@@ -585,6 +585,23 @@ pub fn message_text(e: &proto::RoomEvent) -> Option<&str> {
     }
 }
 
+/// Polls `f` until it returns `Some`, for at most `within` (then fails the test, saying
+/// `what` did not happen).
+pub async fn eventually<T, F: Future<Output = Option<T>>>(
+    within: Duration,
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(t) = f().await {
+            return t;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The real `edgechat` binary (built by cargo for the integration tests).
 pub fn edgechat_bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_edgechat"))
