@@ -155,6 +155,7 @@ changes! {
     "18" MarkRead(m::MarkRead),
     "19" MarkNotificationsRead(crate::notifications::MarkAllRead),
     "20" LastSeen(crate::presence::LastSeen),
+    "21" Prune(crate::retention::Prune),
 }
 
 /// A log entry: one change.
@@ -163,7 +164,7 @@ pub struct Entry {
     /// The change.
     #[prost(
         oneof = "Op",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21"
     )]
     pub op: Option<Op>,
 }

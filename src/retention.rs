@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::change::{Change, Exec};
 use crate::config::RetentionConfig;
 use crate::proto::room_event::Kind;
-use crate::store::{StoreError, WriteCtx, Writer, events, rooms, sent, unread, users};
+use crate::store::{JobResult, StoreError, WriteCtx, events, rooms, sent, unread, users};
 
 /// Records looked at per job and table.
 const SLICE: usize = 2_000;
@@ -21,6 +22,8 @@ const ROOMS_PER_JOB: usize = 64;
 const EVENTS_PER_JOB: usize = 2_000;
 /// Time between jobs.
 const EVERY: Duration = Duration::from_secs(1);
+/// Time between jobs of a cluster node after a job that found nothing to remove.
+const IDLE_SHARED: Duration = Duration::from_secs(10);
 
 /// Which room events have outlived `[retention]`: a pure rule, time passed in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,23 +69,67 @@ pub struct Cursors {
 
 /// Runs one slice of pruning at `now_ms`; returns (records deleted, the cursors to go on from).
 pub async fn prune_once(
-    writer: &Writer,
+    exec: &Exec,
     rules: Rules,
     cursors: Cursors,
     now_ms: i64,
 ) -> Result<(u64, Cursors), StoreError> {
-    writer
-        .write(move |ctx| {
-            let (a, sent) = sent::prune(ctx, cursors.sent, now_ms - sent::KEEP_MS, SLICE)?;
-            let (b, refresh) = users::prune_refresh_tokens(ctx, cursors.refresh, now_ms, SLICE)?;
-            let (c, room) = if rules.keeps_everything() {
-                (0, String::new())
-            } else {
-                prune_rooms(ctx, rules, cursors.room, now_ms)?
-            };
-            Ok(Ok::<_, StoreError>((a + b + c, Cursors { sent, refresh, room })))
-        })
-        .await
+    let (sent_user, sent_cmid) = cursors.sent.map(|(u, c)| (Some(u), Some(c))).unwrap_or_default();
+    let change = Prune {
+        now_ms,
+        max_age_ms: rules.max_age_ms,
+        max_events: rules.max_events,
+        sent_user,
+        sent_cmid,
+        refresh: cursors.refresh,
+        room: cursors.room,
+    };
+    exec.run(change).await
+}
+
+/// Change: one slice of pruning at `now_ms`, from the cursors given, by the rules given (in
+/// cluster mode every node applies it to the same state, so every view prunes the same).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Prune {
+    /// The time the records' ages are measured at.
+    #[prost(int64, tag = "1")]
+    pub now_ms: i64,
+    /// `Rules::max_age_ms`.
+    #[prost(int64, optional, tag = "2")]
+    pub max_age_ms: Option<i64>,
+    /// `Rules::max_events`.
+    #[prost(uint64, optional, tag = "3")]
+    pub max_events: Option<u64>,
+    /// Where the idempotency records' pass is: user.
+    #[prost(string, optional, tag = "4")]
+    pub sent_user: Option<String>,
+    /// And `client_message_id`.
+    #[prost(string, optional, tag = "5")]
+    pub sent_cmid: Option<String>,
+    /// Where the refresh tokens' pass is.
+    #[prost(bytes = "vec", optional, tag = "6")]
+    pub refresh: Option<Vec<u8>>,
+    /// The room the rooms' pass goes on with.
+    #[prost(string, tag = "7")]
+    pub room: String,
+}
+
+impl Change for Prune {
+    type T = (u64, Cursors);
+    type E = StoreError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<(u64, Cursors), StoreError> {
+        let now_ms = self.now_ms;
+        let rules = Rules { max_age_ms: self.max_age_ms, max_events: self.max_events };
+        let cursor = self.sent_user.zip(self.sent_cmid);
+        let (a, sent) = sent::prune(ctx, cursor, now_ms - sent::KEEP_MS, SLICE)?;
+        let (b, refresh) = users::prune_refresh_tokens(ctx, self.refresh, now_ms, SLICE)?;
+        let (c, room) = if rules.keeps_everything() {
+            (0, String::new())
+        } else {
+            prune_rooms(ctx, rules, self.room, now_ms)?
+        };
+        Ok(Ok((a + b + c, Cursors { sent, refresh, room })))
+    }
 }
 
 /// Prunes the rooms from `from` on (inclusive; empty: the first): at most [`ROOMS_PER_JOB`]
@@ -124,20 +171,25 @@ fn prune_rooms(
     Ok((deleted, next))
 }
 
-/// Prunes a slice every second until `stop`.
-pub async fn run(writer: Writer, retention: RetentionConfig, stop: CancellationToken) {
+/// Prunes a slice every second until `stop`. In cluster mode (`shared`) each slice is an
+/// entry of the shared log that every node applies, so after a slice that removed nothing
+/// the next comes 10 s later, not 1 s.
+pub async fn run(exec: Exec, retention: RetentionConfig, shared: bool, stop: CancellationToken) {
     let rules = Rules::new(retention);
     let mut cursors = Cursors::default();
+    let mut wait = EVERY;
     loop {
         tokio::select! {
-            () = tokio::time::sleep(EVERY) => {}
+            () = tokio::time::sleep(wait) => {}
             () = stop.cancelled() => return,
         }
-        match prune_once(&writer, rules, cursors.clone(), crate::clock::now_ms()).await {
+        match prune_once(&exec, rules, cursors.clone(), crate::clock::now_ms()).await {
             Ok((deleted, next)) => {
                 if deleted > 0 {
                     tracing::debug!(deleted, "pruned old events, idempotency records and tokens");
                 }
+                let idle = deleted == 0 && next.room.is_empty();
+                wait = if shared && idle { IDLE_SHARED } else { EVERY };
                 cursors = next;
             }
             Err(e) => tracing::warn!(error = %e, "pruning failed; trying again later"),
@@ -214,10 +266,11 @@ mod tests {
             })
             .await
             .unwrap();
+        let exec = Exec::local(writer);
         let rules = Rules { max_events: Some(100), max_age_ms: Some(now / 2) };
         let (mut deleted, mut cursors, mut jobs) = (Vec::new(), Cursors::default(), 0);
         loop {
-            let (d, next) = prune_once(&writer, rules, cursors, now).await.unwrap();
+            let (d, next) = prune_once(&exec, rules, cursors, now).await.unwrap();
             jobs += 1;
             if d == 0 && next.room.is_empty() {
                 break;
@@ -264,9 +317,10 @@ mod tests {
             })
             .await
             .unwrap();
+        let exec = Exec::local(writer);
         let (mut deleted, mut cursors, mut jobs) = (0, Cursors::default(), 0);
         loop {
-            let (d, next) = prune_once(&writer, Rules::default(), cursors, now).await.unwrap();
+            let (d, next) = prune_once(&exec, Rules::default(), cursors, now).await.unwrap();
             deleted += d;
             jobs += 1;
             cursors = next;

@@ -387,16 +387,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         let site = crate::metrics::Site { gauges, jwks };
         tasks.spawn(crate::metrics::serve(listener, site, tasks.clone(), shutdown.clone()));
     }
-    if config.cluster.is_none() {
-        tasks.spawn(crate::retention::run(
-            api.messages.writer().clone(),
-            config.retention,
-            shutdown.clone(),
-        ));
-    } else {
-        // Pruning is a local write: on a cluster node it would make the views differ.
-        tracing::warn!("cluster mode: retention is off (docs/cluster.md, not built yet)");
-    }
+    tasks.spawn(crate::retention::run(
+        api.messages.exec().clone(),
+        config.retention,
+        config.cluster.is_some(),
+        shutdown.clone(),
+    ));
     if let Some(every) = config.backup.interval {
         let store = api.messages.store().clone();
         tasks.spawn(snapshots(store, config.clone(), every, shutdown.clone()));

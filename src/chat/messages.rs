@@ -324,6 +324,11 @@ impl Messages {
         self.inner.exec.writer()
     }
 
+    /// Where changes go.
+    pub fn exec(&self) -> &Exec {
+        &self.inner.exec
+    }
+
     /// The store (for stream catch-up reads).
     pub fn store(&self) -> &store::Store {
         &self.inner.store

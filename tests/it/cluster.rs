@@ -335,3 +335,56 @@ async fn with_nats_away_sends_are_unavailable_history_works_and_a_retry_lands_on
         .collect();
     assert_eq!(texts, ["hi", "are you there"]);
 }
+
+#[tokio::test]
+async fn retention_prunes_every_node_alike() {
+    let Some(c) = Cluster::start(1) else { return };
+    let keep = |raw: &mut edgechat::config::RawConfig| {
+        raw.retention.max_events_per_room = 100;
+        raw.limits.send_rate_per_sec = 1e9;
+        raw.limits.send_burst = 100_000;
+    };
+    let urls = c.urls();
+    let a = TestServer::start_with(|raw| {
+        raw.cluster.nats_urls = urls.clone();
+        raw.cluster.replicas = 1;
+        keep(raw);
+    })
+    .await;
+    let b = TestServer::start_sharing_keys(&a, |raw| {
+        raw.cluster.nats_urls = urls.clone();
+        raw.cluster.replicas = 1;
+        keep(raw);
+    })
+    .await;
+    let alice = User::register(a.channel().await, "alice").await;
+    let alice_b = login(&b, "alice").await;
+    let room = public_room(&alice, "ops").await;
+    for i in 0..150 {
+        send_until_acked(&alice, &room, &format!("c{i}"), &format!("m{i}")).await;
+    }
+    // One join and 150 messages: the newest 100 stay, from seq 52, on both nodes (each
+    // node's pruning slices are changes that every node applies; an idle node prunes every
+    // 10 s, hence the longer bound).
+    let first = |u: User| {
+        let room = room.clone();
+        async move {
+            let h = u
+                .chat()
+                .history(proto::HistoryRequest {
+                    room_id: room,
+                    after_seq: 0,
+                    before_seq: 0,
+                    limit: 500,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (h.first_seq == 52).then_some(h.events)
+        }
+    };
+    let on_a = eventually(2 * WAIT, "node A prunes", || first(alice.clone())).await;
+    let on_b = eventually(2 * WAIT, "node B prunes", || first(alice_b.clone())).await;
+    assert_eq!(on_a.len(), 100);
+    assert_eq!(on_a, on_b);
+}

@@ -15,7 +15,7 @@ async fn prune_until(s: &TestServer, u: &User, room: &str, want: u64) -> proto::
         max_age: None,
         max_events_per_room: Some(KEEP),
     });
-    let writer = s.api().messages.writer().clone();
+    let exec = s.api().messages.exec().clone();
     let mut cursors = retention::Cursors::default();
     for _ in 0..100 {
         let h = history(u, room, 0, 0, 500).await.unwrap();
@@ -23,7 +23,7 @@ async fn prune_until(s: &TestServer, u: &User, room: &str, want: u64) -> proto::
             return h;
         }
         let now = edgechat::clock::now_ms();
-        cursors = retention::prune_once(&writer, rules, cursors, now).await.unwrap().1;
+        cursors = retention::prune_once(&exec, rules, cursors, now).await.unwrap().1;
     }
     panic!("first_seq did not reach {want}");
 }
