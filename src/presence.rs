@@ -104,6 +104,103 @@ impl PresenceBook {
     }
 }
 
+/// What the other nodes of a cluster say about their users, pure (time passed in). A node is
+/// forgotten when not heard from for `ttl_ms` (it stopped or lost NATS): its users count as
+/// offline there.
+#[derive(Debug)]
+pub struct RemoteBook {
+    ttl_ms: i64,
+    /// node -> (when last heard, user -> status (online or away)).
+    nodes: HashMap<u64, (i64, HashMap<String, PresenceStatus>)>,
+}
+
+/// Other nodes remembered at most (a cluster has a handful; more is a misconfiguration).
+pub const MAX_REMOTE_NODES: usize = 64;
+
+fn rank(s: PresenceStatus) -> u8 {
+    match s {
+        PresenceStatus::Online => 2,
+        PresenceStatus::Away => 1,
+        _ => 0,
+    }
+}
+
+/// The better of two statuses (online over away over offline).
+pub fn best(a: PresenceStatus, b: PresenceStatus) -> PresenceStatus {
+    if rank(b) > rank(a) { b } else { a }
+}
+
+impl RemoteBook {
+    /// A book forgetting silent nodes after `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        RemoteBook { ttl_ms: ttl.as_millis() as i64, nodes: HashMap::new() }
+    }
+
+    /// The best status any other node reports for `user`.
+    pub fn status(&self, user: &str) -> PresenceStatus {
+        self.nodes
+            .values()
+            .filter_map(|(_, users)| users.get(user).copied())
+            .fold(PresenceStatus::Offline, best)
+    }
+
+    /// Node `node` says `user` is `status` now. Returns whether the user's best status
+    /// changed. A new node beyond [`MAX_REMOTE_NODES`] is ignored.
+    pub fn update(&mut self, node: u64, user: &str, status: PresenceStatus, now_ms: i64) -> bool {
+        if !self.nodes.contains_key(&node) && self.nodes.len() >= MAX_REMOTE_NODES {
+            return false;
+        }
+        let before = self.status(user);
+        let (heard, users) = self.nodes.entry(node).or_default();
+        *heard = now_ms;
+        if status == PresenceStatus::Offline {
+            users.remove(user);
+        } else {
+            users.insert(user.to_string(), status);
+        }
+        self.status(user) != before
+    }
+
+    /// Node `node`'s whole list (its periodic snapshot): replaces what it said before.
+    /// Returns the users whose best status changed.
+    pub fn replace(
+        &mut self,
+        node: u64,
+        list: HashMap<String, PresenceStatus>,
+        now_ms: i64,
+    ) -> Vec<String> {
+        if !self.nodes.contains_key(&node) && self.nodes.len() >= MAX_REMOTE_NODES {
+            return Vec::new();
+        }
+        let old = self.nodes.get(&node).map(|(_, u)| u.keys().cloned().collect::<Vec<_>>());
+        let mut touched: HashSet<String> = old.unwrap_or_default().into_iter().collect();
+        touched.extend(list.keys().cloned());
+        let before: Vec<(String, PresenceStatus)> =
+            touched.into_iter().map(|u| (u.clone(), self.status(&u))).collect();
+        self.nodes.insert(node, (now_ms, list));
+        before.into_iter().filter(|(u, s)| self.status(u) != *s).map(|(u, _)| u).collect()
+    }
+
+    /// Forgets nodes not heard from for the TTL; returns the users whose best status changed.
+    pub fn expire(&mut self, now_ms: i64) -> Vec<String> {
+        let silent: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, (heard, _))| *heard + self.ttl_ms <= now_ms)
+            .map(|(n, _)| *n)
+            .collect();
+        let mut changed = Vec::new();
+        for node in silent {
+            if let Some((_, users)) = self.nodes.remove(&node) {
+                changed.extend(
+                    users.into_keys().filter(|u| self.status(u) == PresenceStatus::Offline),
+                );
+            }
+        }
+        changed
+    }
+}
+
 /// The running presence service. Cheap to clone.
 #[derive(Clone)]
 pub struct Presence {
@@ -117,7 +214,17 @@ struct Inner {
     hub: Arc<Hub>,
     store: store::Store,
     exec: Exec,
+    /// Cluster mode: what other nodes say, and where this node's changes go out
+    /// (`cluster::presence` sends them; bounded, see [`OUTBOX`]).
+    remote: Option<(Mutex<RemoteBook>, Announce)>,
 }
+
+/// Where a cluster node's presence changes go out (user, new status on this node).
+pub type Announce = tokio::sync::mpsc::Sender<(String, PresenceStatus)>;
+
+/// Presence changes of this node waiting to go to the other nodes; when full a change is
+/// dropped (the next periodic list, at most `cluster::presence::EVERY` later, repairs it).
+pub const OUTBOX: usize = 1024;
 
 /// Holds a user online for as long as one of their streams is open.
 pub struct Online {
@@ -143,6 +250,20 @@ impl Presence {
         shutdown: CancellationToken,
         tasks: &crate::tasks::Tasks,
     ) -> Presence {
+        Self::start_shared(grace, hub, store, exec, None, shutdown, tasks)
+    }
+
+    /// [`Presence::start`] for a cluster node: `remote` is the book of the other nodes'
+    /// users and the sender of this node's changes to them.
+    pub fn start_shared(
+        grace: Duration,
+        hub: Arc<Hub>,
+        store: store::Store,
+        exec: Exec,
+        remote: Option<(RemoteBook, Announce)>,
+        shutdown: CancellationToken,
+        tasks: &crate::tasks::Tasks,
+    ) -> Presence {
         let p = Presence {
             inner: Arc::new(Inner {
                 book: Mutex::new(PresenceBook::new(grace)),
@@ -150,17 +271,75 @@ impl Presence {
                 hub,
                 store,
                 exec,
+                remote: remote.map(|(book, out)| (Mutex::new(book), out)),
             }),
         };
         tasks.spawn(p.clone().expire_loop(shutdown));
         p
     }
 
+    /// This node's users who are online or away, for the periodic list to the other nodes.
+    pub fn local_list(&self) -> Vec<(String, PresenceStatus)> {
+        let book = self.inner.book.lock().expect("presence lock");
+        book.users.keys().map(|u| (u.clone(), book.status(u))).collect()
+    }
+
+    /// Another node's change (`user` is `status` there): pushed to co-members here when it
+    /// changes what they should see.
+    pub fn remote_update(&self, node: u64, user: &str, status: PresenceStatus, now_ms: i64) {
+        let Some((book, _)) = &self.inner.remote else { return };
+        let changed = book.lock().expect("remote presence").update(node, user, status, now_ms);
+        if changed {
+            self.push_effective(user);
+        }
+    }
+
+    /// Another node's whole list.
+    pub fn remote_list(&self, node: u64, list: HashMap<String, PresenceStatus>, now_ms: i64) {
+        let Some((book, _)) = &self.inner.remote else { return };
+        let changed = book.lock().expect("remote presence").replace(node, list, now_ms);
+        for user in changed {
+            self.push_effective(&user);
+        }
+    }
+
+    /// Forgets other nodes that went silent.
+    pub fn remote_expire(&self, now_ms: i64) {
+        let Some((book, _)) = &self.inner.remote else { return };
+        let changed = book.lock().expect("remote presence").expire(now_ms);
+        for user in changed {
+            self.push_effective(&user);
+        }
+    }
+
+    /// The user's status on this node and every other, combined.
+    fn effective(&self, user: &str) -> PresenceStatus {
+        let local = self.inner.book.lock().expect("presence lock").status(user);
+        match &self.inner.remote {
+            Some((book, _)) => best(local, book.lock().expect("remote presence").status(user)),
+            None => local,
+        }
+    }
+
+    fn push_effective(&self, user: &str) {
+        let status = self.effective(user);
+        let seen = if status == PresenceStatus::Offline { crate::clock::now_ms() } else { 0 };
+        self.push(user, status, seen);
+    }
+
+    /// Tells the other nodes about a change of `user` on this one.
+    fn announce(&self, user: &str, status: PresenceStatus) {
+        if let Some((_, out)) = &self.inner.remote {
+            let _ = out.try_send((user.to_string(), status));
+        }
+    }
+
     /// A stream of `user` opened; the returned guard keeps them online until dropped.
     pub fn connect(&self, user: &str) -> Online {
         let changed = self.inner.book.lock().expect("presence lock").connected(user);
         if let Some(status) = changed {
-            self.push(user, status, 0);
+            self.announce(user, status);
+            self.push_effective(user);
         }
         Online { presence: self.clone(), user: user.to_string() }
     }
@@ -169,13 +348,14 @@ impl Presence {
     pub fn set_away(&self, user: &str, away: bool) {
         let changed = self.inner.book.lock().expect("presence lock").set_away(user, away);
         if let Some(status) = changed {
-            self.push(user, status, 0);
+            self.announce(user, status);
+            self.push_effective(user);
         }
     }
 
     /// A user's status and last-seen time (now, for online users).
     pub fn of(&self, user: &str, stored_last_seen_ms: i64) -> (PresenceStatus, i64) {
-        match self.inner.book.lock().expect("presence lock").status(user) {
+        match self.effective(user) {
             PresenceStatus::Offline => (PresenceStatus::Offline, stored_last_seen_ms),
             s => (s, crate::clock::now_ms()),
         }
@@ -237,6 +417,11 @@ impl Presence {
         let back =
             self.inner.book.lock().expect("presence lock").status(user) != PresenceStatus::Offline;
         if !back {
+            self.announce(user, PresenceStatus::Offline);
+            // Online on another node: co-members see that, not this node's offline.
+            if self.effective(user) != PresenceStatus::Offline {
+                return;
+            }
             self.push(user, PresenceStatus::Offline, now_ms);
         }
     }
@@ -264,6 +449,35 @@ pub fn share_a_room(s: &impl Snapshot, a: &str, b: &str) -> Result<bool, StoreEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_nodes_presence_combines_and_silent_nodes_are_forgotten() {
+        use PresenceStatus::{Away, Offline, Online};
+        let mut r = RemoteBook::new(Duration::from_millis(100));
+        assert_eq!(r.status("u"), Offline);
+        assert!(r.update(1, "u", Away, 0), "offline -> away");
+        assert!(r.update(2, "u", Online, 0), "online on node 2 beats away on node 1");
+        assert!(!r.update(1, "u", Online, 10), "still online");
+        assert!(!r.update(2, "u", Offline, 10), "online on node 1 still");
+        assert_eq!(r.status("u"), Online);
+        // Node 1's list no longer has u; v appears.
+        let list = HashMap::from([("v".to_string(), Away)]);
+        let mut changed = r.replace(1, list, 20);
+        changed.sort();
+        assert_eq!(changed, ["u", "v"]);
+        assert_eq!((r.status("u"), r.status("v")), (Offline, Away));
+        // Node 2 silent since 10, node 1 since 20: at 115 only node 2 is forgotten.
+        assert!(r.expire(115).is_empty(), "node 2 had nobody online");
+        assert_eq!(r.expire(120), ["v"]);
+        assert_eq!(r.status("v"), Offline);
+        assert_eq!(best(Away, Online), Online);
+        assert_eq!(best(Offline, Away), Away);
+        // At most MAX_REMOTE_NODES nodes are remembered.
+        for n in 0..MAX_REMOTE_NODES as u64 + 5 {
+            r.update(100 + n, "w", Online, 200);
+        }
+        assert_eq!(r.nodes.len(), MAX_REMOTE_NODES);
+    }
 
     #[test]
     fn online_through_grace_then_offline() {

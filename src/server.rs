@@ -276,8 +276,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let writer = store.start_writer(Box::new(move |committed| publisher.publish(committed)));
     let shutdown = CancellationToken::new();
     let tasks = Tasks::new();
-    let exec = match &config.cluster {
-        None => crate::change::Exec::local(writer.clone()),
+    let (exec, shared) = match &config.cluster {
+        None => (crate::change::Exec::local(writer.clone()), None),
         Some(c) => {
             let opts = crate::cluster::node::NodeOptions {
                 nats: crate::cluster::NatsOptions {
@@ -306,7 +306,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                 }
             };
             tracing::info!(urls = %c.nats_urls.join(","), applied = node.view.applied(), "cluster node: changes go through the log on NATS JetStream");
-            crate::change::Exec::cluster(writer.clone(), node.replicator)
+            let link = (node.client, node.view.node());
+            (crate::change::Exec::cluster(writer.clone(), node.replicator), Some(link))
         }
     };
     let accounts = Accounts::new(config.auth.clone(), keys, store.clone(), exec.clone());
@@ -329,14 +330,27 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         budget.clone(),
         l.max_notifications_per_user,
     );
-    let presence = crate::presence::Presence::start(
+    let (remote, outbox) = match shared.is_some() {
+        true => {
+            let (book, outbox) = crate::cluster::presence::link();
+            (Some(book), Some(outbox))
+        }
+        false => (None, None),
+    };
+    let presence = crate::presence::Presence::start_shared(
         l.presence_grace,
         hub.clone(),
         store.clone(),
         exec.clone(),
+        remote,
         shutdown.clone(),
         &tasks,
     );
+    if let (Some((client, node)), Some(outbox)) = (shared, outbox) {
+        let run =
+            crate::cluster::presence::run(client, presence.clone(), node, outbox, shutdown.clone());
+        tasks.spawn(run);
+    }
     let storage = store.health().clone();
     let notifications = crate::notifications::Notifications::new(store, exec, budget);
     let typing = Arc::new(std::sync::Mutex::new(crate::chat::ratelimit::TypingGate::new(

@@ -3,12 +3,13 @@
 //! file is a view that applies the stream in order, rebuilt from the stream when lost. This
 //! module is the NATS side, kept thin: `log` (the stream: create or check it, append, read,
 //! follow), `view` (the task that applies the log to a node's store through its writer, so
-//! local subscribers get events from the hub as in single-node mode) and `node` (a node's
+//! local subscribers get events from the hub as in single-node mode), `node` (a node's
 //! start, and the `Replicator` that sends a service's changes to the log and waits for their
-//! answers from the view).
+//! answers from the view) and `presence` (who is online on the other nodes, over core NATS).
 
 pub mod log;
 pub mod node;
+pub mod presence;
 pub mod view;
 
 use std::path::PathBuf;

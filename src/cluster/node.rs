@@ -123,12 +123,14 @@ pub struct NodeOptions {
     pub connect_wait: Duration,
 }
 
-/// A started node: its view (tailing) and its replicator.
+/// A started node: its view (tailing), its replicator and its NATS connection.
 pub struct Node {
     /// The view.
     pub view: Arc<View>,
     /// Where the services' changes go.
     pub replicator: Arc<Replicator>,
+    /// The connection (for presence).
+    pub client: async_nats::Client,
 }
 
 /// Connects to NATS (waiting at most `connect_wait`, saying so), opens or checks the stream,
@@ -143,7 +145,7 @@ pub async fn start(
     stop: CancellationToken,
 ) -> Result<Node, ClusterError> {
     let client = super::connect(&opts.nats, opts.connect_wait).await?;
-    let log = JetStreamLog::open(client, opts.replicas, opts.connect_wait).await?;
+    let log = JetStreamLog::open(client.clone(), opts.replicas, opts.connect_wait).await?;
     let view = View::new(store, writer)?;
     let last = log.last_position().await?;
     let from = view.applied();
@@ -172,5 +174,5 @@ pub async fn start(
         }
     }
     let replicator = Arc::new(Replicator::new(log, view.clone()));
-    Ok(Node { view, replicator })
+    Ok(Node { view, replicator, client })
 }

@@ -50,6 +50,23 @@ async fn node_beside(first: &TestServer, c: &Cluster, replicas: usize) -> TestSe
 }
 
 /// Logs in, retrying while the log is unavailable (a leader election), as a client does.
+/// Two nodes (the second with the first's keys) on a one-server cluster, both also set up by
+/// `tweak`.
+async fn pair(
+    c: &Cluster,
+    tweak: impl Fn(&mut edgechat::config::RawConfig),
+) -> (TestServer, TestServer) {
+    let urls = c.urls();
+    let setup = |raw: &mut edgechat::config::RawConfig| {
+        raw.cluster.nats_urls = urls.clone();
+        raw.cluster.replicas = 1;
+        tweak(raw);
+    };
+    let a = TestServer::start_with(setup).await;
+    let b = TestServer::start_sharing_keys(&a, setup).await;
+    (a, b)
+}
+
 async fn login(node: &TestServer, name: &str) -> User {
     let ch = node.channel().await;
     let r = eventually(WAIT, "login", || async {
@@ -107,18 +124,13 @@ async fn send_until_acked(u: &User, room: &str, cmid: &str, text: &str) -> proto
 }
 
 async fn history(u: &User, room: &str) -> Vec<proto::RoomEvent> {
-    let r = u
-        .chat()
-        .history(proto::HistoryRequest {
-            room_id: room.into(),
-            after_seq: 0,
-            before_seq: 0,
-            limit: 500,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    r.events
+    newest(u, room).await.events
+}
+
+/// The newest page (500) of the room's history.
+async fn newest(u: &User, room: &str) -> proto::HistoryResponse {
+    let asked = proto::HistoryRequest { room_id: room.into(), limit: 500, ..Default::default() };
+    u.chat().history(asked).await.unwrap().into_inner()
 }
 
 async fn notifications(u: &User) -> Vec<(u64, String)> {
@@ -339,22 +351,10 @@ async fn with_nats_away_sends_are_unavailable_history_works_and_a_retry_lands_on
 #[tokio::test]
 async fn retention_prunes_every_node_alike() {
     let Some(c) = Cluster::start(1) else { return };
-    let keep = |raw: &mut edgechat::config::RawConfig| {
+    let (a, b) = pair(&c, |raw| {
         raw.retention.max_events_per_room = 100;
         raw.limits.send_rate_per_sec = 1e9;
         raw.limits.send_burst = 100_000;
-    };
-    let urls = c.urls();
-    let a = TestServer::start_with(|raw| {
-        raw.cluster.nats_urls = urls.clone();
-        raw.cluster.replicas = 1;
-        keep(raw);
-    })
-    .await;
-    let b = TestServer::start_sharing_keys(&a, |raw| {
-        raw.cluster.nats_urls = urls.clone();
-        raw.cluster.replicas = 1;
-        keep(raw);
     })
     .await;
     let alice = User::register(a.channel().await, "alice").await;
@@ -369,17 +369,7 @@ async fn retention_prunes_every_node_alike() {
     let first = |u: User| {
         let room = room.clone();
         async move {
-            let h = u
-                .chat()
-                .history(proto::HistoryRequest {
-                    room_id: room,
-                    after_seq: 0,
-                    before_seq: 0,
-                    limit: 500,
-                })
-                .await
-                .unwrap()
-                .into_inner();
+            let h = newest(&u, &room).await;
             (h.first_seq == 52).then_some(h.events)
         }
     };
@@ -387,4 +377,39 @@ async fn retention_prunes_every_node_alike() {
     let on_b = eventually(2 * WAIT, "node B prunes", || first(alice_b.clone())).await;
     assert_eq!(on_a.len(), 100);
     assert_eq!(on_a, on_b);
+}
+
+#[tokio::test]
+async fn presence_is_seen_across_nodes() {
+    let Some(c) = Cluster::start(1) else { return };
+    let (a, b) = pair(&c, |raw| raw.limits.presence_grace_secs = 0).await;
+    let alice = User::register(a.channel().await, "alice").await;
+    let room = public_room(&alice, "ops").await;
+    let bob = User::register(b.channel().await, "bob").await;
+    bob.rooms().join_room(proto::JoinRoomRequest { room_id: room.clone() }).await.unwrap();
+    let bob_on_a = |want: proto::PresenceStatus| {
+        let (alice, room, bob) = (alice.clone(), room.clone(), bob.id.clone());
+        async move {
+            let members = alice
+                .rooms()
+                .list_members(proto::ListMembersRequest { room_id: room })
+                .await
+                .unwrap()
+                .into_inner()
+                .members;
+            let m = members.iter().find(|m| m.user.as_ref().is_some_and(|u| u.id == bob))?;
+            (m.presence == want as i32).then_some(())
+        }
+    };
+    eventually(WAIT, "bob offline on A", || bob_on_a(proto::PresenceStatus::Offline)).await;
+    // Bob's stream on B makes him online for alice on A, away too; closing it, offline.
+    let conn = Conn::open(&bob).await;
+    eventually(WAIT, "bob online on A", || bob_on_a(proto::PresenceStatus::Online)).await;
+    conn.frame(proto::client_frame::Kind::SetPresence(proto::SetPresence {
+        status: proto::PresenceStatus::Away as i32,
+    }))
+    .await;
+    eventually(WAIT, "bob away on A", || bob_on_a(proto::PresenceStatus::Away)).await;
+    drop(conn);
+    eventually(WAIT, "bob offline on A again", || bob_on_a(proto::PresenceStatus::Offline)).await;
 }
