@@ -66,11 +66,13 @@ impl Replicator {
                 return Err(unavailable(e).into());
             }
         };
-        let view = self.view.clone();
+        // However this future ends (answered, failed, or dropped by a caller that went
+        // away), the view stops holding a reply for it.
+        let waiting = Waiting { view: self.view.clone(), request };
         Ok(async move {
             let _slot = permit;
+            let _waiting = waiting;
             if let Err(e) = ack.await {
-                view.forget(request);
                 return Err(unavailable(e).into());
             }
             match tokio::time::timeout(APPLY_WAIT, answer).await {
@@ -80,14 +82,11 @@ impl Replicator {
                         Err(StoreError::Db("a change's answer has another type".into()).into())
                     }
                 },
-                _ => {
-                    view.forget(request);
-                    Err(unavailable(
-                        "the change is stored in the log but this node has not applied it yet; \
+                _ => Err(unavailable(
+                    "the change is stored in the log but this node has not applied it yet; \
                          it takes effect, and a retry is answered as a retry",
-                    )
-                    .into())
-                }
+                )
+                .into()),
             }
         })
     }
@@ -109,6 +108,18 @@ impl Replicator {
                 "the log's end did not come in time; answering from this node's view"
             ),
         }
+    }
+}
+
+/// A request's reply slot in the view, released when dropped.
+struct Waiting {
+    view: Arc<View>,
+    request: u64,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.view.forget(self.request);
     }
 }
 

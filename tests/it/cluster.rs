@@ -154,6 +154,18 @@ async fn an_unreachable_nats_is_named() {
     assert!(err.to_string().contains("no NATS server"), "{err}");
 }
 
+/// Creates the stream right after it was deleted: the server sometimes answers "error
+/// creating store for stream" (10049) while the old one's files are still going.
+async fn recreate(
+    js: &async_nats::jetstream::Context,
+    config: async_nats::jetstream::stream::Config,
+) {
+    eventually(WAIT, "the stream is created again", || async {
+        js.create_stream(config.clone()).await.ok().map(|_| ())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn the_stream_is_made_once_and_a_wrong_one_is_refused_by_name() {
     let Some(c) = Cluster::start(1) else { return };
@@ -187,14 +199,14 @@ async fn the_stream_is_made_once_and_a_wrong_one_is_refused_by_name() {
         ),
     ] {
         js.delete_stream(STREAM).await.unwrap();
-        js.create_stream(config).await.unwrap();
+        recreate(&js, config).await;
         let err = JetStreamLog::open(client.clone(), 1, WAIT).await.err().expect("refused");
         assert!(matches!(err, ClusterError::Stream(_)), "{err:?}");
         assert!(err.to_string().contains(setting), "{setting}: {err}");
     }
     // Asking for three replicas of a one-replica stream is refused too.
     js.delete_stream(STREAM).await.unwrap();
-    js.create_stream(stream_config(1)).await.unwrap();
+    recreate(&js, stream_config(1)).await;
     let err = JetStreamLog::open(client, 3, WAIT).await.err().expect("refused");
     assert!(err.to_string().contains("num_replicas"), "{err}");
 }
