@@ -12,7 +12,7 @@ use edgechat::proto;
 use edgechat::proto::server_frame::Kind as Frame;
 
 use crate::nats::Cluster;
-use crate::support::{Conn, TestServer, User, eventually, expect_code};
+use crate::support::{Conn, TestServer, User, eventually, expect_code, send_rpc};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -86,22 +86,6 @@ async fn login(node: &TestServer, name: &str) -> User {
     User { id: r.user.unwrap().id, name: name.into(), token: r.access_token, ch }
 }
 
-async fn send(
-    u: &User,
-    room: &str,
-    cmid: &str,
-    text: &str,
-) -> Result<proto::Message, tonic::Status> {
-    u.chat()
-        .send_message(proto::SendMessageRequest {
-            room_id: room.into(),
-            client_message_id: cmid.into(),
-            text: text.into(),
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
 async fn public_room(u: &User, name: &str) -> String {
     let asked = proto::CreateRoomRequest {
         name: name.into(),
@@ -114,7 +98,7 @@ async fn public_room(u: &User, name: &str) -> String {
 /// Sends, retrying with the same id while the log is unavailable, as a client does.
 async fn send_until_acked(u: &User, room: &str, cmid: &str, text: &str) -> proto::Message {
     eventually(WAIT, "a send is acknowledged", || async {
-        match send(u, room, cmid, text).await {
+        match send_rpc(u, room, cmid, text).await {
             Ok(m) => Some(m),
             Err(st) if st.code() == tonic::Code::Unavailable => None,
             Err(st) => panic!("{st}"),
@@ -325,7 +309,7 @@ async fn two_nodes_share_users_rooms_and_history_and_a_new_node_rebuilds_it() {
     let bob_alone = login(&b, "bob").await;
     assert_eq!(history(&bob_alone, &room).await, on_a);
     assert_eq!(notifications(&bob_alone).await, notes);
-    let next = send(&bob_alone, &room, "alone", "just me now").await.unwrap();
+    let next = send_rpc(&bob_alone, &room, "alone", "just me now").await.unwrap();
     assert_eq!(next.seq, 23);
 }
 
@@ -335,10 +319,10 @@ async fn with_nats_away_sends_are_unavailable_history_works_and_a_retry_lands_on
     let a = first_node(&c, 1).await;
     let alice = User::register(a.channel().await, "alice").await;
     let room = public_room(&alice, "ops").await;
-    assert_eq!(send(&alice, &room, "before", "hi").await.unwrap().seq, 2);
+    assert_eq!(send_rpc(&alice, &room, "before", "hi").await.unwrap().seq, 2);
 
     c.server("n1").kill();
-    let err = send(&alice, &room, "during", "are you there").await;
+    let err = send_rpc(&alice, &room, "during", "are you there").await;
     let msg = expect_code(err, tonic::Code::Unavailable);
     assert!(msg.contains("log is unavailable") && msg.contains("retry"), "{msg}");
     // History comes from the node's view.
