@@ -111,13 +111,6 @@ macro_rules! changes {
                     $(Op::$variant(c) => Ok(applied(c.apply(ctx)?)),)*
                 }
             }
-
-            /// The change's name, for logs.
-            pub fn name(&self) -> &'static str {
-                match self {
-                    $(Op::$variant(_) => stringify!($variant),)*
-                }
-            }
         }
 
         $(
