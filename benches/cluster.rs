@@ -182,6 +182,7 @@ async fn run(channels: &[GrpcChannel], senders: &[Sender], secs: Duration, acks:
                         room_id: s.room.clone(),
                         client_message_id: format!("{run_id:x}-{n}"),
                         text: "x".repeat(128),
+                        ..Default::default()
                     })
                     .await;
                 match sent {
@@ -260,6 +261,7 @@ async fn main() {
                         before_seq: 0,
                         after_seq: seq - 1,
                         limit: 1,
+                        ..Default::default()
                     })
                     .await
                     .unwrap()

@@ -77,6 +77,7 @@ async fn durable(
                     room_id: room.clone(),
                     client_message_id: format!("s{s}-{i}"),
                     text: "a durable message of about sixty bytes, like a short chat line".into(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap();
@@ -176,6 +177,7 @@ async fn fanout(b: &Bench, subscribers: usize, messages: u64) {
             room_id: room.id.clone(),
             client_message_id: format!("f{i}"),
             text: "fan-out message".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -149,6 +149,8 @@ changes! {
     "19" MarkNotificationsRead(crate::notifications::MarkAllRead),
     "20" LastSeen(crate::presence::LastSeen),
     "21" Prune(crate::retention::Prune),
+    "22" React(crate::chat::reactions::React),
+    "23" Pin(crate::chat::reactions::Pin),
 }
 
 /// A log entry: one change.
@@ -157,7 +159,7 @@ pub struct Entry {
     /// The change.
     #[prost(
         oneof = "Op",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23"
     )]
     pub op: Option<Op>,
 }

@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use crate::change::{Change, Exec};
 use crate::config::RetentionConfig;
 use crate::proto::room_event::Kind;
-use crate::store::{JobResult, StoreError, WriteCtx, events, rooms, sent, unread, users};
+use crate::store::{
+    JobResult, StoreError, WriteCtx, events, pins, reactions, rooms, sent, threads, unread, users,
+};
 
 /// Records looked at per job and table.
 const SLICE: usize = 2_000;
@@ -155,11 +157,25 @@ fn prune_rooms(
         if let Some(end) = gone.last() {
             unread::unindex_upto(ctx, room, end.seq)?;
         }
+        let mut thread_rows = Vec::new();
         for ev in &gone {
             if let Some(Kind::Message(m)) = &ev.kind {
                 unread::remove_mentions(ctx, room, ev.seq, &m.mention_user_ids)?;
+                if m.thread_seq != 0 {
+                    thread_rows.push((m.thread_seq, ev.seq));
+                }
+                if m.reply_count != 0 {
+                    thread_rows.push((ev.seq, ev.seq));
+                }
+                if !m.reactions.is_empty() {
+                    reactions::clear(ctx, room, ev.seq)?;
+                }
+                if m.pinned {
+                    pins::set(ctx, room, ev.seq, None)?;
+                }
             }
         }
+        threads::forget(ctx, room, &thread_rows)?;
         budget -= gone.len();
         deleted += gone.len() as u64;
         if budget == 0 {

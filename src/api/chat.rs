@@ -73,7 +73,11 @@ impl ChatService for ChatApi {
         } else {
             r.client_message_id
         };
-        let m = self.0.messages.send(&who, &r.room_id, &cmid, &r.text, now_ms()).await?;
+        let m = self
+            .0
+            .messages
+            .send(&who, &r.room_id, &cmid, &r.text, r.reply_to_seq, now_ms())
+            .await?;
         Ok(Response::new(m))
     }
 
@@ -87,13 +91,7 @@ impl ChatService for ChatApi {
             .messages
             .await_seq(&r.room_id, r.after_seq.max(r.before_seq.saturating_sub(1)))
             .await?;
-        Ok(Response::new(self.0.messages.history(
-            &who,
-            &r.room_id,
-            r.before_seq,
-            r.after_seq,
-            r.limit,
-        )?))
+        Ok(Response::new(self.0.messages.history(&who, &r)?))
     }
 
     async fn edit_message(
@@ -142,6 +140,53 @@ impl ChatService for ChatApi {
         let who = principal(&req)?;
         self.0.notifications.mark_read(&who, req.get_ref().up_to_id, now_ms()).await?;
         Ok(Response::new(proto::MarkNotificationsReadResponse {}))
+    }
+
+    async fn add_reaction(
+        &self,
+        req: Request<proto::AddReactionRequest>,
+    ) -> Result<Response<proto::Message>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let at = (r.room_id.as_str(), r.seq);
+        Ok(Response::new(self.0.messages.react(&who, at, &r.emoji, true, now_ms()).await?))
+    }
+
+    async fn remove_reaction(
+        &self,
+        req: Request<proto::RemoveReactionRequest>,
+    ) -> Result<Response<proto::Message>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let at = (r.room_id.as_str(), r.seq);
+        Ok(Response::new(self.0.messages.react(&who, at, &r.emoji, false, now_ms()).await?))
+    }
+
+    async fn pin_message(
+        &self,
+        req: Request<proto::PinMessageRequest>,
+    ) -> Result<Response<proto::Message>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        Ok(Response::new(self.0.messages.pin(&who, (&r.room_id, r.seq), true, now_ms()).await?))
+    }
+
+    async fn unpin_message(
+        &self,
+        req: Request<proto::UnpinMessageRequest>,
+    ) -> Result<Response<proto::Message>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        Ok(Response::new(self.0.messages.pin(&who, (&r.room_id, r.seq), false, now_ms()).await?))
+    }
+
+    async fn list_pins(
+        &self,
+        req: Request<proto::ListPinsRequest>,
+    ) -> Result<Response<proto::ListPinsResponse>, Status> {
+        let who = principal(&req)?;
+        let messages = self.0.messages.pins(&who, &req.get_ref().room_id)?;
+        Ok(Response::new(proto::ListPinsResponse { messages }))
     }
 
     async fn get_presence(

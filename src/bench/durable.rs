@@ -284,12 +284,18 @@ impl Sender {
                     room_id: room.to_string(),
                     client_message_id: cmid,
                     text,
+                    ..Default::default()
                 })
                 .await
                 .map(|_| ())
                 .map_err(|s| refused(s.to_string())),
             Sender::Stream { frames, stream, .. } => {
-                let send = proto::Send { room_id: room.to_string(), client_message_id: cmid, text };
+                let send = proto::Send {
+                    room_id: room.to_string(),
+                    client_message_id: cmid,
+                    text,
+                    ..Default::default()
+                };
                 let frame =
                     proto::ClientFrame { kind: Some(proto::client_frame::Kind::Send(send)) };
                 frames.send(frame).await.map_err(|_| dead("the stream is closed".into()))?;

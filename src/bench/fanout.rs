@@ -336,6 +336,7 @@ pub async fn run(args: &FanoutArgs) -> Result<FanoutReport, BenchError> {
                     room_id: room.clone(),
                     client_message_id: format!("{p}-{n}"),
                     text,
+                    ..Default::default()
                 };
                 let (sent, send_errors, max_seq) =
                     (sent.clone(), send_errors.clone(), max_seq.clone());

@@ -100,6 +100,7 @@ pub async fn run(args: &ResumeArgs) -> Result<ResumeReport, BenchError> {
                 room_id: room.clone(),
                 client_message_id: format!("missed-{n}"),
                 text: format!("missed while away {n}"),
+                ..Default::default()
             })
             .await
             .map_err(|e| err(&e))?;

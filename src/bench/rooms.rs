@@ -207,6 +207,7 @@ pub async fn run(args: &RoomsArgs) -> Result<RoomsReport, BenchError> {
             room_id: room_ids[r].clone(),
             client_message_id: format!("{n}"),
             text: stamped(base.elapsed(), u, n, args.bytes as usize),
+            ..Default::default()
         };
         let (sent, max_seq, send_errors) = (sent.clone(), max_seq.clone(), send_errors.clone());
         inflight.spawn(async move {

@@ -15,8 +15,8 @@ use crate::rooms::RoomError;
 use crate::rooms::permissions::{self, Action, Denied};
 use crate::rooms::service::{facts, load};
 use crate::store::{
-    self, JobResult, SentRecord, Snapshot, StoreError, WriteCtx, Writer, events, rooms, sent,
-    unread, users,
+    self, JobResult, SentRecord, Snapshot, StoreError, WriteCtx, Writer, events, pins, reactions,
+    rooms, sent, threads, unread, users,
 };
 
 /// Longest `client_message_id`, in characters.
@@ -127,7 +127,7 @@ fn resolve_mentions(
 
 /// Turns a job's `Result<T, ChatError>` into the writer's two-level result (storage errors
 /// abort the batch; everything else is this job's answer).
-fn job<T>(r: Result<T, ChatError>) -> store::JobResult<T, ChatError> {
+pub(super) fn job<T>(r: Result<T, ChatError>) -> store::JobResult<T, ChatError> {
     match r {
         Err(ChatError::Room(RoomError::Store(e))) => Err(e),
         other => Ok(other),
@@ -171,6 +171,7 @@ impl Messages {
         room_id: &str,
         client_message_id: &str,
         text: &str,
+        reply_to_seq: u64,
         now_ms: i64,
     ) -> Result<impl Future<Output = Result<proto::Message, ChatError>> + Send + 'static, ChatError>
     {
@@ -203,21 +204,23 @@ impl Messages {
             text: text.to_string(),
             now_ms,
             keep: self.inner.keep as u64,
+            reply_to_seq,
         };
         let done = self.inner.exec.submit(change).await?;
         Ok(futures_util::future::Either::Right(done))
     }
 
-    /// Sends and waits for the durable result.
+    /// Sends (a reply when `reply_to_seq` is not 0) and waits for the durable result.
     pub async fn send(
         &self,
         who: &Principal,
         room_id: &str,
         client_message_id: &str,
         text: &str,
+        reply_to_seq: u64,
         now_ms: i64,
     ) -> Result<proto::Message, ChatError> {
-        self.submit_send(who, room_id, client_message_id, text, now_ms).await?.await
+        self.submit_send(who, room_id, client_message_id, text, reply_to_seq, now_ms).await?.await
     }
 
     /// Cluster mode: a client may have seen `seq` of the room on another node; waits (at most
@@ -231,16 +234,15 @@ impl Messages {
         Ok(())
     }
 
-    /// `History`, paged as API.md says.
+    /// `History`, paged as API.md says; with `thread_seq`, the same paging over one thread
+    /// (its root and replies). Reactions carry `mine` for `who`.
     pub fn history(
         &self,
         who: &Principal,
-        room_id: &str,
-        before_seq: u64,
-        after_seq: u64,
-        limit: u32,
+        r: &proto::HistoryRequest,
     ) -> Result<proto::HistoryResponse, ChatError> {
-        let limit = match limit {
+        let (room_id, before_seq, after_seq) = (r.room_id.as_str(), r.before_seq, r.after_seq);
+        let limit = match r.limit {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         } as usize;
@@ -255,8 +257,33 @@ impl Messages {
         let before = if before_seq == 0 { u64::MAX } else { before_seq };
         // Only `after` alone pages forwards; everything else picks the newest of its range.
         let newest = !(after_seq != 0 && before_seq == 0);
-        let (events, has_more) = events::range(&tx, room_id, after_seq, before, limit, newest)?;
+        let (mut events, has_more) = match r.thread_seq {
+            0 => events::range(&tx, room_id, after_seq, before, limit, newest)?,
+            root => thread_page(&tx, room_id, root, after_seq, before, limit, newest)?,
+        };
+        for ev in &mut events {
+            if let Some(Kind::Message(m)) = &mut ev.kind {
+                mark_mine(&tx, &who.user_id, m)?;
+            }
+        }
         Ok(proto::HistoryResponse { events, has_more, first_seq: events::first_seq(&tx, room_id)? })
+    }
+
+    /// `ListPins`: the room's pinned messages in their current state, ascending by seq.
+    pub fn pins(&self, who: &Principal, room_id: &str) -> Result<Vec<proto::Message>, ChatError> {
+        let tx = self.inner.store.read()?;
+        let l = load(&tx, who, room_id)?;
+        permissions::may(l.actor, Action::Read, facts(&l.room))?;
+        let mut out = Vec::new();
+        for (seq, _) in pins::list(&tx, room_id)? {
+            if let Some(ev) = events::get(&tx, room_id, seq)?
+                && let Some(Kind::Message(mut m)) = ev.kind
+            {
+                mark_mine(&tx, &who.user_id, &mut m)?;
+                out.push(m);
+            }
+        }
+        Ok(out)
     }
 
     /// `EditMessage`: the sender replaces the text; the message shows the latest text with
@@ -286,6 +313,40 @@ impl Messages {
     ) -> Result<(), ChatError> {
         self.spend(who, now_ms)?;
         self.inner.exec.run(Delete { at: Some(MessageAt::new(who, room_id, seq, now_ms)) }).await
+    }
+
+    /// `AddReaction` (`on`) / `RemoveReaction`: the caller's reaction to the message at `seq`;
+    /// an add or remove that changes nothing is no event. Returns the message.
+    pub async fn react(
+        &self,
+        who: &Principal,
+        at: (&str, u64),
+        emoji: &str,
+        on: bool,
+        now_ms: i64,
+    ) -> Result<proto::Message, ChatError> {
+        super::reactions::check_emoji(emoji)?;
+        self.spend(who, now_ms)?;
+        let change = super::reactions::React {
+            at: Some(MessageAt::new(who, at.0, at.1, now_ms)),
+            emoji: emoji.to_string(),
+            on,
+        };
+        self.inner.exec.run(change).await
+    }
+
+    /// `PinMessage` (`on`) / `UnpinMessage`. Returns the message.
+    pub async fn pin(
+        &self,
+        who: &Principal,
+        at: (&str, u64),
+        on: bool,
+        now_ms: i64,
+    ) -> Result<proto::Message, ChatError> {
+        self.spend(who, now_ms)?;
+        let change =
+            super::reactions::Pin { at: Some(MessageAt::new(who, at.0, at.1, now_ms)), on };
+        self.inner.exec.run(change).await
     }
 
     /// `MarkRead` (RPC and frame): moves the member's read marker to `seq`, clamped to the
@@ -335,6 +396,51 @@ impl Messages {
     }
 }
 
+/// One page of the thread under `root`: the root and its replies with `after < seq < before`.
+fn thread_page(
+    s: &impl Snapshot,
+    room_id: &str,
+    root: u64,
+    after: u64,
+    before: u64,
+    limit: usize,
+    newest: bool,
+) -> Result<(Vec<proto::RoomEvent>, bool), ChatError> {
+    let not_found = || ChatError::NotFound(format!("no message at seq {root} in this room"));
+    let ev = events::get(s, room_id, root)?.ok_or_else(not_found)?;
+    let m = message_of(&ev).ok_or_else(not_found)?;
+    if m.thread_seq != 0 {
+        return Err(ChatError::InvalidArgument(format!(
+            "message {root} is a reply in the thread of message {}; page that thread",
+            m.thread_seq
+        )));
+    }
+    if m.reply_count == 0 {
+        // No replies yet: the thread is its root alone.
+        let inside = after < root && root < before;
+        return Ok((if inside && limit > 0 { vec![ev] } else { Vec::new() }, false));
+    }
+    let (seqs, more) = threads::range(s, room_id, root, after, before, limit, newest)?;
+    let mut out = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        // A row whose event retention already removed is skipped.
+        out.extend(events::get(s, room_id, seq)?);
+    }
+    Ok((out, more))
+}
+
+/// Fills in `Reaction.mine` for `user`.
+pub(super) fn mark_mine(
+    s: &impl Snapshot,
+    user: &str,
+    m: &mut proto::Message,
+) -> Result<(), StoreError> {
+    for r in &mut m.reactions {
+        r.mine = reactions::has(s, &m.room_id, m.seq, &r.emoji, user)?;
+    }
+    Ok(())
+}
+
 /// The member's read marker record and where a `MarkRead` to `seq` puts it (clamped to the
 /// room's last seq), after the permission check.
 fn marker_target(
@@ -370,7 +476,7 @@ fn original_message(s: &impl Snapshot, earlier: &SentRecord) -> Result<proto::Me
 }
 
 /// Loads the room and the message at `seq` for an edit or delete.
-fn target(
+pub(super) fn target(
     ctx: &WriteCtx<'_>,
     who: &Principal,
     room_id: &str,
@@ -384,7 +490,7 @@ fn target(
     Ok((l, ev, msg))
 }
 
-fn record(
+pub(super) fn record(
     ctx: &mut WriteCtx<'_>,
     room_id: &str,
     actor: &str,
@@ -403,6 +509,37 @@ fn record(
     Ok(seq)
 }
 
+/// What a reply replies to: the message it names and its thread's root.
+struct ReplyTo {
+    /// The message replied to.
+    target: proto::Message,
+    /// The thread's root (the target itself unless it is a reply already), if still stored.
+    root: Option<proto::RoomEvent>,
+    /// The root's seq.
+    root_seq: u64,
+}
+
+/// Checks the message a reply names: a live message of the same room (seqs are per room, so
+/// another room's message cannot be named at all).
+fn reply_target(s: &impl Snapshot, room_id: &str, seq: u64) -> Result<ReplyTo, ChatError> {
+    let not_found =
+        || ChatError::NotFound(format!("no message at seq {seq} in this room to reply to"));
+    let ev = events::get(s, room_id, seq)?.ok_or_else(not_found)?;
+    let target = message_of(&ev).cloned().ok_or_else(not_found)?;
+    if target.deleted {
+        return Err(ChatError::FailedPrecondition(format!(
+            "message {seq} is deleted; reply in its thread or to another message"
+        )));
+    }
+    if target.thread_seq == 0 {
+        return Ok(ReplyTo { target, root: Some(ev), root_seq: seq });
+    }
+    let root_seq = target.thread_seq;
+    // Retention may have dropped the root; the thread goes on without it.
+    let root = events::get(s, room_id, root_seq)?;
+    Ok(ReplyTo { target, root, root_seq })
+}
+
 /// The send itself, inside the writer's transaction.
 #[allow(clippy::too_many_arguments)]
 fn send_in(
@@ -412,6 +549,7 @@ fn send_in(
     room_id: &str,
     cmid: &str,
     text: String,
+    reply_to_seq: u64,
     now_ms: i64,
 ) -> Result<proto::Message, ChatError> {
     if let Some(earlier) = sent::get(&**ctx, &who.user_id, cmid)? {
@@ -420,17 +558,21 @@ fn send_in(
     }
     let l = load(&**ctx, who, room_id)?;
     permissions::may(l.actor, Action::Post, facts(&l.room))?;
+    let reply = match reply_to_seq {
+        0 => None,
+        seq => Some(reply_target(&**ctx, room_id, seq)?),
+    };
     let mention_user_ids = resolve_mentions(&**ctx, room_id, &text)?;
     let msg = proto::Message {
         room_id: room_id.to_string(),
-        seq: 0,
         sender_id: who.user_id.clone(),
         text,
         sent_at_ms: now_ms,
         client_message_id: cmid.to_string(),
         mention_user_ids,
-        edited_at_ms: 0,
-        deleted: false,
+        reply_to_seq,
+        thread_seq: reply.as_ref().map_or(0, |r| r.root_seq),
+        ..Default::default()
     };
     let mut ev = proto::RoomEvent {
         room_id: room_id.to_string(),
@@ -451,14 +593,34 @@ fn send_in(
     unread::index_message(ctx, room_id, seq, &who.user_id)?;
     unread::add_mentions(ctx, room_id, seq, &who.user_id, &msg.mention_user_ids)?;
     ctx.emit(ev);
-    // Notify: the other side of a direct room, else everyone mentioned.
+    // Notify: the other side of a direct room, else everyone mentioned, and for a reply the
+    // author of the message replied to and of the thread's root (once each; a mention wins).
     let direct = facts(&l.room).visibility == permissions::Visibility::Direct;
-    let (kind, targets) = if direct {
-        (proto::NotificationKind::DirectMessage, l.room.direct_pair.clone())
+    let mut targets: Vec<(proto::NotificationKind, String)> = if direct {
+        let kind = proto::NotificationKind::DirectMessage;
+        l.room.direct_pair.iter().map(|u| (kind, u.clone())).collect()
     } else {
-        (proto::NotificationKind::Mention, msg.mention_user_ids.clone())
+        let kind = proto::NotificationKind::Mention;
+        msg.mention_user_ids.iter().map(|u| (kind, u.clone())).collect()
     };
-    for user in targets {
+    if let Some(reply) = reply {
+        let root_sender = reply.root.as_ref().and_then(message_of).map(|m| m.sender_id.clone());
+        if let Some(mut root) = reply.root {
+            if let Some(Kind::Message(m)) = &mut root.kind {
+                m.reply_count = m.reply_count.saturating_add(1);
+                m.last_reply_at_ms = now_ms;
+            }
+            events::replace(ctx, &root)?;
+        }
+        threads::add_reply(ctx, room_id, reply.root_seq, seq)?;
+        for author in [Some(reply.target.sender_id), root_sender].into_iter().flatten() {
+            let member = rooms::member(&**ctx, room_id, &author)?.is_some();
+            if !direct && member && !targets.iter().any(|(_, u)| *u == author) {
+                targets.push((proto::NotificationKind::Reply, author));
+            }
+        }
+    }
+    for (kind, user) in targets {
         let cause = Cause {
             kind,
             room_id,
@@ -490,11 +652,11 @@ pub struct MessageAt {
 }
 
 impl MessageAt {
-    fn new(who: &Principal, room_id: &str, seq: u64, now_ms: i64) -> MessageAt {
+    pub(super) fn new(who: &Principal, room_id: &str, seq: u64, now_ms: i64) -> MessageAt {
         MessageAt { who: Some(who.into()), room_id: room_id.to_string(), seq, now_ms }
     }
 
-    fn parts(at: Option<MessageAt>) -> (Principal, String, u64, i64) {
+    pub(super) fn parts(at: Option<MessageAt>) -> (Principal, String, u64, i64) {
         let at = at.unwrap_or_default();
         (at.who.unwrap_or_default().principal(), at.room_id, at.seq, at.now_ms)
     }
@@ -521,6 +683,9 @@ pub struct Post {
     /// Notifications kept per user.
     #[prost(uint64, tag = "6")]
     pub keep: u64,
+    /// The message this one replies to (0: none).
+    #[prost(uint64, tag = "7")]
+    pub reply_to_seq: u64,
 }
 
 impl Change for Post {
@@ -535,6 +700,7 @@ impl Change for Post {
             &self.room_id,
             &self.client_message_id,
             self.text,
+            self.reply_to_seq,
             self.now_ms,
         ))
     }
@@ -576,7 +742,7 @@ impl Change for Edit {
             m.text = text.clone();
             m.edited_at_ms = now_ms;
             m.mention_user_ids = mentions;
-            let updated = m.clone();
+            let mut updated = m.clone();
             events::replace(ctx, &ev)?;
             record(
                 ctx,
@@ -585,6 +751,7 @@ impl Change for Edit {
                 now_ms,
                 Kind::Edited(proto::MessageEdited { target_seq: seq, text }),
             )?;
+            mark_mine(&**ctx, &who.user_id, &mut updated)?;
             Ok(updated)
         })())
     }
@@ -619,6 +786,15 @@ impl Change for Delete {
             m.deleted = true;
             m.text.clear();
             m.mention_user_ids.clear();
+            // A tombstone keeps no reactions and is not pinned (its delete event says so).
+            if !m.reactions.is_empty() {
+                m.reactions.clear();
+                reactions::clear(ctx, &room_id, seq)?;
+            }
+            if m.pinned {
+                m.pinned = false;
+                pins::set(ctx, &room_id, seq, None)?;
+            }
             unread::unindex_message(ctx, &room_id, seq)?;
             unread::remove_mentions(ctx, &room_id, seq, &msg.mention_user_ids)?;
             events::replace(ctx, &ev)?;

@@ -265,8 +265,10 @@ fn status(s: tonic::Status) -> ClientError {
     ClientError::from(s)
 }
 
-/// What the app hears from a session.
+/// What the app hears from a session. (Nearly every event is a `Frame`, so boxing it to shrink
+/// the rare other variants would cost an allocation per frame for nothing.)
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum SessionEvent {
     /// The stream is (re)established and every room resubscribed.
     Connected,
@@ -285,7 +287,7 @@ pub enum SessionEvent {
 enum Command {
     Subscribe(String, Option<u64>),
     Unsubscribe(String),
-    Send { room: String, cmid: String, text: String },
+    Send(proto::Send),
     Frame(client_frame::Kind),
 }
 
@@ -332,11 +334,30 @@ impl ChatSession {
 
     /// Sends with a caller-chosen `client_message_id`.
     pub fn send_with_id(&self, room_id: &str, cmid: &str, text: &str) {
-        let _ = self.commands.send(Command::Send {
-            room: room_id.into(),
-            cmid: cmid.into(),
+        self.send_frame(proto::Send {
+            room_id: room_id.into(),
+            client_message_id: cmid.into(),
             text: text.into(),
+            reply_to_seq: 0,
         });
+    }
+
+    /// Replies to the message at `reply_to_seq` (in its thread) with a fresh
+    /// `client_message_id` (returned); re-sent like [`ChatSession::send`].
+    pub fn reply(&self, room_id: &str, reply_to_seq: u64, text: &str) -> String {
+        let cmid = crate::store::new_id('m');
+        self.send_frame(proto::Send {
+            room_id: room_id.into(),
+            client_message_id: cmid.clone(),
+            text: text.into(),
+            reply_to_seq,
+        });
+        cmid
+    }
+
+    /// Sends `send` as it is; re-sent with its id until acknowledged.
+    pub fn send_frame(&self, send: proto::Send) {
+        let _ = self.commands.send(Command::Send(send));
     }
 
     /// Sends any other frame (typing, mark read, presence, ping); not retried.
@@ -355,7 +376,7 @@ struct Task {
     /// Room -> last seq delivered (None: live-only, not yet subscribed).
     rooms: HashMap<String, Option<u64>>,
     /// Sends not yet acknowledged, in order: (cmid, room, text).
-    pending: Vec<(String, String, String)>,
+    pending: Vec<proto::Send>,
     events: mpsc::Sender<SessionEvent>,
     /// Set when a connection got through; resets the backoff.
     connected_once: bool,
@@ -442,9 +463,9 @@ impl Task {
             Command::Unsubscribe(room) => {
                 self.rooms.remove(room);
             }
-            Command::Send { room, cmid, text } => {
-                if !self.pending.iter().any(|(c, _, _)| c == cmid) {
-                    self.pending.push((cmid.clone(), room.clone(), text.clone()));
+            Command::Send(send) => {
+                if !self.pending.iter().any(|p| p.client_message_id == send.client_message_id) {
+                    self.pending.push(send.clone());
                 }
             }
             Command::Frame(_) => {}
@@ -474,12 +495,8 @@ impl Task {
             Ok(r) => r,
             Err(s) => return Ended::Retry(ClientError::from(s).to_string()),
         };
-        for (cmid, room, text) in &self.pending {
-            let send = proto::Send {
-                room_id: room.clone(),
-                client_message_id: cmid.clone(),
-                text: text.clone(),
-            };
+        for send in &self.pending {
+            let send = send.clone();
             if out.send(frame(client_frame::Kind::Send(send))).await.is_err() {
                 return Ended::Retry("stream closed while re-sending".into());
             }
@@ -517,7 +534,7 @@ impl Task {
                     let f = match cmd {
                         Command::Subscribe(room, after) => client_frame::Kind::Subscribe(proto::Subscribe { room_id: room, after_seq: after }),
                         Command::Unsubscribe(room) => client_frame::Kind::Unsubscribe(proto::Unsubscribe { room_id: room }),
-                        Command::Send { room, cmid, text } => client_frame::Kind::Send(proto::Send { room_id: room, client_message_id: cmid, text }),
+                        Command::Send(send) => client_frame::Kind::Send(send),
                         Command::Frame(k) => k,
                     };
                     if out.send(frame(f)).await.is_err() {
@@ -555,10 +572,10 @@ impl Task {
                 }
                 *slot = Some(e.seq);
             }
-            K::SendAck(a) => self.pending.retain(|(c, _, _)| *c != a.client_message_id),
+            K::SendAck(a) => self.pending.retain(|p| p.client_message_id != a.client_message_id),
             K::Error(e) if !e.client_message_id.is_empty() && e.code != "UNAVAILABLE" => {
                 // Refused for good (permission, bad input, rate limit): the app decides.
-                self.pending.retain(|(c, _, _)| *c != e.client_message_id);
+                self.pending.retain(|p| p.client_message_id != e.client_message_id);
             }
             _ => {}
         }

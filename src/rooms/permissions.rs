@@ -147,6 +147,12 @@ pub enum Action {
     },
     /// Update the room's topic or read-only flag (`UpdateRoom`).
     UpdateRoom,
+    /// Add or remove one's own reaction to a message (`AddReaction`, `RemoveReaction`).
+    React,
+    /// Pin or unpin a message (`PinMessage`, `UnpinMessage`).
+    Pin,
+    /// Read the room's audit log (`RoomService.ListRoomAudit`).
+    ViewAudit,
 }
 
 /// Why an action is refused; each variant is the gRPC status the handler returns.
@@ -259,6 +265,15 @@ pub fn may(actor: Actor, action: Action, room: RoomFacts) -> Result<(), Denied> 
         Action::UpdateRoom => {
             require(rank, RoomRole::Moderator, "only moderators and above may update the room")
         }
+        // A reaction is not a post: readers react, and so does everyone in a read-only room
+        // (announcement channels are where reactions are used most).
+        Action::React => Ok(()),
+        Action::Pin => require(rank, RoomRole::Moderator, "only moderators and above may pin"),
+        Action::ViewAudit => require(
+            rank,
+            RoomRole::Moderator,
+            "only moderators and above may read the room's audit log",
+        ),
     }
 }
 
@@ -321,7 +336,8 @@ fn in_direct_room(standing: Standing, action: Action) -> Result<(), Denied> {
         return Err(Denied::NotFound(ROOM_NOT_FOUND));
     }
     match action {
-        Action::Read | Action::Post => Ok(()),
+        // Both users pin: a direct room has nobody above them.
+        Action::Read | Action::Post | Action::React | Action::Pin => Ok(()),
         Action::EditMessage { own } | Action::DeleteMessage { own } if own => Ok(()),
         Action::EditMessage { .. } | Action::DeleteMessage { .. } => {
             Err(Denied::PermissionDenied("in a direct room only its sender may change a message"))
@@ -333,7 +349,8 @@ fn in_direct_room(standing: Standing, action: Action) -> Result<(), Denied> {
         | Action::Ban { .. }
         | Action::Unban { .. }
         | Action::SetRole { .. }
-        | Action::UpdateRoom => {
+        | Action::UpdateRoom
+        | Action::ViewAudit => {
             Err(Denied::FailedPrecondition("direct rooms have no moderation, roles or settings"))
         }
     }
@@ -351,13 +368,14 @@ fn as_non_member(standing: Standing, action: Action, visibility: Visibility) -> 
     }
     let banned = standing == Standing::Banned;
     match action {
-        Action::Join | Action::Read | Action::Post if banned => {
+        Action::Join | Action::Read | Action::Post | Action::React if banned => {
             Err(Denied::PermissionDenied("you are banned from this room"))
         }
         Action::Join => Ok(()),
         Action::Leave => Err(Denied::FailedPrecondition("you are not a member of this room")),
         Action::Read => Err(Denied::PermissionDenied("join the room to read it")),
         Action::Post => Err(Denied::PermissionDenied("join the room to post in it")),
+        Action::React => Err(Denied::PermissionDenied("join the room to react in it")),
         _ => Err(Denied::PermissionDenied("you are not a member of this room")),
     }
 }
@@ -622,6 +640,7 @@ mod tests {
             actions.push(Action::DeleteMessage { own });
         }
         actions.push(Action::UpdateRoom);
+        actions.extend([Action::React, Action::Pin, Action::ViewAudit]);
         actions
     }
 
@@ -652,7 +671,8 @@ mod tests {
             return Outcome::NotFound;
         }
         match action {
-            Action::Read | Action::Post => Outcome::Allow,
+            // "both users can always post": and react, and pin (there is no moderator).
+            Action::Read | Action::Post | Action::React | Action::Pin => Outcome::Allow,
             Action::EditMessage { own } => allow_if(own),
             Action::DeleteMessage { own } => allow_if(own),
             _ => Outcome::FailedPrecondition,
@@ -724,6 +744,11 @@ mod tests {
             Action::DeleteMessage { own } => allow_if(own || moderator),
             // "update topic / read-only flag: moderator and above".
             Action::UpdateRoom => allow_if(moderator),
+            // Reacting is reading with an opinion: every member, readers and read-only rooms
+            // included.
+            Action::React => Outcome::Allow,
+            // Pins and the audit log are moderation.
+            Action::Pin | Action::ViewAudit => allow_if(moderator),
         }
     }
 
@@ -767,10 +792,11 @@ mod tests {
     #[test]
     fn matrix_covers_every_cell() {
         // actions: Join, Leave, Read, Post; Invite, Remove, Ban, Unban x 7 targets;
-        // SetRole x 7 targets x 4 roles; EditMessage, DeleteMessage x own; UpdateRoom.
-        const ACTIONS: usize = 4 + 4 * 7 + 7 * 4 + 2 * 2 + 1;
+        // SetRole x 7 targets x 4 roles; EditMessage, DeleteMessage x own; UpdateRoom;
+        // React, Pin, ViewAudit.
+        const ACTIONS: usize = 4 + 4 * 7 + 7 * 4 + 2 * 2 + 1 + 3;
         const CELLS: usize = 9 * 4 * ACTIONS;
-        assert_eq!(CELLS, 2340);
+        assert_eq!(CELLS, 2448);
 
         let mut cells = 0;
         let mut wrong = Vec::new();

@@ -15,11 +15,14 @@ pub mod events;
 mod health;
 mod migrate;
 pub mod notifications;
+pub mod pins;
+pub mod reactions;
 mod records;
 pub mod rooms;
 pub mod sent;
 pub mod snapshot;
 mod tables;
+pub mod threads;
 pub mod unread;
 pub mod users;
 mod writer;
@@ -32,7 +35,8 @@ use redb::{ReadableDatabase, ReadableTable};
 pub use check::{CheckReport, SizeReport, TableSize};
 pub use health::StorageHealth;
 pub use records::{
-    BanRecord, FamilyRecord, MemberRecord, RefreshRecord, RoomRecord, SentRecord, UserRecord,
+    BanRecord, FamilyRecord, MemberRecord, PinRecord, RefreshRecord, RoomRecord, SentRecord,
+    UserRecord,
 };
 pub use users::Snapshot;
 pub use writer::{Committed, JobResult, Mark, Publisher, WriteCtx, Writer};

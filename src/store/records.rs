@@ -153,3 +153,14 @@ pub struct SentRecord {
     #[prost(int64, tag = "3")]
     pub at_ms: i64,
 }
+
+/// A pinned message (`pins`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PinRecord {
+    /// Who pinned it.
+    #[prost(string, tag = "1")]
+    pub by: String,
+    /// When.
+    #[prost(int64, tag = "2")]
+    pub at_ms: i64,
+}

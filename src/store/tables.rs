@@ -61,6 +61,14 @@ pub(super) const ROOM_MESSAGES: TableDefinition<(&str, u64), &str> =
 pub(super) const MENTIONS: TableDefinition<(&str, &str, u64), ()> =
     TableDefinition::new("mentions");
 
+/// `threads`: (room id, root seq, seq) -> () for each thread's root and replies (`threads`).
+pub(super) const THREADS: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("threads");
+/// `reactions`: (room id, seq, reaction, user id) -> () (`reactions`).
+pub(super) const REACTIONS: TableDefinition<(&str, u64, &str, &str), ()> =
+    TableDefinition::new("reactions");
+/// `pins`: (room id, seq) -> `PinRecord` (`pins`).
+pub(super) const PINS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pins");
+
 /// Opens every fixed table once so that later read transactions find them all (a room's own
 /// tables are created by its first write; readers take a missing one as empty).
 pub(super) fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::TableError> {
@@ -80,6 +88,9 @@ pub(super) fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::TableE
     tx.open_table(SENT_IDS)?;
     tx.open_table(NOTIFICATIONS)?;
     tx.open_table(MENTIONS)?;
+    tx.open_table(THREADS)?;
+    tx.open_table(REACTIONS)?;
+    tx.open_table(PINS)?;
     Ok(())
 }
 

@@ -82,6 +82,18 @@ pub fn describe(room: &proto::Room, e: &proto::RoomEvent, names: &Names) -> Desc
             d.text = format!("deleted message #{}", x.target_seq);
             d.target_seq = Some(x.target_seq);
         }
+        Some(Kind::Reaction(x)) => {
+            d.kind = "reaction";
+            let verb = if x.added { "reacted" } else { "took back" };
+            d.text = format!("{verb} {} to message #{}", x.emoji, x.target_seq);
+            d.target_seq = Some(x.target_seq);
+        }
+        Some(Kind::Pin(x)) => {
+            d.kind = "pin";
+            let verb = if x.pinned { "pinned" } else { "unpinned" };
+            d.text = format!("{verb} message #{}", x.target_seq);
+            d.target_seq = Some(x.target_seq);
+        }
         Some(Kind::Member(m)) => {
             d.kind = "member";
             d.text = member_text(m, &e.actor_id, names);

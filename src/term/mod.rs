@@ -486,6 +486,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
                 room_id,
                 client_message_id: cmid.clone(),
                 text: text.clone(),
+                ..Default::default()
             };
             Ok::<_, ClientError>(Ok(chat.send_message(req).await?.into_inner()))
         }
@@ -578,6 +579,7 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
                 before_seq: before,
                 after_seq: 0,
                 limit: want,
+                ..Default::default()
             };
             Ok::<_, ClientError>(chat.history(req).await?.into_inner())
         }

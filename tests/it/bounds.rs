@@ -54,6 +54,7 @@ async fn a_retry_flood_that_never_reads_is_held_back() {
             room_id: room.clone(),
             client_message_id: "once".into(),
             text: filler.clone(),
+            ..Default::default()
         });
         if tokio::time::timeout(Duration::from_secs(2), c.frame(retry)).await.is_err() {
             held_back = true;

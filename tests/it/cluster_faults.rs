@@ -116,6 +116,7 @@ async fn writer(
                     room_id: room.clone(),
                     client_message_id: cmid.clone(),
                     text: text.clone(),
+                    ..Default::default()
                 })
                 .await;
             match r {
@@ -218,6 +219,7 @@ async fn all_events(nodes: &Nodes, i: usize, token: &str, room: &str) -> Vec<pro
                     after_seq: 0,
                     before_seq: before,
                     limit: 500,
+                    ..Default::default()
                 })
                 .await
                 .ok()

@@ -53,20 +53,23 @@ async fn writer_jobs_refuse_a_user_disabled_after_authentication() {
     let room = room_with(&alice, &[&bob]).await;
     let api = s.api();
     let who = api.accounts.authenticate(&bob.token, now_ms()).unwrap();
-    api.messages.send(&who, &room, "before", "still fine", now_ms()).await.unwrap();
+    api.messages.send(&who, &room, "before", "still fine", 0, now_ms()).await.unwrap();
     api.accounts.set_disabled(&bob.id, true).await.unwrap();
-    let sent = api.messages.send(&who, &room, "after", "too late", now_ms()).await;
+    let sent = api.messages.send(&who, &room, "after", "too late", 0, now_ms()).await;
     assert!(matches!(sent, Err(ChatError::Room(RoomError::Unauthenticated(_)))), "{sent:?}");
     let created =
         api.rooms.create(&who, "new", "", proto::Visibility::Public as i32, false, 0).await;
     assert!(matches!(created, Err(RoomError::Unauthenticated(_))), "{created:?}");
     let left = api.rooms.leave(&who, &room, 0).await;
     assert!(matches!(left, Err(RoomError::Unauthenticated(_))), "{left:?}");
-    let read = api.messages.history(&who, &room, 0, 0, 10);
+    let read = api.messages.history(
+        &who,
+        &edgechat::proto::HistoryRequest { room_id: room.clone(), limit: 10, ..Default::default() },
+    );
     assert!(matches!(read, Err(ChatError::Room(RoomError::Unauthenticated(_)))), "{read:?}");
     // Re-enabled, the old token stays revoked (its version was bumped): log in again.
     api.accounts.set_disabled(&bob.id, false).await.unwrap();
-    let sent = api.messages.send(&who, &room, "again", "old token", now_ms()).await;
+    let sent = api.messages.send(&who, &room, "again", "old token", 0, now_ms()).await;
     assert!(matches!(sent, Err(ChatError::Room(RoomError::Unauthenticated(_)))), "{sent:?}");
 }
 

@@ -43,6 +43,7 @@ mod bounds;
 mod cli;
 mod cluster;
 mod cluster_faults;
+mod conversation;
 mod crash;
 mod deploy;
 mod faults;

@@ -528,6 +528,7 @@ impl Conn {
             room_id: room.into(),
             client_message_id: cmid.into(),
             text: text.into(),
+            ..Default::default()
         }))
         .await;
     }
@@ -756,6 +757,7 @@ pub async fn send_rpc(
             room_id: room.into(),
             client_message_id: cmid.into(),
             text: text.into(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
@@ -770,7 +772,13 @@ pub async fn history(
     limit: u32,
 ) -> Result<proto::HistoryResponse, tonic::Status> {
     u.chat()
-        .history(proto::HistoryRequest { room_id: room.into(), before_seq, after_seq, limit })
+        .history(proto::HistoryRequest {
+            room_id: room.into(),
+            before_seq,
+            after_seq,
+            limit,
+            ..Default::default()
+        })
         .await
         .map(|r| r.into_inner())
 }

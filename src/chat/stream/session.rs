@@ -324,7 +324,7 @@ impl Session {
         match self
             .deps
             .messages
-            .submit_send(&self.who, &s.room_id, &s.client_message_id, &s.text, now)
+            .submit_send(&self.who, &s.room_id, &s.client_message_id, &s.text, s.reply_to_seq, now)
             .await
         {
             Ok(done) => {

@@ -400,6 +400,7 @@ impl Runner {
                             before_seq: before,
                             after_seq: 0,
                             limit: state::HISTORY_PAGE,
+                            ..Default::default()
                         };
                         Ok(chat.history(req).await?.into_inner())
                     }

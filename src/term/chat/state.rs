@@ -541,6 +541,14 @@ impl State {
         match &e.kind {
             Some(Kind::Message(m)) => {
                 v.typing.remove(&m.sender_id);
+                if fresh
+                    && m.thread_seq != 0
+                    && let Some(Some(Kind::Message(root))) =
+                        v.events.get_mut(&m.thread_seq).map(|t| t.kind.as_mut())
+                {
+                    root.reply_count += 1;
+                    root.last_reply_at_ms = m.sent_at_ms;
+                }
                 if m.sender_id == me {
                     v.pending.retain(|p| p.cmid != m.client_message_id);
                 } else if fresh {
@@ -564,6 +572,22 @@ impl State {
                 {
                     m.text.clear();
                     m.deleted = true;
+                    m.reactions.clear();
+                    m.pinned = false;
+                }
+            }
+            Some(Kind::Reaction(x)) => {
+                if let Some(Some(Kind::Message(m))) =
+                    v.events.get_mut(&x.target_seq).map(|t| t.kind.as_mut())
+                {
+                    count_reaction(m, &x.emoji, x.added, e.actor_id == me);
+                }
+            }
+            Some(Kind::Pin(x)) => {
+                if let Some(Some(Kind::Message(m))) =
+                    v.events.get_mut(&x.target_seq).map(|t| t.kind.as_mut())
+                {
+                    m.pinned = x.pinned;
                 }
             }
             Some(Kind::Member(m)) => {
@@ -673,6 +697,7 @@ impl State {
             K::Invite => format!("{from} invited you to #{room}"),
             K::Removed => format!("you were removed from #{room}"),
             K::RoleChanged => format!("your role in #{room} changed"),
+            K::Reply => format!("{from} replied to you in #{room}: {text}"),
             K::Unspecified => text,
         }
     }
@@ -971,6 +996,30 @@ impl State {
 
 fn toggle(now: Overlay, to: Overlay) -> Overlay {
     if now == to { Overlay::None } else { to }
+}
+
+/// Counts a live reaction change into a shown message (`mine`: the reaction is the user's).
+fn count_reaction(m: &mut proto::Message, emoji: &str, added: bool, mine: bool) {
+    match m.reactions.iter().position(|r| r.emoji == emoji) {
+        Some(i) if added => {
+            m.reactions[i].count += 1;
+            m.reactions[i].mine |= mine;
+        }
+        Some(i) => {
+            let r = &mut m.reactions[i];
+            r.count = r.count.saturating_sub(1);
+            if mine {
+                r.mine = false;
+            }
+            if r.count == 0 {
+                m.reactions.remove(i);
+            }
+        }
+        None if added => {
+            m.reactions.push(proto::Reaction { emoji: emoji.to_string(), count: 1, mine })
+        }
+        None => {}
+    }
 }
 
 #[cfg(test)]

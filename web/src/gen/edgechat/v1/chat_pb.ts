@@ -16,7 +16,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { MessageSchema, Notification, Presence, PresenceStatus, RoomEvent } from "./common_pb";
+import type { Message as Message$1, MessageSchema, Notification, Presence, PresenceStatus, RoomEvent } from "./common_pb";
 import { file_edgechat_v1_common } from "./common_pb";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -24,7 +24,143 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file edgechat/v1/chat.proto.
  */
 export const file_edgechat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChZlZGdlY2hhdC92MS9jaGF0LnByb3RvEgtlZGdlY2hhdC52MSJOChJTZW5kTWVzc2FnZVJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgCIAEoCRIMCgR0ZXh0GAMgASgJIlcKDkhpc3RvcnlSZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSEgoKYmVmb3JlX3NlcRgCIAEoBBIRCglhZnRlcl9zZXEYAyABKAQSDQoFbGltaXQYBCABKA0iXgoPSGlzdG9yeVJlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLmVkZ2VjaGF0LnYxLlJvb21FdmVudBIQCghoYXNfbW9yZRgCIAEoCBIRCglmaXJzdF9zZXEYAyABKAQiQAoSRWRpdE1lc3NhZ2VSZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSCwoDc2VxGAIgASgEEgwKBHRleHQYAyABKAkiNAoURGVsZXRlTWVzc2FnZVJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQiFwoVRGVsZXRlTWVzc2FnZVJlc3BvbnNlIi8KD01hcmtSZWFkUmVxdWVzdBIPCgdyb29tX2lkGAEgASgJEgsKA3NlcRgCIAEoBCISChBNYXJrUmVhZFJlc3BvbnNlIjsKGExpc3ROb3RpZmljYXRpb25zUmVxdWVzdBIQCghhZnRlcl9pZBgBIAEoBBINCgVsaW1pdBgCIAEoDSJNChlMaXN0Tm90aWZpY2F0aW9uc1Jlc3BvbnNlEjAKDW5vdGlmaWNhdGlvbnMYASADKAsyGS5lZGdlY2hhdC52MS5Ob3RpZmljYXRpb24iJgoSR2V0UHJlc2VuY2VSZXF1ZXN0EhAKCHVzZXJfaWRzGAEgAygJIj8KE0dldFByZXNlbmNlUmVzcG9uc2USKAoJcHJlc2VuY2VzGAEgAygLMhUuZWRnZWNoYXQudjEuUHJlc2VuY2UiMAocTWFya05vdGlmaWNhdGlvbnNSZWFkUmVxdWVzdBIQCgh1cF90b19pZBgBIAEoBCIfCh1NYXJrTm90aWZpY2F0aW9uc1JlYWRSZXNwb25zZSL1AgoLQ2xpZW50RnJhbWUSKwoJc3Vic2NyaWJlGAEgASgLMhYuZWRnZWNoYXQudjEuU3Vic2NyaWJlSAASLwoLdW5zdWJzY3JpYmUYAiABKAsyGC5lZGdlY2hhdC52MS5VbnN1YnNjcmliZUgAEiEKBHNlbmQYAyABKAsyES5lZGdlY2hhdC52MS5TZW5kSAASJQoGdHlwaW5nGAQgASgLMhMuZWRnZWNoYXQudjEuVHlwaW5nSAASKgoJbWFya19yZWFkGAUgASgLMhUuZWRnZWNoYXQudjEuTWFya1JlYWRIABI1Cg5yZWF1dGhlbnRpY2F0ZRgGIAEoCzIbLmVkZ2VjaGF0LnYxLlJlYXV0aGVudGljYXRlSAASIQoEcGluZxgHIAEoCzIRLmVkZ2VjaGF0LnYxLlBpbmdIABIwCgxzZXRfcHJlc2VuY2UYCCABKAsyGC5lZGdlY2hhdC52MS5TZXRQcmVzZW5jZUgAQgYKBGtpbmQiQgoJU3Vic2NyaWJlEg8KB3Jvb21faWQYASABKAkSFgoJYWZ0ZXJfc2VxGAIgASgESACIAQFCDAoKX2FmdGVyX3NlcSIeCgtVbnN1YnNjcmliZRIPCgdyb29tX2lkGAEgASgJIkAKBFNlbmQSDwoHcm9vbV9pZBgBIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgCIAEoCRIMCgR0ZXh0GAMgASgJIhkKBlR5cGluZxIPCgdyb29tX2lkGAEgASgJIigKCE1hcmtSZWFkEg8KB3Jvb21faWQYASABKAkSCwoDc2VxGAIgASgEIiYKDlJlYXV0aGVudGljYXRlEhQKDGFjY2Vzc190b2tlbhgBIAEoCSIVCgRQaW5nEg0KBW5vbmNlGAEgASgEIjoKC1NldFByZXNlbmNlEisKBnN0YXR1cxgBIAEoDjIbLmVkZ2VjaGF0LnYxLlByZXNlbmNlU3RhdHVzIvsDCgtTZXJ2ZXJGcmFtZRInCgVldmVudBgBIAEoCzIWLmVkZ2VjaGF0LnYxLlJvb21FdmVudEgAEigKCHNlbmRfYWNrGAIgASgLMhQuZWRnZWNoYXQudjEuU2VuZEFja0gAEi0KCnN1YnNjcmliZWQYAyABKAsyFy5lZGdlY2hhdC52MS5TdWJzY3JpYmVkSAASKQoIcHJlc2VuY2UYBCABKAsyFS5lZGdlY2hhdC52MS5QcmVzZW5jZUgAEisKBnR5cGluZxgFIAEoCzIZLmVkZ2VjaGF0LnYxLlR5cGluZ1VwZGF0ZUgAEjEKDG5vdGlmaWNhdGlvbhgGIAEoCzIZLmVkZ2VjaGF0LnYxLk5vdGlmaWNhdGlvbkgAEikKBWVycm9yGAcgASgLMhguZWRnZWNoYXQudjEuU3RyZWFtRXJyb3JIABIhCgRwb25nGAggASgLMhEuZWRnZWNoYXQudjEuUG9uZ0gAEiwKCmdvaW5nX2F3YXkYCSABKAsyFi5lZGdlY2hhdC52MS5Hb2luZ0F3YXlIABIuCgtyZWFkX21hcmtlchgKIAEoCzIXLmVkZ2VjaGF0LnYxLlJlYWRNYXJrZXJIABIrCglsaXN0ZW5pbmcYCyABKAsyFi5lZGdlY2hhdC52MS5MaXN0ZW5pbmdIAEIGCgRraW5kIj4KDUxpc3RlblJlcXVlc3QSLQoNc3Vic2NyaXB0aW9ucxgBIAMoCzIWLmVkZ2VjaGF0LnYxLlN1YnNjcmliZSIeCglMaXN0ZW5pbmcSEQoJc3RyZWFtX2lkGAEgASgJIk4KEFNlbmRGcmFtZVJlcXVlc3QSEQoJc3RyZWFtX2lkGAEgASgJEicKBWZyYW1lGAIgASgLMhguZWRnZWNoYXQudjEuQ2xpZW50RnJhbWUiEwoRU2VuZEZyYW1lUmVzcG9uc2UiQgoHU2VuZEFjaxIZChFjbGllbnRfbWVzc2FnZV9pZBgBIAEoCRIPCgdyb29tX2lkGAIgASgJEgsKA3NlcRgDIAEoBCJCCgpTdWJzY3JpYmVkEg8KB3Jvb21faWQYASABKAkSEAoIbGFzdF9zZXEYAiABKAQSEQoJZmlyc3Rfc2VxGAMgASgEIjAKDFR5cGluZ1VwZGF0ZRIPCgdyb29tX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiWAoLU3RyZWFtRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAMgASgJEg8KB3Jvb21faWQYBCABKAkiFQoEUG9uZxINCgVub25jZRgBIAEoBCIbCglHb2luZ0F3YXkSDgoGcmVhc29uGAEgASgJIlcKClJlYWRNYXJrZXISDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQSFAoMdW5yZWFkX2NvdW50GAMgASgEEhUKDW1lbnRpb25fY291bnQYBCABKAQy9wYKC0NoYXRTZXJ2aWNlEkEKB0Nvbm5lY3QSGC5lZGdlY2hhdC52MS5DbGllbnRGcmFtZRoYLmVkZ2VjaGF0LnYxLlNlcnZlckZyYW1lKAEwARJECgtTZW5kTWVzc2FnZRIfLmVkZ2VjaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdBoULmVkZ2VjaGF0LnYxLk1lc3NhZ2USRAoHSGlzdG9yeRIbLmVkZ2VjaGF0LnYxLkhpc3RvcnlSZXF1ZXN0GhwuZWRnZWNoYXQudjEuSGlzdG9yeVJlc3BvbnNlEkQKC0VkaXRNZXNzYWdlEh8uZWRnZWNoYXQudjEuRWRpdE1lc3NhZ2VSZXF1ZXN0GhQuZWRnZWNoYXQudjEuTWVzc2FnZRJWCg1EZWxldGVNZXNzYWdlEiEuZWRnZWNoYXQudjEuRGVsZXRlTWVzc2FnZVJlcXVlc3QaIi5lZGdlY2hhdC52MS5EZWxldGVNZXNzYWdlUmVzcG9uc2USRwoITWFya1JlYWQSHC5lZGdlY2hhdC52MS5NYXJrUmVhZFJlcXVlc3QaHS5lZGdlY2hhdC52MS5NYXJrUmVhZFJlc3BvbnNlEmIKEUxpc3ROb3RpZmljYXRpb25zEiUuZWRnZWNoYXQudjEuTGlzdE5vdGlmaWNhdGlvbnNSZXF1ZXN0GiYuZWRnZWNoYXQudjEuTGlzdE5vdGlmaWNhdGlvbnNSZXNwb25zZRJQCgtHZXRQcmVzZW5jZRIfLmVkZ2VjaGF0LnYxLkdldFByZXNlbmNlUmVxdWVzdBogLmVkZ2VjaGF0LnYxLkdldFByZXNlbmNlUmVzcG9uc2USbgoVTWFya05vdGlmaWNhdGlvbnNSZWFkEikuZWRnZWNoYXQudjEuTWFya05vdGlmaWNhdGlvbnNSZWFkUmVxdWVzdBoqLmVkZ2VjaGF0LnYxLk1hcmtOb3RpZmljYXRpb25zUmVhZFJlc3BvbnNlEkAKBkxpc3RlbhIaLmVkZ2VjaGF0LnYxLkxpc3RlblJlcXVlc3QaGC5lZGdlY2hhdC52MS5TZXJ2ZXJGcmFtZTABEkoKCVNlbmRGcmFtZRIdLmVkZ2VjaGF0LnYxLlNlbmRGcmFtZVJlcXVlc3QaHi5lZGdlY2hhdC52MS5TZW5kRnJhbWVSZXNwb25zZWIGcHJvdG8z", [file_edgechat_v1_common]);
+  fileDesc("ChZlZGdlY2hhdC92MS9jaGF0LnByb3RvEgtlZGdlY2hhdC52MSJBChJBZGRSZWFjdGlvblJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQSDQoFZW1vamkYAyABKAkiRAoVUmVtb3ZlUmVhY3Rpb25SZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSCwoDc2VxGAIgASgEEg0KBWVtb2ppGAMgASgJIjEKEVBpbk1lc3NhZ2VSZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSCwoDc2VxGAIgASgEIjMKE1VucGluTWVzc2FnZVJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQiIgoPTGlzdFBpbnNSZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkiOgoQTGlzdFBpbnNSZXNwb25zZRImCghtZXNzYWdlcxgBIAMoCzIULmVkZ2VjaGF0LnYxLk1lc3NhZ2UiZAoSU2VuZE1lc3NhZ2VSZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAiABKAkSDAoEdGV4dBgDIAEoCRIUCgxyZXBseV90b19zZXEYBCABKAQiawoOSGlzdG9yeVJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCRISCgpiZWZvcmVfc2VxGAIgASgEEhEKCWFmdGVyX3NlcRgDIAEoBBINCgVsaW1pdBgEIAEoDRISCgp0aHJlYWRfc2VxGAUgASgEIl4KD0hpc3RvcnlSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5lZGdlY2hhdC52MS5Sb29tRXZlbnQSEAoIaGFzX21vcmUYAiABKAgSEQoJZmlyc3Rfc2VxGAMgASgEIkAKEkVkaXRNZXNzYWdlUmVxdWVzdBIPCgdyb29tX2lkGAEgASgJEgsKA3NlcRgCIAEoBBIMCgR0ZXh0GAMgASgJIjQKFERlbGV0ZU1lc3NhZ2VSZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSCwoDc2VxGAIgASgEIhcKFURlbGV0ZU1lc3NhZ2VSZXNwb25zZSIvCg9NYXJrUmVhZFJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQiEgoQTWFya1JlYWRSZXNwb25zZSI7ChhMaXN0Tm90aWZpY2F0aW9uc1JlcXVlc3QSEAoIYWZ0ZXJfaWQYASABKAQSDQoFbGltaXQYAiABKA0iTQoZTGlzdE5vdGlmaWNhdGlvbnNSZXNwb25zZRIwCg1ub3RpZmljYXRpb25zGAEgAygLMhkuZWRnZWNoYXQudjEuTm90aWZpY2F0aW9uIiYKEkdldFByZXNlbmNlUmVxdWVzdBIQCgh1c2VyX2lkcxgBIAMoCSI/ChNHZXRQcmVzZW5jZVJlc3BvbnNlEigKCXByZXNlbmNlcxgBIAMoCzIVLmVkZ2VjaGF0LnYxLlByZXNlbmNlIjAKHE1hcmtOb3RpZmljYXRpb25zUmVhZFJlcXVlc3QSEAoIdXBfdG9faWQYASABKAQiHwodTWFya05vdGlmaWNhdGlvbnNSZWFkUmVzcG9uc2Ui9QIKC0NsaWVudEZyYW1lEisKCXN1YnNjcmliZRgBIAEoCzIWLmVkZ2VjaGF0LnYxLlN1YnNjcmliZUgAEi8KC3Vuc3Vic2NyaWJlGAIgASgLMhguZWRnZWNoYXQudjEuVW5zdWJzY3JpYmVIABIhCgRzZW5kGAMgASgLMhEuZWRnZWNoYXQudjEuU2VuZEgAEiUKBnR5cGluZxgEIAEoCzITLmVkZ2VjaGF0LnYxLlR5cGluZ0gAEioKCW1hcmtfcmVhZBgFIAEoCzIVLmVkZ2VjaGF0LnYxLk1hcmtSZWFkSAASNQoOcmVhdXRoZW50aWNhdGUYBiABKAsyGy5lZGdlY2hhdC52MS5SZWF1dGhlbnRpY2F0ZUgAEiEKBHBpbmcYByABKAsyES5lZGdlY2hhdC52MS5QaW5nSAASMAoMc2V0X3ByZXNlbmNlGAggASgLMhguZWRnZWNoYXQudjEuU2V0UHJlc2VuY2VIAEIGCgRraW5kIkIKCVN1YnNjcmliZRIPCgdyb29tX2lkGAEgASgJEhYKCWFmdGVyX3NlcRgCIAEoBEgAiAEBQgwKCl9hZnRlcl9zZXEiHgoLVW5zdWJzY3JpYmUSDwoHcm9vbV9pZBgBIAEoCSJWCgRTZW5kEg8KB3Jvb21faWQYASABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAiABKAkSDAoEdGV4dBgDIAEoCRIUCgxyZXBseV90b19zZXEYBCABKAQiGQoGVHlwaW5nEg8KB3Jvb21faWQYASABKAkiKAoITWFya1JlYWQSDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQiJgoOUmVhdXRoZW50aWNhdGUSFAoMYWNjZXNzX3Rva2VuGAEgASgJIhUKBFBpbmcSDQoFbm9uY2UYASABKAQiOgoLU2V0UHJlc2VuY2USKwoGc3RhdHVzGAEgASgOMhsuZWRnZWNoYXQudjEuUHJlc2VuY2VTdGF0dXMi+wMKC1NlcnZlckZyYW1lEicKBWV2ZW50GAEgASgLMhYuZWRnZWNoYXQudjEuUm9vbUV2ZW50SAASKAoIc2VuZF9hY2sYAiABKAsyFC5lZGdlY2hhdC52MS5TZW5kQWNrSAASLQoKc3Vic2NyaWJlZBgDIAEoCzIXLmVkZ2VjaGF0LnYxLlN1YnNjcmliZWRIABIpCghwcmVzZW5jZRgEIAEoCzIVLmVkZ2VjaGF0LnYxLlByZXNlbmNlSAASKwoGdHlwaW5nGAUgASgLMhkuZWRnZWNoYXQudjEuVHlwaW5nVXBkYXRlSAASMQoMbm90aWZpY2F0aW9uGAYgASgLMhkuZWRnZWNoYXQudjEuTm90aWZpY2F0aW9uSAASKQoFZXJyb3IYByABKAsyGC5lZGdlY2hhdC52MS5TdHJlYW1FcnJvckgAEiEKBHBvbmcYCCABKAsyES5lZGdlY2hhdC52MS5Qb25nSAASLAoKZ29pbmdfYXdheRgJIAEoCzIWLmVkZ2VjaGF0LnYxLkdvaW5nQXdheUgAEi4KC3JlYWRfbWFya2VyGAogASgLMhcuZWRnZWNoYXQudjEuUmVhZE1hcmtlckgAEisKCWxpc3RlbmluZxgLIAEoCzIWLmVkZ2VjaGF0LnYxLkxpc3RlbmluZ0gAQgYKBGtpbmQiPgoNTGlzdGVuUmVxdWVzdBItCg1zdWJzY3JpcHRpb25zGAEgAygLMhYuZWRnZWNoYXQudjEuU3Vic2NyaWJlIh4KCUxpc3RlbmluZxIRCglzdHJlYW1faWQYASABKAkiTgoQU2VuZEZyYW1lUmVxdWVzdBIRCglzdHJlYW1faWQYASABKAkSJwoFZnJhbWUYAiABKAsyGC5lZGdlY2hhdC52MS5DbGllbnRGcmFtZSITChFTZW5kRnJhbWVSZXNwb25zZSJCCgdTZW5kQWNrEhkKEWNsaWVudF9tZXNzYWdlX2lkGAEgASgJEg8KB3Jvb21faWQYAiABKAkSCwoDc2VxGAMgASgEIkIKClN1YnNjcmliZWQSDwoHcm9vbV9pZBgBIAEoCRIQCghsYXN0X3NlcRgCIAEoBBIRCglmaXJzdF9zZXEYAyABKAQiMAoMVHlwaW5nVXBkYXRlEg8KB3Jvb21faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSJYCgtTdHJlYW1FcnJvchIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAyABKAkSDwoHcm9vbV9pZBgEIAEoCSIVCgRQb25nEg0KBW5vbmNlGAEgASgEIhsKCUdvaW5nQXdheRIOCgZyZWFzb24YASABKAkiVwoKUmVhZE1hcmtlchIPCgdyb29tX2lkGAEgASgJEgsKA3NlcRgCIAEoBBIUCgx1bnJlYWRfY291bnQYAyABKAQSFQoNbWVudGlvbl9jb3VudBgEIAEoBDLeCQoLQ2hhdFNlcnZpY2USQQoHQ29ubmVjdBIYLmVkZ2VjaGF0LnYxLkNsaWVudEZyYW1lGhguZWRnZWNoYXQudjEuU2VydmVyRnJhbWUoATABEkQKC1NlbmRNZXNzYWdlEh8uZWRnZWNoYXQudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0GhQuZWRnZWNoYXQudjEuTWVzc2FnZRJECgdIaXN0b3J5EhsuZWRnZWNoYXQudjEuSGlzdG9yeVJlcXVlc3QaHC5lZGdlY2hhdC52MS5IaXN0b3J5UmVzcG9uc2USRAoLRWRpdE1lc3NhZ2USHy5lZGdlY2hhdC52MS5FZGl0TWVzc2FnZVJlcXVlc3QaFC5lZGdlY2hhdC52MS5NZXNzYWdlElYKDURlbGV0ZU1lc3NhZ2USIS5lZGdlY2hhdC52MS5EZWxldGVNZXNzYWdlUmVxdWVzdBoiLmVkZ2VjaGF0LnYxLkRlbGV0ZU1lc3NhZ2VSZXNwb25zZRJHCghNYXJrUmVhZBIcLmVkZ2VjaGF0LnYxLk1hcmtSZWFkUmVxdWVzdBodLmVkZ2VjaGF0LnYxLk1hcmtSZWFkUmVzcG9uc2USYgoRTGlzdE5vdGlmaWNhdGlvbnMSJS5lZGdlY2hhdC52MS5MaXN0Tm90aWZpY2F0aW9uc1JlcXVlc3QaJi5lZGdlY2hhdC52MS5MaXN0Tm90aWZpY2F0aW9uc1Jlc3BvbnNlElAKC0dldFByZXNlbmNlEh8uZWRnZWNoYXQudjEuR2V0UHJlc2VuY2VSZXF1ZXN0GiAuZWRnZWNoYXQudjEuR2V0UHJlc2VuY2VSZXNwb25zZRJuChVNYXJrTm90aWZpY2F0aW9uc1JlYWQSKS5lZGdlY2hhdC52MS5NYXJrTm90aWZpY2F0aW9uc1JlYWRSZXF1ZXN0GiouZWRnZWNoYXQudjEuTWFya05vdGlmaWNhdGlvbnNSZWFkUmVzcG9uc2USQAoGTGlzdGVuEhouZWRnZWNoYXQudjEuTGlzdGVuUmVxdWVzdBoYLmVkZ2VjaGF0LnYxLlNlcnZlckZyYW1lMAESSgoJU2VuZEZyYW1lEh0uZWRnZWNoYXQudjEuU2VuZEZyYW1lUmVxdWVzdBoeLmVkZ2VjaGF0LnYxLlNlbmRGcmFtZVJlc3BvbnNlEkQKC0FkZFJlYWN0aW9uEh8uZWRnZWNoYXQudjEuQWRkUmVhY3Rpb25SZXF1ZXN0GhQuZWRnZWNoYXQudjEuTWVzc2FnZRJKCg5SZW1vdmVSZWFjdGlvbhIiLmVkZ2VjaGF0LnYxLlJlbW92ZVJlYWN0aW9uUmVxdWVzdBoULmVkZ2VjaGF0LnYxLk1lc3NhZ2USQgoKUGluTWVzc2FnZRIeLmVkZ2VjaGF0LnYxLlBpbk1lc3NhZ2VSZXF1ZXN0GhQuZWRnZWNoYXQudjEuTWVzc2FnZRJGCgxVbnBpbk1lc3NhZ2USIC5lZGdlY2hhdC52MS5VbnBpbk1lc3NhZ2VSZXF1ZXN0GhQuZWRnZWNoYXQudjEuTWVzc2FnZRJHCghMaXN0UGlucxIcLmVkZ2VjaGF0LnYxLkxpc3RQaW5zUmVxdWVzdBodLmVkZ2VjaGF0LnYxLkxpc3RQaW5zUmVzcG9uc2ViBnByb3RvMw", [file_edgechat_v1_common]);
+
+/**
+ * @generated from message edgechat.v1.AddReactionRequest
+ */
+export type AddReactionRequest = Message<"edgechat.v1.AddReactionRequest"> & {
+  /**
+   * @generated from field: string room_id = 1;
+   */
+  roomId: string;
+
+  /**
+   * The message's seq.
+   *
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * @generated from field: string emoji = 3;
+   */
+  emoji: string;
+};
+
+/**
+ * Describes the message edgechat.v1.AddReactionRequest.
+ * Use `create(AddReactionRequestSchema)` to create a new message.
+ */
+export const AddReactionRequestSchema: GenMessage<AddReactionRequest> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_chat, 0);
+
+/**
+ * @generated from message edgechat.v1.RemoveReactionRequest
+ */
+export type RemoveReactionRequest = Message<"edgechat.v1.RemoveReactionRequest"> & {
+  /**
+   * @generated from field: string room_id = 1;
+   */
+  roomId: string;
+
+  /**
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * @generated from field: string emoji = 3;
+   */
+  emoji: string;
+};
+
+/**
+ * Describes the message edgechat.v1.RemoveReactionRequest.
+ * Use `create(RemoveReactionRequestSchema)` to create a new message.
+ */
+export const RemoveReactionRequestSchema: GenMessage<RemoveReactionRequest> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_chat, 1);
+
+/**
+ * @generated from message edgechat.v1.PinMessageRequest
+ */
+export type PinMessageRequest = Message<"edgechat.v1.PinMessageRequest"> & {
+  /**
+   * @generated from field: string room_id = 1;
+   */
+  roomId: string;
+
+  /**
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+};
+
+/**
+ * Describes the message edgechat.v1.PinMessageRequest.
+ * Use `create(PinMessageRequestSchema)` to create a new message.
+ */
+export const PinMessageRequestSchema: GenMessage<PinMessageRequest> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_chat, 2);
+
+/**
+ * @generated from message edgechat.v1.UnpinMessageRequest
+ */
+export type UnpinMessageRequest = Message<"edgechat.v1.UnpinMessageRequest"> & {
+  /**
+   * @generated from field: string room_id = 1;
+   */
+  roomId: string;
+
+  /**
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+};
+
+/**
+ * Describes the message edgechat.v1.UnpinMessageRequest.
+ * Use `create(UnpinMessageRequestSchema)` to create a new message.
+ */
+export const UnpinMessageRequestSchema: GenMessage<UnpinMessageRequest> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_chat, 3);
+
+/**
+ * @generated from message edgechat.v1.ListPinsRequest
+ */
+export type ListPinsRequest = Message<"edgechat.v1.ListPinsRequest"> & {
+  /**
+   * @generated from field: string room_id = 1;
+   */
+  roomId: string;
+};
+
+/**
+ * Describes the message edgechat.v1.ListPinsRequest.
+ * Use `create(ListPinsRequestSchema)` to create a new message.
+ */
+export const ListPinsRequestSchema: GenMessage<ListPinsRequest> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_chat, 4);
+
+/**
+ * @generated from message edgechat.v1.ListPinsResponse
+ */
+export type ListPinsResponse = Message<"edgechat.v1.ListPinsResponse"> & {
+  /**
+   * Ascending by seq, in their current state.
+   *
+   * @generated from field: repeated edgechat.v1.Message messages = 1;
+   */
+  messages: Message$1[];
+};
+
+/**
+ * Describes the message edgechat.v1.ListPinsResponse.
+ * Use `create(ListPinsResponseSchema)` to create a new message.
+ */
+export const ListPinsResponseSchema: GenMessage<ListPinsResponse> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_chat, 5);
 
 /**
  * @generated from message edgechat.v1.SendMessageRequest
@@ -53,6 +189,15 @@ export type SendMessageRequest = Message<"edgechat.v1.SendMessageRequest"> & {
    * @generated from field: string text = 3;
    */
   text: string;
+
+  /**
+   * Addition: reply to the message at this seq of the same room (0: not a
+   * reply). NOT_FOUND if there is no message at that seq;
+   * FAILED_PRECONDITION if it is deleted.
+   *
+   * @generated from field: uint64 reply_to_seq = 4;
+   */
+  replyToSeq: bigint;
 };
 
 /**
@@ -60,7 +205,7 @@ export type SendMessageRequest = Message<"edgechat.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 0);
+  messageDesc(file_edgechat_v1_chat, 6);
 
 /**
  * Paging: limit defaults to 50 (when 0) and is clamped to 500.
@@ -101,6 +246,16 @@ export type HistoryRequest = Message<"edgechat.v1.HistoryRequest"> & {
    * @generated from field: uint32 limit = 4;
    */
   limit: number;
+
+  /**
+   * Addition: page only the thread of the root message at this seq (the root
+   * and its replies), with the same paging rules. NOT_FOUND if there is no
+   * message at that seq; INVALID_ARGUMENT if it is itself a reply (page its
+   * thread_seq instead).
+   *
+   * @generated from field: uint64 thread_seq = 5;
+   */
+  threadSeq: bigint;
 };
 
 /**
@@ -108,7 +263,7 @@ export type HistoryRequest = Message<"edgechat.v1.HistoryRequest"> & {
  * Use `create(HistoryRequestSchema)` to create a new message.
  */
 export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 1);
+  messageDesc(file_edgechat_v1_chat, 7);
 
 /**
  * @generated from message edgechat.v1.HistoryResponse
@@ -143,7 +298,7 @@ export type HistoryResponse = Message<"edgechat.v1.HistoryResponse"> & {
  * Use `create(HistoryResponseSchema)` to create a new message.
  */
 export const HistoryResponseSchema: GenMessage<HistoryResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 2);
+  messageDesc(file_edgechat_v1_chat, 8);
 
 /**
  * @generated from message edgechat.v1.EditMessageRequest
@@ -174,7 +329,7 @@ export type EditMessageRequest = Message<"edgechat.v1.EditMessageRequest"> & {
  * Use `create(EditMessageRequestSchema)` to create a new message.
  */
 export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 3);
+  messageDesc(file_edgechat_v1_chat, 9);
 
 /**
  * @generated from message edgechat.v1.DeleteMessageRequest
@@ -198,7 +353,7 @@ export type DeleteMessageRequest = Message<"edgechat.v1.DeleteMessageRequest"> &
  * Use `create(DeleteMessageRequestSchema)` to create a new message.
  */
 export const DeleteMessageRequestSchema: GenMessage<DeleteMessageRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 4);
+  messageDesc(file_edgechat_v1_chat, 10);
 
 /**
  * @generated from message edgechat.v1.DeleteMessageResponse
@@ -211,7 +366,7 @@ export type DeleteMessageResponse = Message<"edgechat.v1.DeleteMessageResponse">
  * Use `create(DeleteMessageResponseSchema)` to create a new message.
  */
 export const DeleteMessageResponseSchema: GenMessage<DeleteMessageResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 5);
+  messageDesc(file_edgechat_v1_chat, 11);
 
 /**
  * @generated from message edgechat.v1.MarkReadRequest
@@ -235,7 +390,7 @@ export type MarkReadRequest = Message<"edgechat.v1.MarkReadRequest"> & {
  * Use `create(MarkReadRequestSchema)` to create a new message.
  */
 export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 6);
+  messageDesc(file_edgechat_v1_chat, 12);
 
 /**
  * @generated from message edgechat.v1.MarkReadResponse
@@ -248,7 +403,7 @@ export type MarkReadResponse = Message<"edgechat.v1.MarkReadResponse"> & {
  * Use `create(MarkReadResponseSchema)` to create a new message.
  */
 export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 7);
+  messageDesc(file_edgechat_v1_chat, 13);
 
 /**
  * @generated from message edgechat.v1.ListNotificationsRequest
@@ -274,7 +429,7 @@ export type ListNotificationsRequest = Message<"edgechat.v1.ListNotificationsReq
  * Use `create(ListNotificationsRequestSchema)` to create a new message.
  */
 export const ListNotificationsRequestSchema: GenMessage<ListNotificationsRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 8);
+  messageDesc(file_edgechat_v1_chat, 14);
 
 /**
  * @generated from message edgechat.v1.ListNotificationsResponse
@@ -293,7 +448,7 @@ export type ListNotificationsResponse = Message<"edgechat.v1.ListNotificationsRe
  * Use `create(ListNotificationsResponseSchema)` to create a new message.
  */
 export const ListNotificationsResponseSchema: GenMessage<ListNotificationsResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 9);
+  messageDesc(file_edgechat_v1_chat, 15);
 
 /**
  * @generated from message edgechat.v1.GetPresenceRequest
@@ -310,7 +465,7 @@ export type GetPresenceRequest = Message<"edgechat.v1.GetPresenceRequest"> & {
  * Use `create(GetPresenceRequestSchema)` to create a new message.
  */
 export const GetPresenceRequestSchema: GenMessage<GetPresenceRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 10);
+  messageDesc(file_edgechat_v1_chat, 16);
 
 /**
  * @generated from message edgechat.v1.GetPresenceResponse
@@ -327,7 +482,7 @@ export type GetPresenceResponse = Message<"edgechat.v1.GetPresenceResponse"> & {
  * Use `create(GetPresenceResponseSchema)` to create a new message.
  */
 export const GetPresenceResponseSchema: GenMessage<GetPresenceResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 11);
+  messageDesc(file_edgechat_v1_chat, 17);
 
 /**
  * @generated from message edgechat.v1.MarkNotificationsReadRequest
@@ -346,7 +501,7 @@ export type MarkNotificationsReadRequest = Message<"edgechat.v1.MarkNotification
  * Use `create(MarkNotificationsReadRequestSchema)` to create a new message.
  */
 export const MarkNotificationsReadRequestSchema: GenMessage<MarkNotificationsReadRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 12);
+  messageDesc(file_edgechat_v1_chat, 18);
 
 /**
  * @generated from message edgechat.v1.MarkNotificationsReadResponse
@@ -359,7 +514,7 @@ export type MarkNotificationsReadResponse = Message<"edgechat.v1.MarkNotificatio
  * Use `create(MarkNotificationsReadResponseSchema)` to create a new message.
  */
 export const MarkNotificationsReadResponseSchema: GenMessage<MarkNotificationsReadResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 13);
+  messageDesc(file_edgechat_v1_chat, 19);
 
 /**
  * A frame from client to server on Connect.
@@ -428,7 +583,7 @@ export type ClientFrame = Message<"edgechat.v1.ClientFrame"> & {
  * Use `create(ClientFrameSchema)` to create a new message.
  */
 export const ClientFrameSchema: GenMessage<ClientFrame> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 14);
+  messageDesc(file_edgechat_v1_chat, 20);
 
 /**
  * Starts receiving a room's events (room members only). Answered by a
@@ -456,7 +611,7 @@ export type Subscribe = Message<"edgechat.v1.Subscribe"> & {
  * Use `create(SubscribeSchema)` to create a new message.
  */
 export const SubscribeSchema: GenMessage<Subscribe> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 15);
+  messageDesc(file_edgechat_v1_chat, 21);
 
 /**
  * Stops receiving a room's events.
@@ -475,7 +630,7 @@ export type Unsubscribe = Message<"edgechat.v1.Unsubscribe"> & {
  * Use `create(UnsubscribeSchema)` to create a new message.
  */
 export const UnsubscribeSchema: GenMessage<Unsubscribe> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 16);
+  messageDesc(file_edgechat_v1_chat, 22);
 
 /**
  * Posts a message on the stream; answered by SendAck once durably stored,
@@ -501,6 +656,13 @@ export type Send = Message<"edgechat.v1.Send"> & {
    * @generated from field: string text = 3;
    */
   text: string;
+
+  /**
+   * Addition: see SendMessageRequest.reply_to_seq.
+   *
+   * @generated from field: uint64 reply_to_seq = 4;
+   */
+  replyToSeq: bigint;
 };
 
 /**
@@ -508,7 +670,7 @@ export type Send = Message<"edgechat.v1.Send"> & {
  * Use `create(SendSchema)` to create a new message.
  */
 export const SendSchema: GenMessage<Send> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 17);
+  messageDesc(file_edgechat_v1_chat, 23);
 
 /**
  * "I am typing" in a room (any member who may post, subscribed or not).
@@ -529,7 +691,7 @@ export type Typing = Message<"edgechat.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 18);
+  messageDesc(file_edgechat_v1_chat, 24);
 
 /**
  * Moves the read marker, like ChatService.MarkRead.
@@ -553,7 +715,7 @@ export type MarkRead = Message<"edgechat.v1.MarkRead"> & {
  * Use `create(MarkReadSchema)` to create a new message.
  */
 export const MarkReadSchema: GenMessage<MarkRead> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 19);
+  messageDesc(file_edgechat_v1_chat, 25);
 
 /**
  * A fresh access token for a stream that outlives its first one; must be
@@ -574,7 +736,7 @@ export type Reauthenticate = Message<"edgechat.v1.Reauthenticate"> & {
  * Use `create(ReauthenticateSchema)` to create a new message.
  */
 export const ReauthenticateSchema: GenMessage<Reauthenticate> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 20);
+  messageDesc(file_edgechat_v1_chat, 26);
 
 /**
  * Keep-alive; answered by Pong with the same nonce.
@@ -593,7 +755,7 @@ export type Ping = Message<"edgechat.v1.Ping"> & {
  * Use `create(PingSchema)` to create a new message.
  */
 export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 21);
+  messageDesc(file_edgechat_v1_chat, 27);
 
 /**
  * Addition: the client sets its own presence.
@@ -615,7 +777,7 @@ export type SetPresence = Message<"edgechat.v1.SetPresence"> & {
  * Use `create(SetPresenceSchema)` to create a new message.
  */
 export const SetPresenceSchema: GenMessage<SetPresence> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 22);
+  messageDesc(file_edgechat_v1_chat, 28);
 
 /**
  * A frame from server to client on Connect.
@@ -711,7 +873,7 @@ export type ServerFrame = Message<"edgechat.v1.ServerFrame"> & {
  * Use `create(ServerFrameSchema)` to create a new message.
  */
 export const ServerFrameSchema: GenMessage<ServerFrame> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 23);
+  messageDesc(file_edgechat_v1_chat, 29);
 
 /**
  * @generated from message edgechat.v1.ListenRequest
@@ -731,7 +893,7 @@ export type ListenRequest = Message<"edgechat.v1.ListenRequest"> & {
  * Use `create(ListenRequestSchema)` to create a new message.
  */
 export const ListenRequestSchema: GenMessage<ListenRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 24);
+  messageDesc(file_edgechat_v1_chat, 30);
 
 /**
  * The first frame of a Listen stream: the id SendFrame takes. Unguessable;
@@ -751,7 +913,7 @@ export type Listening = Message<"edgechat.v1.Listening"> & {
  * Use `create(ListeningSchema)` to create a new message.
  */
 export const ListeningSchema: GenMessage<Listening> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 25);
+  messageDesc(file_edgechat_v1_chat, 31);
 
 /**
  * @generated from message edgechat.v1.SendFrameRequest
@@ -773,7 +935,7 @@ export type SendFrameRequest = Message<"edgechat.v1.SendFrameRequest"> & {
  * Use `create(SendFrameRequestSchema)` to create a new message.
  */
 export const SendFrameRequestSchema: GenMessage<SendFrameRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 26);
+  messageDesc(file_edgechat_v1_chat, 32);
 
 /**
  * @generated from message edgechat.v1.SendFrameResponse
@@ -786,7 +948,7 @@ export type SendFrameResponse = Message<"edgechat.v1.SendFrameResponse"> & {
  * Use `create(SendFrameResponseSchema)` to create a new message.
  */
 export const SendFrameResponseSchema: GenMessage<SendFrameResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 27);
+  messageDesc(file_edgechat_v1_chat, 33);
 
 /**
  * A Send was durably stored (for a retry: the original message's seq).
@@ -815,7 +977,7 @@ export type SendAck = Message<"edgechat.v1.SendAck"> & {
  * Use `create(SendAckSchema)` to create a new message.
  */
 export const SendAckSchema: GenMessage<SendAck> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 28);
+  messageDesc(file_edgechat_v1_chat, 34);
 
 /**
  * A Subscribe took effect; replayed events (if any) and live events follow.
@@ -850,7 +1012,7 @@ export type Subscribed = Message<"edgechat.v1.Subscribed"> & {
  * Use `create(SubscribedSchema)` to create a new message.
  */
 export const SubscribedSchema: GenMessage<Subscribed> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 29);
+  messageDesc(file_edgechat_v1_chat, 35);
 
 /**
  * user_id is typing in room_id. Ephemeral; clients show it for a few seconds.
@@ -874,7 +1036,7 @@ export type TypingUpdate = Message<"edgechat.v1.TypingUpdate"> & {
  * Use `create(TypingUpdateSchema)` to create a new message.
  */
 export const TypingUpdateSchema: GenMessage<TypingUpdate> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 30);
+  messageDesc(file_edgechat_v1_chat, 36);
 
 /**
  * A per-frame error; the stream stays open.
@@ -917,7 +1079,7 @@ export type StreamError = Message<"edgechat.v1.StreamError"> & {
  * Use `create(StreamErrorSchema)` to create a new message.
  */
 export const StreamErrorSchema: GenMessage<StreamError> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 31);
+  messageDesc(file_edgechat_v1_chat, 37);
 
 /**
  * Answer to Ping.
@@ -936,7 +1098,7 @@ export type Pong = Message<"edgechat.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 32);
+  messageDesc(file_edgechat_v1_chat, 38);
 
 /**
  * The server is draining for shutdown and will close the stream;
@@ -956,7 +1118,7 @@ export type GoingAway = Message<"edgechat.v1.GoingAway"> & {
  * Use `create(GoingAwaySchema)` to create a new message.
  */
 export const GoingAwaySchema: GenMessage<GoingAway> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 33);
+  messageDesc(file_edgechat_v1_chat, 39);
 
 /**
  * Addition: the user's read marker in a room moved; pushed to all of the
@@ -997,7 +1159,7 @@ export type ReadMarker = Message<"edgechat.v1.ReadMarker"> & {
  * Use `create(ReadMarkerSchema)` to create a new message.
  */
 export const ReadMarkerSchema: GenMessage<ReadMarker> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 34);
+  messageDesc(file_edgechat_v1_chat, 40);
 
 /**
  * @generated from service edgechat.v1.ChatService
@@ -1131,6 +1293,62 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof SendFrameRequestSchema;
     output: typeof SendFrameResponseSchema;
+  },
+  /**
+   * Addition: adds the caller's reaction to a message (any member, readers
+   * and read-only rooms included). Adding a reaction the caller already has
+   * changes nothing (no event). A 21st distinct reaction on one message is
+   * RESOURCE_EXHAUSTED; a reaction that is not an emoji (see Reaction.emoji)
+   * is INVALID_ARGUMENT. Returns the message with its reactions.
+   *
+   * @generated from rpc edgechat.v1.ChatService.AddReaction
+   */
+  addReaction: {
+    methodKind: "unary";
+    input: typeof AddReactionRequestSchema;
+    output: typeof MessageSchema;
+  },
+  /**
+   * Addition: removes the caller's reaction (none: changes nothing).
+   *
+   * @generated from rpc edgechat.v1.ChatService.RemoveReaction
+   */
+  removeReaction: {
+    methodKind: "unary";
+    input: typeof RemoveReactionRequestSchema;
+    output: typeof MessageSchema;
+  },
+  /**
+   * Addition: pins a message (moderators and above; both users of a direct
+   * room). At most 50 pins per room (then RESOURCE_EXHAUSTED). Pinning a
+   * pinned message changes nothing.
+   *
+   * @generated from rpc edgechat.v1.ChatService.PinMessage
+   */
+  pinMessage: {
+    methodKind: "unary";
+    input: typeof PinMessageRequestSchema;
+    output: typeof MessageSchema;
+  },
+  /**
+   * Addition: unpins a message (same rule as PinMessage).
+   *
+   * @generated from rpc edgechat.v1.ChatService.UnpinMessage
+   */
+  unpinMessage: {
+    methodKind: "unary";
+    input: typeof UnpinMessageRequestSchema;
+    output: typeof MessageSchema;
+  },
+  /**
+   * Addition: the room's pinned messages, ascending by seq (members only).
+   *
+   * @generated from rpc edgechat.v1.ChatService.ListPins
+   */
+  listPins: {
+    methodKind: "unary";
+    input: typeof ListPinsRequestSchema;
+    output: typeof ListPinsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_edgechat_v1_chat, 0);

@@ -19,7 +19,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file edgechat/v1/common.proto.
  */
 export const file_edgechat_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChhlZGdlY2hhdC92MS9jb21tb24ucHJvdG8SC2VkZ2VjaGF0LnYxIooBCgRVc2VyEgoKAmlkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIlCgRyb2xlGAQgASgOMhcuZWRnZWNoYXQudjEuR2xvYmFsUm9sZRIQCghkaXNhYmxlZBgFIAEoCBIVCg1jcmVhdGVkX2F0X21zGAYgASgDIpYCCgRSb29tEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFdG9waWMYAyABKAkSKwoKdmlzaWJpbGl0eRgEIAEoDjIXLmVkZ2VjaGF0LnYxLlZpc2liaWxpdHkSEQoJcmVhZF9vbmx5GAUgASgIEiYKB215X3JvbGUYBiABKA4yFS5lZGdlY2hhdC52MS5Sb29tUm9sZRIQCghsYXN0X3NlcRgHIAEoBBIUCgx1bnJlYWRfY291bnQYCCABKAQSFAoMbWVtYmVyX2NvdW50GAkgASgNEhUKDWNyZWF0ZWRfYXRfbXMYCiABKAMSFQoNbWVudGlvbl9jb3VudBgLIAEoBBIRCglmaXJzdF9zZXEYDCABKAQikwEKBk1lbWJlchIfCgR1c2VyGAEgASgLMhEuZWRnZWNoYXQudjEuVXNlchIjCgRyb2xlGAIgASgOMhUuZWRnZWNoYXQudjEuUm9vbVJvbGUSLQoIcHJlc2VuY2UYAyABKA4yGy5lZGdlY2hhdC52MS5QcmVzZW5jZVN0YXR1cxIUCgxsYXN0X3NlZW5fbXMYBCABKAMiuAEKB01lc3NhZ2USDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQSEQoJc2VuZGVyX2lkGAMgASgJEgwKBHRleHQYBCABKAkSEgoKc2VudF9hdF9tcxgFIAEoAxIZChFjbGllbnRfbWVzc2FnZV9pZBgGIAEoCRIYChBtZW50aW9uX3VzZXJfaWRzGAcgAygJEhQKDGVkaXRlZF9hdF9tcxgIIAEoAxIPCgdkZWxldGVkGAkgASgIIrkCCglSb29tRXZlbnQSDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQSDQoFYXRfbXMYAyABKAMSEAoIYWN0b3JfaWQYBCABKAkSJwoHbWVzc2FnZRgFIAEoCzIULmVkZ2VjaGF0LnYxLk1lc3NhZ2VIABIsCgZlZGl0ZWQYBiABKAsyGi5lZGdlY2hhdC52MS5NZXNzYWdlRWRpdGVkSAASLgoHZGVsZXRlZBgHIAEoCzIbLmVkZ2VjaGF0LnYxLk1lc3NhZ2VEZWxldGVkSAASLAoGbWVtYmVyGAggASgLMhouZWRnZWNoYXQudjEuTWVtYmVyQ2hhbmdlZEgAEjAKDHJvb21fdXBkYXRlZBgJIAEoCzIYLmVkZ2VjaGF0LnYxLlJvb21VcGRhdGVkSABCBgoEa2luZCIxCg1NZXNzYWdlRWRpdGVkEhIKCnRhcmdldF9zZXEYASABKAQSDAoEdGV4dBgCIAEoCSIkCg5NZXNzYWdlRGVsZXRlZBISCgp0YXJnZXRfc2VxGAEgASgEIqYBCg1NZW1iZXJDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSIwoEcm9sZRgCIAEoDjIVLmVkZ2VjaGF0LnYxLlJvb21Sb2xlEg4KBmpvaW5lZBgDIAEoCBIMCgRsZWZ0GAQgASgIEg8KB3JlbW92ZWQYBSABKAgSDgoGYmFubmVkGAYgASgIEg4KBnJlYXNvbhgHIAEoCRIQCgh1bmJhbm5lZBgIIAEoCCIuCgtSb29tVXBkYXRlZBIfCgRyb29tGAEgASgLMhEuZWRnZWNoYXQudjEuUm9vbSKmAQoMTm90aWZpY2F0aW9uEgoKAmlkGAEgASgEEisKBGtpbmQYAiABKA4yHS5lZGdlY2hhdC52MS5Ob3RpZmljYXRpb25LaW5kEg8KB3Jvb21faWQYAyABKAkSCwoDc2VxGAQgASgEEhQKDGZyb21fdXNlcl9pZBgFIAEoCRIMCgR0ZXh0GAYgASgJEg0KBWF0X21zGAcgASgDEgwKBHJlYWQYCCABKAgiXgoIUHJlc2VuY2USDwoHdXNlcl9pZBgBIAEoCRIrCgZzdGF0dXMYAiABKA4yGy5lZGdlY2hhdC52MS5QcmVzZW5jZVN0YXR1cxIUCgxsYXN0X3NlZW5fbXMYAyABKAMqbwoKR2xvYmFsUm9sZRIbChdHTE9CQUxfUk9MRV9VTlNQRUNJRklFRBAAEhUKEUdMT0JBTF9ST0xFX0dVRVNUEAESFgoSR0xPQkFMX1JPTEVfTUVNQkVSEAISFQoRR0xPQkFMX1JPTEVfQURNSU4QAypuCgpWaXNpYmlsaXR5EhoKFlZJU0lCSUxJVFlfVU5TUEVDSUZJRUQQABIVChFWSVNJQklMSVRZX1BVQkxJQxABEhYKElZJU0lCSUxJVFlfUFJJVkFURRACEhUKEVZJU0lCSUxJVFlfRElSRUNUEAMqfwoIUm9vbVJvbGUSGQoVUk9PTV9ST0xFX1VOU1BFQ0lGSUVEEAASFAoQUk9PTV9ST0xFX1JFQURFUhABEhQKEFJPT01fUk9MRV9NRU1CRVIQAhIXChNST09NX1JPTEVfTU9ERVJBVE9SEAMSEwoPUk9PTV9ST0xFX09XTkVSEAQqhAEKDlByZXNlbmNlU3RhdHVzEh8KG1BSRVNFTkNFX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFlBSRVNFTkNFX1NUQVRVU19PTkxJTkUQARIYChRQUkVTRU5DRV9TVEFUVVNfQVdBWRACEhsKF1BSRVNFTkNFX1NUQVRVU19PRkZMSU5FEAMq2wEKEE5vdGlmaWNhdGlvbktpbmQSIQodTk9USUZJQ0FUSU9OX0tJTkRfVU5TUEVDSUZJRUQQABIdChlOT1RJRklDQVRJT05fS0lORF9NRU5USU9OEAESJAogTk9USUZJQ0FUSU9OX0tJTkRfRElSRUNUX01FU1NBR0UQAhIcChhOT1RJRklDQVRJT05fS0lORF9JTlZJVEUQAxIdChlOT1RJRklDQVRJT05fS0lORF9SRU1PVkVEEAQSIgoeTk9USUZJQ0FUSU9OX0tJTkRfUk9MRV9DSEFOR0VEEAViBnByb3RvMw");
+  fileDesc("ChhlZGdlY2hhdC92MS9jb21tb24ucHJvdG8SC2VkZ2VjaGF0LnYxIooBCgRVc2VyEgoKAmlkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIlCgRyb2xlGAQgASgOMhcuZWRnZWNoYXQudjEuR2xvYmFsUm9sZRIQCghkaXNhYmxlZBgFIAEoCBIVCg1jcmVhdGVkX2F0X21zGAYgASgDIpYCCgRSb29tEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFdG9waWMYAyABKAkSKwoKdmlzaWJpbGl0eRgEIAEoDjIXLmVkZ2VjaGF0LnYxLlZpc2liaWxpdHkSEQoJcmVhZF9vbmx5GAUgASgIEiYKB215X3JvbGUYBiABKA4yFS5lZGdlY2hhdC52MS5Sb29tUm9sZRIQCghsYXN0X3NlcRgHIAEoBBIUCgx1bnJlYWRfY291bnQYCCABKAQSFAoMbWVtYmVyX2NvdW50GAkgASgNEhUKDWNyZWF0ZWRfYXRfbXMYCiABKAMSFQoNbWVudGlvbl9jb3VudBgLIAEoBBIRCglmaXJzdF9zZXEYDCABKAQikwEKBk1lbWJlchIfCgR1c2VyGAEgASgLMhEuZWRnZWNoYXQudjEuVXNlchIjCgRyb2xlGAIgASgOMhUuZWRnZWNoYXQudjEuUm9vbVJvbGUSLQoIcHJlc2VuY2UYAyABKA4yGy5lZGdlY2hhdC52MS5QcmVzZW5jZVN0YXR1cxIUCgxsYXN0X3NlZW5fbXMYBCABKAMiywIKB01lc3NhZ2USDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQSEQoJc2VuZGVyX2lkGAMgASgJEgwKBHRleHQYBCABKAkSEgoKc2VudF9hdF9tcxgFIAEoAxIZChFjbGllbnRfbWVzc2FnZV9pZBgGIAEoCRIYChBtZW50aW9uX3VzZXJfaWRzGAcgAygJEhQKDGVkaXRlZF9hdF9tcxgIIAEoAxIPCgdkZWxldGVkGAkgASgIEhQKDHJlcGx5X3RvX3NlcRgKIAEoBBISCgp0aHJlYWRfc2VxGAsgASgEEhMKC3JlcGx5X2NvdW50GAwgASgNEhgKEGxhc3RfcmVwbHlfYXRfbXMYDSABKAMSKAoJcmVhY3Rpb25zGA4gAygLMhUuZWRnZWNoYXQudjEuUmVhY3Rpb24SDgoGcGlubmVkGA8gASgIIjYKCFJlYWN0aW9uEg0KBWVtb2ppGAEgASgJEg0KBWNvdW50GAIgASgNEgwKBG1pbmUYAyABKAgikwMKCVJvb21FdmVudBIPCgdyb29tX2lkGAEgASgJEgsKA3NlcRgCIAEoBBINCgVhdF9tcxgDIAEoAxIQCghhY3Rvcl9pZBgEIAEoCRInCgdtZXNzYWdlGAUgASgLMhQuZWRnZWNoYXQudjEuTWVzc2FnZUgAEiwKBmVkaXRlZBgGIAEoCzIaLmVkZ2VjaGF0LnYxLk1lc3NhZ2VFZGl0ZWRIABIuCgdkZWxldGVkGAcgASgLMhsuZWRnZWNoYXQudjEuTWVzc2FnZURlbGV0ZWRIABIsCgZtZW1iZXIYCCABKAsyGi5lZGdlY2hhdC52MS5NZW1iZXJDaGFuZ2VkSAASMAoMcm9vbV91cGRhdGVkGAkgASgLMhguZWRnZWNoYXQudjEuUm9vbVVwZGF0ZWRIABIwCghyZWFjdGlvbhgKIAEoCzIcLmVkZ2VjaGF0LnYxLlJlYWN0aW9uQ2hhbmdlZEgAEiYKA3BpbhgLIAEoCzIXLmVkZ2VjaGF0LnYxLlBpbkNoYW5nZWRIAEIGCgRraW5kIkMKD1JlYWN0aW9uQ2hhbmdlZBISCgp0YXJnZXRfc2VxGAEgASgEEg0KBWVtb2ppGAIgASgJEg0KBWFkZGVkGAMgASgIIjAKClBpbkNoYW5nZWQSEgoKdGFyZ2V0X3NlcRgBIAEoBBIOCgZwaW5uZWQYAiABKAgiMQoNTWVzc2FnZUVkaXRlZBISCgp0YXJnZXRfc2VxGAEgASgEEgwKBHRleHQYAiABKAkiJAoOTWVzc2FnZURlbGV0ZWQSEgoKdGFyZ2V0X3NlcRgBIAEoBCKmAQoNTWVtYmVyQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEiMKBHJvbGUYAiABKA4yFS5lZGdlY2hhdC52MS5Sb29tUm9sZRIOCgZqb2luZWQYAyABKAgSDAoEbGVmdBgEIAEoCBIPCgdyZW1vdmVkGAUgASgIEg4KBmJhbm5lZBgGIAEoCBIOCgZyZWFzb24YByABKAkSEAoIdW5iYW5uZWQYCCABKAgiLgoLUm9vbVVwZGF0ZWQSHwoEcm9vbRgBIAEoCzIRLmVkZ2VjaGF0LnYxLlJvb20ipgEKDE5vdGlmaWNhdGlvbhIKCgJpZBgBIAEoBBIrCgRraW5kGAIgASgOMh0uZWRnZWNoYXQudjEuTm90aWZpY2F0aW9uS2luZBIPCgdyb29tX2lkGAMgASgJEgsKA3NlcRgEIAEoBBIUCgxmcm9tX3VzZXJfaWQYBSABKAkSDAoEdGV4dBgGIAEoCRINCgVhdF9tcxgHIAEoAxIMCgRyZWFkGAggASgIIl4KCFByZXNlbmNlEg8KB3VzZXJfaWQYASABKAkSKwoGc3RhdHVzGAIgASgOMhsuZWRnZWNoYXQudjEuUHJlc2VuY2VTdGF0dXMSFAoMbGFzdF9zZWVuX21zGAMgASgDKm8KCkdsb2JhbFJvbGUSGwoXR0xPQkFMX1JPTEVfVU5TUEVDSUZJRUQQABIVChFHTE9CQUxfUk9MRV9HVUVTVBABEhYKEkdMT0JBTF9ST0xFX01FTUJFUhACEhUKEUdMT0JBTF9ST0xFX0FETUlOEAMqbgoKVmlzaWJpbGl0eRIaChZWSVNJQklMSVRZX1VOU1BFQ0lGSUVEEAASFQoRVklTSUJJTElUWV9QVUJMSUMQARIWChJWSVNJQklMSVRZX1BSSVZBVEUQAhIVChFWSVNJQklMSVRZX0RJUkVDVBADKn8KCFJvb21Sb2xlEhkKFVJPT01fUk9MRV9VTlNQRUNJRklFRBAAEhQKEFJPT01fUk9MRV9SRUFERVIQARIUChBST09NX1JPTEVfTUVNQkVSEAISFwoTUk9PTV9ST0xFX01PREVSQVRPUhADEhMKD1JPT01fUk9MRV9PV05FUhAEKoQBCg5QcmVzZW5jZVN0YXR1cxIfChtQUkVTRU5DRV9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZQUkVTRU5DRV9TVEFUVVNfT05MSU5FEAESGAoUUFJFU0VOQ0VfU1RBVFVTX0FXQVkQAhIbChdQUkVTRU5DRV9TVEFUVVNfT0ZGTElORRADKvgBChBOb3RpZmljYXRpb25LaW5kEiEKHU5PVElGSUNBVElPTl9LSU5EX1VOU1BFQ0lGSUVEEAASHQoZTk9USUZJQ0FUSU9OX0tJTkRfTUVOVElPThABEiQKIE5PVElGSUNBVElPTl9LSU5EX0RJUkVDVF9NRVNTQUdFEAISHAoYTk9USUZJQ0FUSU9OX0tJTkRfSU5WSVRFEAMSHQoZTk9USUZJQ0FUSU9OX0tJTkRfUkVNT1ZFRBAEEiIKHk5PVElGSUNBVElPTl9LSU5EX1JPTEVfQ0hBTkdFRBAFEhsKF05PVElGSUNBVElPTl9LSU5EX1JFUExZEAZiBnByb3RvMw");
 
 /**
  * A user account.
@@ -264,6 +264,50 @@ export type Message = Message$1<"edgechat.v1.Message"> & {
    * @generated from field: bool deleted = 9;
    */
   deleted: boolean;
+
+  /**
+   * Addition: the message this one replies to (0: not a reply). Still set
+   * when that message was deleted since: clients show it as a tombstone.
+   *
+   * @generated from field: uint64 reply_to_seq = 10;
+   */
+  replyToSeq: bigint;
+
+  /**
+   * Addition: the root of the thread this reply belongs to (0: not a reply).
+   * A reply to a reply joins the same thread; History with thread_seq pages it.
+   *
+   * @generated from field: uint64 thread_seq = 11;
+   */
+  threadSeq: bigint;
+
+  /**
+   * Addition: on a thread's root, how many replies it has (deleted ones
+   * included, as tombstones) and when the last one was posted.
+   *
+   * @generated from field: uint32 reply_count = 12;
+   */
+  replyCount: number;
+
+  /**
+   * @generated from field: int64 last_reply_at_ms = 13;
+   */
+  lastReplyAtMs: bigint;
+
+  /**
+   * Addition: the reactions, one entry per distinct reaction (at most 20 per
+   * message), in the order they were first added.
+   *
+   * @generated from field: repeated edgechat.v1.Reaction reactions = 14;
+   */
+  reactions: Reaction[];
+
+  /**
+   * Addition: a moderator pinned the message (ChatService.ListPins).
+   *
+   * @generated from field: bool pinned = 15;
+   */
+  pinned: boolean;
 };
 
 /**
@@ -272,6 +316,43 @@ export type Message = Message$1<"edgechat.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_edgechat_v1_common, 3);
+
+/**
+ * Addition: one distinct reaction on a message.
+ *
+ * @generated from message edgechat.v1.Reaction
+ */
+export type Reaction = Message$1<"edgechat.v1.Reaction"> & {
+  /**
+   * An emoji (1-16 characters, at most 64 bytes, at least one non-ASCII
+   * character, no spaces or control characters).
+   *
+   * @generated from field: string emoji = 1;
+   */
+  emoji: string;
+
+  /**
+   * How many users reacted with it.
+   *
+   * @generated from field: uint32 count = 2;
+   */
+  count: number;
+
+  /**
+   * Whether the caller is one of them (filled in per caller by History,
+   * ListPins and the reaction RPCs; false in live events).
+   *
+   * @generated from field: bool mine = 3;
+   */
+  mine: boolean;
+};
+
+/**
+ * Describes the message edgechat.v1.Reaction.
+ * Use `create(ReactionSchema)` to create a new message.
+ */
+export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_common, 4);
 
 /**
  * One change in a room, with the room's next seq. Every change (message,
@@ -340,6 +421,22 @@ export type RoomEvent = Message$1<"edgechat.v1.RoomEvent"> & {
      */
     value: RoomUpdated;
     case: "roomUpdated";
+  } | {
+    /**
+     * Addition: actor_id added or removed a reaction.
+     *
+     * @generated from field: edgechat.v1.ReactionChanged reaction = 10;
+     */
+    value: ReactionChanged;
+    case: "reaction";
+  } | {
+    /**
+     * Addition: actor_id (a moderator) pinned or unpinned a message.
+     *
+     * @generated from field: edgechat.v1.PinChanged pin = 11;
+     */
+    value: PinChanged;
+    case: "pin";
   } | { case: undefined; value?: undefined };
 };
 
@@ -348,7 +445,61 @@ export type RoomEvent = Message$1<"edgechat.v1.RoomEvent"> & {
  * Use `create(RoomEventSchema)` to create a new message.
  */
 export const RoomEventSchema: GenMessage<RoomEvent> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 4);
+  messageDesc(file_edgechat_v1_common, 5);
+
+/**
+ * Addition: a reaction of the event's actor to the message at target_seq was
+ * added (added = true) or removed.
+ *
+ * @generated from message edgechat.v1.ReactionChanged
+ */
+export type ReactionChanged = Message$1<"edgechat.v1.ReactionChanged"> & {
+  /**
+   * @generated from field: uint64 target_seq = 1;
+   */
+  targetSeq: bigint;
+
+  /**
+   * @generated from field: string emoji = 2;
+   */
+  emoji: string;
+
+  /**
+   * @generated from field: bool added = 3;
+   */
+  added: boolean;
+};
+
+/**
+ * Describes the message edgechat.v1.ReactionChanged.
+ * Use `create(ReactionChangedSchema)` to create a new message.
+ */
+export const ReactionChangedSchema: GenMessage<ReactionChanged> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_common, 6);
+
+/**
+ * Addition: the message at target_seq was pinned (pinned = true) or unpinned.
+ *
+ * @generated from message edgechat.v1.PinChanged
+ */
+export type PinChanged = Message$1<"edgechat.v1.PinChanged"> & {
+  /**
+   * @generated from field: uint64 target_seq = 1;
+   */
+  targetSeq: bigint;
+
+  /**
+   * @generated from field: bool pinned = 2;
+   */
+  pinned: boolean;
+};
+
+/**
+ * Describes the message edgechat.v1.PinChanged.
+ * Use `create(PinChangedSchema)` to create a new message.
+ */
+export const PinChangedSchema: GenMessage<PinChanged> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_common, 7);
 
 /**
  * The message at target_seq got new text.
@@ -376,7 +527,7 @@ export type MessageEdited = Message$1<"edgechat.v1.MessageEdited"> & {
  * Use `create(MessageEditedSchema)` to create a new message.
  */
 export const MessageEditedSchema: GenMessage<MessageEdited> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 5);
+  messageDesc(file_edgechat_v1_common, 8);
 
 /**
  * The message at target_seq was deleted (it is now a tombstone).
@@ -395,7 +546,7 @@ export type MessageDeleted = Message$1<"edgechat.v1.MessageDeleted"> & {
  * Use `create(MessageDeletedSchema)` to create a new message.
  */
 export const MessageDeletedSchema: GenMessage<MessageDeleted> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 6);
+  messageDesc(file_edgechat_v1_common, 9);
 
 /**
  * A membership change of user_id. Exactly one of joined, left, removed or
@@ -462,7 +613,7 @@ export type MemberChanged = Message$1<"edgechat.v1.MemberChanged"> & {
  * Use `create(MemberChangedSchema)` to create a new message.
  */
 export const MemberChangedSchema: GenMessage<MemberChanged> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 7);
+  messageDesc(file_edgechat_v1_common, 10);
 
 /**
  * The room's topic or read-only flag changed; room is the new state.
@@ -481,7 +632,7 @@ export type RoomUpdated = Message$1<"edgechat.v1.RoomUpdated"> & {
  * Use `create(RoomUpdatedSchema)` to create a new message.
  */
 export const RoomUpdatedSchema: GenMessage<RoomUpdated> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 8);
+  messageDesc(file_edgechat_v1_common, 11);
 
 /**
  * A stored per-user notification.
@@ -548,7 +699,7 @@ export type Notification = Message$1<"edgechat.v1.Notification"> & {
  * Use `create(NotificationSchema)` to create a new message.
  */
 export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 9);
+  messageDesc(file_edgechat_v1_common, 12);
 
 /**
  * A user's presence.
@@ -579,7 +730,7 @@ export type Presence = Message$1<"edgechat.v1.Presence"> & {
  * Use `create(PresenceSchema)` to create a new message.
  */
 export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 10);
+  messageDesc(file_edgechat_v1_common, 13);
 
 /**
  * A user's global (server-wide) role.
@@ -795,6 +946,14 @@ export enum NotificationKind {
    * @generated from enum value: NOTIFICATION_KIND_ROLE_CHANGED = 5;
    */
   ROLE_CHANGED = 5,
+
+  /**
+   * Addition: someone replied to the user's message, or in a thread the user
+   * started (unless the reply also mentions them: then it is a MENTION).
+   *
+   * @generated from enum value: NOTIFICATION_KIND_REPLY = 6;
+   */
+  REPLY = 6,
 }
 
 /**
