@@ -100,6 +100,7 @@ async fn senders(channels: &[GrpcChannel], n: usize, tag: &str) -> Vec<Sender> {
                         username: name.clone(),
                         password: "correct horse battery".into(),
                         display_name: String::new(),
+                        ..Default::default()
                     })
                     .await
                     .unwrap()

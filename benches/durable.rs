@@ -41,6 +41,7 @@ async fn user(b: &Bench, name: &str) -> (edgechat::client::GrpcChannel, String) 
             username: name.into(),
             password: "correct horse battery".into(),
             display_name: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -68,7 +68,7 @@ fn tokens(c: &mut Criterion) {
     let accounts =
         Accounts::new(config.auth.clone(), keyring, store, edgechat::change::Exec::local(writer));
     let now = edgechat::clock::now_ms();
-    let issued = rt.block_on(accounts.register("bench", "bench password", "", now)).unwrap();
+    let issued = rt.block_on(accounts.register("bench", "bench password", "", "", now)).unwrap();
     let jwt = issued.access_token;
     accounts.authenticate(&jwt, now).unwrap();
     c.bench_function("token_verify/cached_with_user_check", |b| {

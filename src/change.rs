@@ -151,6 +151,8 @@ changes! {
     "21" Prune(crate::retention::Prune),
     "22" React(crate::chat::reactions::React),
     "23" Pin(crate::chat::reactions::Pin),
+    "24" Mute(r::Mute),
+    "25" CreateInvite(a::CreateInvite),
 }
 
 /// A log entry: one change.
@@ -159,7 +161,7 @@ pub struct Entry {
     /// The change.
     #[prost(
         oneof = "Op",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25"
     )]
     pub op: Option<Op>,
 }

@@ -144,7 +144,7 @@ struct ServeArgs {
     /// Client certificates: off, optional or required [default: off].
     #[arg(long, value_name = "MODE")]
     client_auth: Option<String>,
-    /// Registration: open or closed [default: open].
+    /// Registration: open, closed or invite [default: open].
     #[arg(long, value_name = "MODE")]
     registration: Option<String>,
     /// Serve plain-text HTTP/2 (h2c), for running behind a TLS-terminating proxy.

@@ -231,7 +231,7 @@ impl Default for RawTls {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAuth {
-    /// `open` or `closed`.
+    /// `open`, `closed` or `invite`.
     pub registration: String,
     /// Global role of a new registration: `guest`, `member` or `admin`.
     pub default_role: String,
@@ -518,6 +518,8 @@ pub enum Registration {
     Open,
     /// Only admins create users (`edgechat user add`, `AdminService.CreateUser`).
     Closed,
+    /// `Register` needs a single-use code from `AdminService.CreateInviteCode`.
+    Invite,
 }
 
 impl std::str::FromStr for Registration {
@@ -526,7 +528,8 @@ impl std::str::FromStr for Registration {
         match s {
             "open" => Ok(Registration::Open),
             "closed" => Ok(Registration::Closed),
-            other => Err(format!("`{other}` is not one of open, closed")),
+            "invite" => Ok(Registration::Invite),
+            other => Err(format!("`{other}` is not one of open, closed, invite")),
         }
     }
 }

@@ -38,6 +38,18 @@ pub fn notify(
     if user == cause.from_user_id {
         return Ok(());
     }
+    // A muted room sends no chatter (mentions, replies, direct messages); what is done to the
+    // user (invites, removals, role changes) still reaches them.
+    let chatter = matches!(
+        cause.kind,
+        proto::NotificationKind::Mention
+            | proto::NotificationKind::Reply
+            | proto::NotificationKind::DirectMessage
+    );
+    if chatter && crate::store::rooms::member(&**ctx, cause.room_id, user)?.is_some_and(|m| m.muted)
+    {
+        return Ok(());
+    }
     let mut n = proto::Notification {
         id: 0,
         kind: cause.kind as i32,

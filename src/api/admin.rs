@@ -59,11 +59,12 @@ impl AdminService for AdminApi {
         &self,
         req: Request<proto::SetUserRoleRequest>,
     ) -> Result<Response<proto::User>, Status> {
-        admin(&req)?;
+        let who = admin(&req)?;
         let r = req.into_inner();
         let role = role_arg(r.role)?;
         // The change ends the user's streams from inside its commit (see Accounts::set_role).
-        let u = self.0.accounts.set_role(user_id_arg(&r.user_id)?, role).await?;
+        let user = user_id_arg(&r.user_id)?;
+        let u = self.0.accounts.set_role(&who.user_id, user, role, now_ms()).await?;
         Ok(Response::new(user_to_proto(&u)))
     }
 
@@ -76,7 +77,8 @@ impl AdminService for AdminApi {
         if r.user_id == who.user_id && r.disabled {
             return Err(Status::failed_precondition("an admin cannot disable themselves"));
         }
-        let u = self.0.accounts.set_disabled(user_id_arg(&r.user_id)?, r.disabled).await?;
+        let user = user_id_arg(&r.user_id)?;
+        let u = self.0.accounts.set_disabled(&who.user_id, user, r.disabled, now_ms()).await?;
         Ok(Response::new(user_to_proto(&u)))
     }
 
@@ -120,14 +122,37 @@ impl AdminService for AdminApi {
         &self,
         req: Request<proto::CreateUserRequest>,
     ) -> Result<Response<proto::User>, Status> {
-        admin(&req)?;
+        let who = admin(&req)?;
         let r = req.into_inner();
         let role = role_arg(r.role)?;
         let u = self
             .0
             .accounts
-            .create_user(&r.username, &r.password, &r.display_name, role, now_ms())
+            .create_user_as(&who, &r.username, &r.password, &r.display_name, role, now_ms())
             .await?;
         Ok(Response::new(user_to_proto(&u)))
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<proto::ListAuditRequest>,
+    ) -> Result<Response<proto::ListAuditResponse>, Status> {
+        admin(&req)?;
+        let r = req.into_inner();
+        let tx = self.0.messages.store().read().map_err(|e| super::status::store_status(&e))?;
+        let page = crate::audit::page(r.limit);
+        let entries = crate::store::audit::after(&tx, r.after_id, page)
+            .map_err(|e| super::status::store_status(&e))?;
+        Ok(Response::new(proto::ListAuditResponse { entries }))
+    }
+
+    async fn create_invite_code(
+        &self,
+        req: Request<proto::CreateInviteCodeRequest>,
+    ) -> Result<Response<proto::InviteCode>, Status> {
+        let who = admin(&req)?;
+        let r = req.into_inner();
+        let code = self.0.accounts.create_invite(&who, r.valid_for_secs, &r.note, now_ms()).await?;
+        Ok(Response::new(code))
     }
 }

@@ -26,8 +26,8 @@ impl AuthService for AuthApi {
         req: Request<proto::RegisterRequest>,
     ) -> Result<Response<proto::AuthResponse>, Status> {
         let r = req.into_inner();
-        let issued =
-            self.0.accounts.register(&r.username, &r.password, &r.display_name, now_ms()).await?;
+        let (name, pw, display) = (&r.username, &r.password, &r.display_name);
+        let issued = self.0.accounts.register(name, pw, display, &r.invite_code, now_ms()).await?;
         Ok(auth_response(issued))
     }
 

@@ -133,4 +133,23 @@ impl RoomService for RoomsApi {
             self.0.rooms.update(&who, &r.room_id, r.topic, r.read_only, now_ms()).await?,
         ))
     }
+
+    async fn mute_room(
+        &self,
+        req: Request<proto::MuteRoomRequest>,
+    ) -> Result<Response<proto::Room>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        Ok(Response::new(self.0.rooms.mute(&who, &r.room_id, r.muted, now_ms()).await?))
+    }
+
+    async fn list_room_audit(
+        &self,
+        req: Request<proto::ListRoomAuditRequest>,
+    ) -> Result<Response<proto::ListRoomAuditResponse>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let entries = self.0.rooms.audit(&who, &r.room_id, r.after_id, r.limit)?;
+        Ok(Response::new(proto::ListRoomAuditResponse { entries }))
+    }
 }

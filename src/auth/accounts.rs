@@ -18,11 +18,13 @@ use super::keys::Keyring;
 use super::password::{self, CredentialError};
 use super::throttle::LoginThrottle;
 use super::token::{self, TokenError};
+use crate::audit::{self, AuditAction};
 use crate::change::{Change, Exec};
 use crate::config::{AuthConfig, Registration, Role};
 use crate::proto;
 use crate::store::{
-    self, FamilyRecord, JobResult, RefreshRecord, Store, StoreError, UserRecord, WriteCtx, users,
+    self, FamilyRecord, InviteRecord, JobResult, RefreshRecord, Store, StoreError, UserRecord,
+    WriteCtx, invites, users,
 };
 
 /// Why an account operation failed; each variant maps to one gRPC status (api::status).
@@ -200,17 +202,80 @@ impl Accounts {
         username: &str,
         pw: &str,
         display_name: &str,
+        invite_code: &str,
         now_ms: i64,
     ) -> Result<Issued, AuthError> {
-        if self.inner.config.registration == Registration::Closed {
-            return Err(AuthError::PermissionDenied(
-                "registration is closed on this server; ask an admin for an account".into(),
-            ));
-        }
-        let user = self
-            .create_user(username, pw, display_name, self.inner.config.default_role, now_ms)
-            .await?;
+        let invite = match self.inner.config.registration {
+            Registration::Closed => {
+                return Err(AuthError::PermissionDenied(
+                    "registration is closed on this server; ask an admin for an account".into(),
+                ));
+            }
+            Registration::Open => None,
+            Registration::Invite => {
+                let hash = hash_refresh(invite_code);
+                // Checked before the password is hashed, so a wrong code costs no hash; the
+                // change checks again and spends the code with the account.
+                invite_usable(&self.inner.store.read()?, &hash, invite_code, now_ms)?;
+                Some(hash)
+            }
+        };
+        let role = self.inner.config.default_role;
+        let new = NewUser { username, pw, display_name, role, created_by: "", invite };
+        let user = self.create(new, now_ms).await?;
         self.start_session(user, now_ms).await
+    }
+
+    /// `AdminService.CreateInviteCode`: a single-use code valid for `valid_for_secs` (0: 7
+    /// days, at most 90). Only its hash is stored; the code is returned once.
+    pub async fn create_invite(
+        &self,
+        who: &Principal,
+        valid_for_secs: i64,
+        note: &str,
+        now_ms: i64,
+    ) -> Result<proto::InviteCode, AuthError> {
+        const DAY_SECS: i64 = 24 * 3600;
+        let secs = match valid_for_secs {
+            0 => 7 * DAY_SECS,
+            s if (1..=90 * DAY_SECS).contains(&s) => s,
+            s => {
+                return Err(AuthError::InvalidArgument(format!(
+                    "valid_for_secs {s} must be between 1 and {} (90 days), or 0 for 7 days",
+                    90 * DAY_SECS
+                )));
+            }
+        };
+        if note.chars().count() > 200 {
+            return Err(AuthError::InvalidArgument("note must be at most 200 characters".into()));
+        }
+        let code = format!("inv_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()));
+        let rec = InviteRecord {
+            created_by: who.user_id.clone(),
+            created_at_ms: now_ms,
+            expires_at_ms: now_ms + secs * 1000,
+            note: note.to_string(),
+            used_by: String::new(),
+        };
+        let change = CreateInvite { hash: hash_refresh(&code).to_vec(), rec: Some(rec.clone()) };
+        self.inner.exec.run(change).await?;
+        Ok(proto::InviteCode { code, expires_at_ms: rec.expires_at_ms, note: rec.note })
+    }
+
+    /// `AdminService.CreateUser`: like [`Accounts::create_user`], recorded in the audit log
+    /// as the admin's act.
+    pub async fn create_user_as(
+        &self,
+        admin: &Principal,
+        username: &str,
+        pw: &str,
+        display_name: &str,
+        role: Role,
+        now_ms: i64,
+    ) -> Result<UserRecord, AuthError> {
+        let created_by = admin.user_id.as_str();
+        self.create(NewUser { username, pw, display_name, role, created_by, invite: None }, now_ms)
+            .await
     }
 
     /// Creates a user with a role (`Register`, `edgechat user add`, `AdminService.CreateUser`).
@@ -222,6 +287,15 @@ impl Accounts {
         role: Role,
         now_ms: i64,
     ) -> Result<UserRecord, AuthError> {
+        self.create(
+            NewUser { username, pw, display_name, role, created_by: "", invite: None },
+            now_ms,
+        )
+        .await
+    }
+
+    async fn create(&self, new: NewUser<'_>, now_ms: i64) -> Result<UserRecord, AuthError> {
+        let NewUser { username, pw, display_name, role, created_by, invite } = new;
         let username = password::normalize_username(username)?;
         password::check_password(pw)?;
         let display_name = display_name.trim();
@@ -244,7 +318,12 @@ impl Accounts {
             created_at_ms: now_ms,
             ..Default::default()
         };
-        self.inner.exec.run(CreateUser { rec: Some(rec) }).await
+        let change = CreateUser {
+            rec: Some(rec),
+            created_by: created_by.to_string(),
+            invite_hash: invite.map(|h| h.to_vec()).unwrap_or_default(),
+        };
+        self.inner.exec.run(change).await
     }
 
     /// A hashing slot, or `RESOURCE_EXHAUSTED` with a retry hint when every one is taken.
@@ -463,23 +542,41 @@ impl Accounts {
     }
 
     /// Changes a user's global role; their current tokens and streams end (token version).
-    pub async fn set_role(&self, user_id: &str, role: Role) -> Result<UserRecord, AuthError> {
-        let change = UpdateUser {
-            id: user_id.to_string(),
-            set_role: Some(role_to_proto(role) as i32),
-            set_disabled: None,
-        };
-        self.inner.exec.run(change).await
+    /// `actor` (an admin's id, for the audit log) acts at `now_ms`.
+    pub async fn set_role(
+        &self,
+        actor: &str,
+        user_id: &str,
+        role: Role,
+        now_ms: i64,
+    ) -> Result<UserRecord, AuthError> {
+        let set_role = Some(role_to_proto(role) as i32);
+        self.update_user(actor, UpdateUser { set_role, ..Default::default() }, user_id, now_ms)
+            .await
     }
 
     /// Disables or re-enables a user. Disabling revokes every token of theirs at once.
     pub async fn set_disabled(
         &self,
+        actor: &str,
         user_id: &str,
         disabled: bool,
+        now_ms: i64,
+    ) -> Result<UserRecord, AuthError> {
+        let set_disabled = Some(disabled);
+        self.update_user(actor, UpdateUser { set_disabled, ..Default::default() }, user_id, now_ms)
+            .await
+    }
+
+    async fn update_user(
+        &self,
+        actor: &str,
+        change: UpdateUser,
+        user_id: &str,
+        now_ms: i64,
     ) -> Result<UserRecord, AuthError> {
         let change =
-            UpdateUser { id: user_id.to_string(), set_role: None, set_disabled: Some(disabled) };
+            UpdateUser { id: user_id.to_string(), actor_id: actor.to_string(), now_ms, ..change };
         self.inner.exec.run(change).await
     }
 }
@@ -496,6 +593,13 @@ pub struct CreateUser {
     /// The user, id and password hash included.
     #[prost(message, optional, tag = "1")]
     pub rec: Option<UserRecord>,
+    /// The admin who created the user (`AdminService.CreateUser`; recorded in the audit log);
+    /// empty for a registration or `edgechat user add`.
+    #[prost(string, tag = "2")]
+    pub created_by: String,
+    /// With invite-only registration: the SHA-256 of the invite code, spent with the account.
+    #[prost(bytes = "vec", tag = "3")]
+    pub invite_hash: Vec<u8>,
 }
 
 impl Change for CreateUser {
@@ -503,13 +607,94 @@ impl Change for CreateUser {
     type E = AuthError;
     fn apply(self, tx: &mut WriteCtx<'_>) -> JobResult<UserRecord, AuthError> {
         let rec = self.rec.unwrap_or_default();
+        let now_ms = rec.created_at_ms;
+        let invite = if self.invite_hash.is_empty() {
+            None
+        } else {
+            let hash = hash32(&self.invite_hash);
+            match invite_usable(&**tx, &hash, "-", now_ms) {
+                Ok(inv) => Some((hash, inv)),
+                Err(AuthError::Store(e)) => return Err(e),
+                Err(e) => return Ok(Err(e)),
+            }
+        };
         if !users::create_user(tx, &rec)? {
             return Ok(Err(AuthError::AlreadyExists(format!(
                 "username `{}` is taken",
                 rec.username
             ))));
         }
+        if let Some((hash, mut inv)) = invite {
+            inv.used_by.clone_from(&rec.id);
+            invites::put(tx, &hash, &inv)?;
+        }
+        if !self.created_by.is_empty() {
+            let on = audit::Target { user_id: &rec.id, ..Default::default() };
+            let act = AuditAction::UserCreated;
+            audit::record(tx, now_ms, &self.created_by, act, on, "", rec.username.clone())?;
+        }
         Ok(Ok(rec))
+    }
+}
+
+/// What a new account is made of.
+struct NewUser<'a> {
+    username: &'a str,
+    pw: &'a str,
+    display_name: &'a str,
+    role: Role,
+    /// The admin creating it (empty: registration or the command line).
+    created_by: &'a str,
+    /// The invite code's hash, with invite-only registration.
+    invite: Option<[u8; 32]>,
+}
+
+/// The invite a code (hashed `hash`) names, if it can still register an account; else why
+/// not. `code` is only checked for being empty.
+fn invite_usable(
+    s: &impl store::Snapshot,
+    hash: &[u8; 32],
+    code: &str,
+    now_ms: i64,
+) -> Result<InviteRecord, AuthError> {
+    let deny = |m: &str| Err(AuthError::PermissionDenied(m.to_string()));
+    if code.is_empty() {
+        return deny("registration on this server needs an invite code; ask an admin for one");
+    }
+    let Some(inv) = invites::get(s, hash)? else {
+        return deny("this invite code is not known; check it, or ask an admin for a new one");
+    };
+    if !inv.used_by.is_empty() {
+        return deny("this invite code was already used; ask an admin for a new one");
+    }
+    if inv.expires_at_ms <= now_ms {
+        return deny("this invite code has expired; ask an admin for a new one");
+    }
+    Ok(inv)
+}
+
+/// Change: `AdminService.CreateInviteCode` (the code's hash and its record; recorded in the
+/// audit log).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateInvite {
+    /// SHA-256 of the code.
+    #[prost(bytes = "vec", tag = "1")]
+    pub hash: Vec<u8>,
+    /// The invite.
+    #[prost(message, optional, tag = "2")]
+    pub rec: Option<InviteRecord>,
+}
+
+impl Change for CreateInvite {
+    type T = ();
+    type E = AuthError;
+    fn apply(self, tx: &mut WriteCtx<'_>) -> JobResult<(), AuthError> {
+        let rec = self.rec.unwrap_or_default();
+        invites::put(tx, &hash32(&self.hash), &rec)?;
+        let act = AuditAction::InviteCodeCreated;
+        let (at, by) = (rec.created_at_ms, rec.created_by.as_str());
+        audit::record(tx, at, by, act, audit::Target::default(), "", rec.note.clone())?;
+        Ok(Ok(()))
     }
 }
 
@@ -667,6 +852,12 @@ pub struct UpdateUser {
     /// Disable (true) or enable (false).
     #[prost(bool, optional, tag = "3")]
     pub set_disabled: Option<bool>,
+    /// The admin acting (for the audit log).
+    #[prost(string, tag = "4")]
+    pub actor_id: String,
+    /// When.
+    #[prost(int64, tag = "5")]
+    pub now_ms: i64,
 }
 
 impl Change for UpdateUser {
@@ -678,15 +869,26 @@ impl Change for UpdateUser {
             return Ok(Err(AuthError::NotFound(format!("no user with id `{id}`"))));
         };
         let mut revoked = None;
+        let on = audit::Target { user_id: &id, ..Default::default() };
         if let Some(new) = self.set_role
             && u.role != new
         {
             u.role = new;
             u.token_version += 1;
             revoked = Some("global role changed; log in again (or refresh)");
+            let name = proto::GlobalRole::try_from(new).unwrap_or_default().as_str_name();
+            let detail = format!("now {}", name.trim_start_matches("GLOBAL_ROLE_").to_lowercase());
+            let act = AuditAction::UserRoleChanged;
+            audit::record(tx, self.now_ms, &self.actor_id, act, on, "", detail)?;
         }
         if let Some(disabled) = self.set_disabled {
             let revoke = disabled && !u.disabled;
+            if disabled != u.disabled {
+                let on = audit::Target { user_id: &id, ..Default::default() };
+                let act =
+                    if disabled { AuditAction::UserDisabled } else { AuditAction::UserEnabled };
+                audit::record(tx, self.now_ms, &self.actor_id, act, on, "", String::new())?;
+            }
             u.disabled = disabled;
             if revoke {
                 u.token_version += 1;

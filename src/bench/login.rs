@@ -122,6 +122,7 @@ pub async fn run(args: &LoginArgs) -> Result<LoginReport, BenchError> {
                                 username: username.clone(),
                                 password: "bench password".into(),
                                 display_name: String::new(),
+                                ..Default::default()
                             })
                             .await
                         } else {

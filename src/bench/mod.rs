@@ -375,6 +375,7 @@ pub async fn register_many(
                     username: username.clone(),
                     password: "bench password".into(),
                     display_name: String::new(),
+                    ..Default::default()
                 })
                 .await;
             match r {

@@ -805,6 +805,11 @@ impl Change for Delete {
                 now_ms,
                 Kind::Deleted(proto::MessageDeleted { target_seq: seq }),
             )?;
+            if msg.sender_id != who.user_id {
+                let on = crate::audit::Target { room_id: &room_id, user_id: &msg.sender_id, seq };
+                let act = proto::AuditAction::MessageDeleted;
+                crate::audit::record(ctx, now_ms, &who.user_id, act, on, "", String::new())?;
+            }
             Ok(())
         })())
     }

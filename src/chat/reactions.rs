@@ -3,6 +3,7 @@
 //! History shows a message as it is now without replaying its marks.
 
 use super::messages::{ChatError, MessageAt, job, mark_mine, record, target};
+use crate::audit::{self, AuditAction};
 use crate::change::Change;
 use crate::proto::{self, room_event::Kind};
 use crate::rooms::permissions::{self, Action};
@@ -160,6 +161,10 @@ impl Change for Pin {
                 events::replace(ctx, &ev)?;
                 let change = proto::PinChanged { target_seq: seq, pinned: on };
                 record(ctx, &room_id, &who.user_id, now_ms, Kind::Pin(change))?;
+                let on_msg = audit::Target { room_id: &room_id, user_id: &msg.sender_id, seq };
+                let act =
+                    if on { AuditAction::MessagePinned } else { AuditAction::MessageUnpinned };
+                audit::record(ctx, now_ms, &who.user_id, act, on_msg, "", String::new())?;
             }
             mark_mine(&**ctx, &who.user_id, &mut msg)?;
             Ok(msg)

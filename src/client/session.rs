@@ -159,6 +159,7 @@ impl Client {
                 username: username.into(),
                 password: password.into(),
                 display_name: String::new(),
+                ..Default::default()
             })
             .await
             .map_err(status)?;

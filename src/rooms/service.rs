@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::permissions::{
     self, Action, Actor, Denied, GlobalRole, RoomFacts, RoomRole, Standing, Visibility,
 };
+use crate::audit::{self, AuditAction};
 use crate::auth::Principal;
 use crate::change::{Caller, Change, Exec};
 use crate::config::Role;
@@ -246,6 +247,7 @@ pub fn room_view(
         created_at_ms: room.created_at_ms,
         mention_count,
         first_seq: events::first_seq(s, &room.id)?,
+        muted: member.as_ref().is_some_and(|m| m.muted),
     })
 }
 
@@ -526,6 +528,32 @@ impl Rooms {
         self.inner.exec.run(UpdateRoom { at, topic, read_only }).await
     }
 
+    /// `MuteRoom`: the caller's notifications from the room stop (`muted`) or start again.
+    pub async fn mute(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        muted: bool,
+        now_ms: i64,
+    ) -> Result<proto::Room, RoomError> {
+        self.spend(who, now_ms)?;
+        self.inner.exec.run(Mute { at: Some(RoomAt::new(who, room_id, now_ms)), muted }).await
+    }
+
+    /// `ListRoomAudit`: the room's audit entries after `after_id` (moderators and above).
+    pub fn audit(
+        &self,
+        who: &Principal,
+        room_id: &str,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<proto::AuditEntry>, RoomError> {
+        let tx = self.read()?;
+        let l = load(&tx, who, room_id)?;
+        permissions::may(l.actor, Action::ViewAudit, facts(&l.room))?;
+        Ok(crate::store::audit::room_after(&tx, room_id, after_id, audit::page(limit))?)
+    }
+
     /// `OpenDirect`: the one direct room of the caller and `user_id`, created on first use
     /// (two joins, seq 1 and 2), the same room from either side afterwards.
     pub async fn open_direct(
@@ -641,6 +669,7 @@ impl Change for CreateRoom {
             joined_at_ms: now_ms,
             joined_seq: seq,
             read_seq: 0,
+            ..Default::default()
         };
         rooms::put_member(ctx, &rec.id, &user, &owner)?;
         let public = rec.visibility == proto::Visibility::Public as i32;
@@ -711,6 +740,7 @@ impl Change for OpenDirect {
                 joined_at_ms: now_ms,
                 joined_seq: seq,
                 read_seq: 0,
+                ..Default::default()
             };
             rooms::put_member(ctx, &rec.id, uid, &m)?;
         }
@@ -783,6 +813,7 @@ impl Change for Join {
                 joined_at_ms: now_ms,
                 joined_seq: seq,
                 read_seq: 0,
+                ..Default::default()
             };
             rooms::put_member(ctx, &l.room.id, me, &rec)?;
             l.room.member_count += 1;
@@ -937,6 +968,10 @@ impl Change for SetRole {
             )?;
             rooms::put_member(ctx, &l.room.id, &target, &rec)?;
             notify(ctx, keep, &target, role_cause(&l.room.id, seq, me, to, now_ms))?;
+            let role = proto::RoomRole::try_from(role_to_i32(to)).unwrap_or_default().as_str_name();
+            let detail = format!("now {}", role.trim_start_matches("ROOM_ROLE_").to_lowercase());
+            let on = audit::Target { room_id: &l.room.id, user_id: &target, seq: 0 };
+            audit::record(ctx, now_ms, me, AuditAction::RoleChanged, on, "", detail)?;
             Ok(member_view(&user, &rec))
         })
     }
@@ -1010,6 +1045,9 @@ impl Change for Remove {
                 l.room.member_count = l.room.member_count.saturating_sub(1);
                 rooms::put_room(ctx, &l.room, false)?;
             }
+            let act = if ban { AuditAction::MemberBanned } else { AuditAction::MemberRemoved };
+            let on = audit::Target { room_id: &l.room.id, user_id: &target, seq: 0 };
+            audit::record(ctx, now_ms, me, act, on, &reason, String::new())?;
             if ban {
                 rooms::delete_invite(ctx, &l.room.id, &target)?;
                 rooms::put_ban(
@@ -1047,6 +1085,8 @@ impl Change for Unban {
             changed.unbanned = true;
             record(ctx, event(&l.room.id, me, now_ms, Kind::Member(changed)))?;
             rooms::delete_ban(ctx, &l.room.id, &target)?;
+            let on = audit::Target { room_id: &l.room.id, user_id: &target, seq: 0 };
+            audit::record(ctx, now_ms, me, AuditAction::MemberUnbanned, on, "", String::new())?;
             Ok(())
         })
     }
@@ -1097,6 +1137,44 @@ impl Change for UpdateRoom {
                     Kind::RoomUpdated(proto::RoomUpdated { room: Some(view) }),
                 ),
             )?;
+            let detail = format!(
+                "topic \"{}\"{}",
+                l.room.topic,
+                if l.room.read_only { ", read-only" } else { "" }
+            );
+            let on = audit::Target { room_id: &l.room.id, ..Default::default() };
+            audit::record(ctx, now_ms, me, AuditAction::RoomUpdated, on, "", detail)?;
+            Ok(room_view(&**ctx, &l.room, me)?)
+        })
+    }
+}
+
+/// Change: `MuteRoom`: the member's notifications from the room stop or start again (no
+/// event: it concerns nobody else).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Mute {
+    /// Caller, room, time.
+    #[prost(message, optional, tag = "1")]
+    pub at: Option<RoomAt>,
+    /// Mute (true) or unmute.
+    #[prost(bool, tag = "2")]
+    pub muted: bool,
+}
+
+impl Change for Mute {
+    type T = proto::Room;
+    type E = RoomError;
+    fn apply(self, ctx: &mut WriteCtx<'_>) -> JobResult<proto::Room, RoomError> {
+        let muted = self.muted;
+        in_room(ctx, self.at, move |ctx, l, me, _| {
+            permissions::may(l.actor, Action::Read, facts(&l.room))?;
+            let Some(mut m) = rooms::member(&**ctx, &l.room.id, me)? else {
+                return Err(RoomError::FailedPrecondition("only members can mute a room".into()));
+            };
+            if m.muted != muted {
+                m.muted = muted;
+                rooms::put_member(ctx, &l.room.id, me, &m)?;
+            }
             Ok(room_view(&**ctx, &l.room, me)?)
         })
     }

@@ -9,10 +9,12 @@
 //! Reads take a [`redb::ReadTransaction`] from [`Store::read`] and call the typed functions in
 //! the submodules.
 
+pub mod audit;
 mod check;
 pub mod cluster;
 pub mod events;
 mod health;
+pub mod invites;
 mod migrate;
 pub mod notifications;
 pub mod pins;
@@ -35,8 +37,8 @@ use redb::{ReadableDatabase, ReadableTable};
 pub use check::{CheckReport, SizeReport, TableSize};
 pub use health::StorageHealth;
 pub use records::{
-    BanRecord, FamilyRecord, MemberRecord, PinRecord, RefreshRecord, RoomRecord, SentRecord,
-    UserRecord,
+    BanRecord, FamilyRecord, InviteRecord, MemberRecord, PinRecord, RefreshRecord, RoomRecord,
+    SentRecord, UserRecord,
 };
 pub use users::Snapshot;
 pub use writer::{Committed, JobResult, Mark, Publisher, WriteCtx, Writer};

@@ -124,6 +124,9 @@ pub struct MemberRecord {
     /// Their read marker (0 when they join; never moves backwards).
     #[prost(uint64, tag = "4")]
     pub read_seq: u64,
+    /// They muted the room: no mention, reply or direct-message notifications from it.
+    #[prost(bool, tag = "5")]
+    pub muted: bool,
 }
 
 /// A ban (`room_bans`).
@@ -163,4 +166,24 @@ pub struct PinRecord {
     /// When.
     #[prost(int64, tag = "2")]
     pub at_ms: i64,
+}
+
+/// A registration invite code (`invite_codes`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InviteRecord {
+    /// The admin who issued it.
+    #[prost(string, tag = "1")]
+    pub created_by: String,
+    /// When.
+    #[prost(int64, tag = "2")]
+    pub created_at_ms: i64,
+    /// Valid until.
+    #[prost(int64, tag = "3")]
+    pub expires_at_ms: i64,
+    /// Who it is for.
+    #[prost(string, tag = "4")]
+    pub note: String,
+    /// The user it registered (empty: unused).
+    #[prost(string, tag = "5")]
+    pub used_by: String,
 }

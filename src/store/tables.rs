@@ -69,6 +69,14 @@ pub(super) const REACTIONS: TableDefinition<(&str, u64, &str, &str), ()> =
 /// `pins`: (room id, seq) -> `PinRecord` (`pins`).
 pub(super) const PINS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pins");
 
+/// `audit`: id -> `proto::AuditEntry` (`audit`).
+pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// `audit_by_room`: (room id, audit id) -> () (`audit`).
+pub(super) const AUDIT_BY_ROOM: TableDefinition<(&str, u64), ()> =
+    TableDefinition::new("audit_by_room");
+/// `invite_codes`: SHA-256 of the code -> `InviteRecord` (`invites`).
+pub(super) const INVITE_CODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("invite_codes");
+
 /// Opens every fixed table once so that later read transactions find them all (a room's own
 /// tables are created by its first write; readers take a missing one as empty).
 pub(super) fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::TableError> {
@@ -91,6 +99,9 @@ pub(super) fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::TableE
     tx.open_table(THREADS)?;
     tx.open_table(REACTIONS)?;
     tx.open_table(PINS)?;
+    tx.open_table(AUDIT)?;
+    tx.open_table(AUDIT_BY_ROOM)?;
+    tx.open_table(INVITE_CODES)?;
     Ok(())
 }
 

@@ -126,8 +126,7 @@ async fn bad_registrations_get_invalid_argument_or_already_exists() {
     let reg = |u: &str, p: &str| proto::RegisterRequest {
         username: u.into(),
         password: p.into(),
-        display_name: String::new(),
-    };
+        display_name: String::new(), ..Default::default() };
     for (u, p, what) in [
         ("", PW, "username"),
         ("ab", PW, "username"),
@@ -416,8 +415,7 @@ async fn registration_closed_and_admin_service() {
         c.register(proto::RegisterRequest {
             username: "jack".into(),
             password: PW.into(),
-            display_name: String::new(),
-        })
+            display_name: String::new(), ..Default::default() })
         .await,
         Code::PermissionDenied,
     );

@@ -69,6 +69,7 @@ async fn register(nodes: &Nodes, name: &str) -> (String, String) {
                 username: name.into(),
                 password: PASSWORD.into(),
                 display_name: String::new(),
+                ..Default::default()
             })
             .await;
         match r {

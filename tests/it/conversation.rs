@@ -437,3 +437,253 @@ async fn moderators_pin_and_everyone_lists_pins() {
     assert_eq!(pins(&member, &room).await.unwrap().len(), 50);
 }
 }
+
+fn admin_client(
+    u: &User,
+) -> proto::admin_service_client::AdminServiceClient<edgechat::client::Authed> {
+    edgechat::client::admin_client(u.ch.clone(), Some(&u.token))
+}
+
+async fn mute(u: &User, room: &str, muted: bool) -> Result<proto::Room, tonic::Status> {
+    u.rooms()
+        .mute_room(proto::MuteRoomRequest { room_id: room.into(), muted })
+        .await
+        .map(|r| r.into_inner())
+}
+
+both_transports! {
+async fn a_muted_room_sends_no_chatter_but_counts_unread() {
+    let s = server().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = room_with(&alice, &[&bob]).await;
+    let root = send_rpc(&bob, &room, "root", "mine").await.unwrap();
+    assert!(mute(&bob, &room, true).await.unwrap().muted);
+    send_rpc(&alice, &room, "m1", "hey @bob").await.unwrap();
+    reply(&alice, &room, root.seq, "r1", "answer").await.unwrap();
+    assert!(notifications(&bob).await.is_empty(), "no mention or reply notification");
+    let r = bob.rooms().get_room(proto::GetRoomRequest { room_id: room.clone() }).await.unwrap();
+    let r = r.into_inner();
+    assert!(r.muted);
+    assert_eq!((r.unread_count, r.mention_count), (2, 1), "unread counts go on");
+    // A direct room muted: no direct-message notifications either.
+    let direct = alice
+        .rooms()
+        .open_direct(proto::OpenDirectRequest { user_id: bob.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    mute(&bob, &direct, true).await.unwrap();
+    send_rpc(&alice, &direct, "d1", "psst").await.unwrap();
+    assert!(notifications(&bob).await.is_empty());
+    // Removal is not chatter: it still reaches a muted member.
+    alice
+        .rooms()
+        .remove_member(proto::RemoveMemberRequest {
+            room_id: room.clone(),
+            user_id: bob.id.clone(),
+            ban: false,
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<i32> = notifications(&bob).await.iter().map(|n| n.kind).collect();
+    assert_eq!(kinds, [proto::NotificationKind::Removed as i32]);
+    // Unmuted, mentions come again; only members mute.
+    mute(&bob, &direct, false).await.unwrap();
+    send_rpc(&alice, &direct, "d2", "again").await.unwrap();
+    assert_eq!(notifications(&bob).await.len(), 2);
+    expect_code(mute(&bob, &room, true).await, Code::PermissionDenied);
+    expect_code(mute(&bob, "r-nowhere", true).await, Code::NotFound);
+}
+}
+
+both_transports! {
+async fn invite_only_registration_spends_each_code_once() {
+    let s = TestServer::start_with(|c| c.auth.registration = "invite".into()).await;
+    let admin = s.admin("root").await;
+    let ch = s.channel().await;
+    let register = |name: &str, code: &str| {
+        let mut c = edgechat::client::auth_client(ch.clone(), None);
+        let req = proto::RegisterRequest {
+            username: name.into(),
+            password: "correct horse battery".into(),
+            display_name: String::new(),
+            invite_code: code.into(),
+        };
+        async move { c.register(req).await.map(|r| r.into_inner()) }
+    };
+    let m = expect_code(register("nocode", "").await, Code::PermissionDenied);
+    assert!(m.contains("needs an invite code"), "{m}");
+    let m = expect_code(register("guess", "inv_guess").await, Code::PermissionDenied);
+    assert!(m.contains("not known"), "{m}");
+    let code = admin_client(&admin)
+        .create_invite_code(proto::CreateInviteCodeRequest { valid_for_secs: 0, note: "for dana".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let week = 7 * 24 * 3600 * 1000;
+    assert!((code.expires_at_ms - edgechat::clock::now_ms() - week).abs() < 60_000);
+    let dana = register("dana", &code.code).await.unwrap();
+    assert_eq!(dana.user.unwrap().username, "dana");
+    let m = expect_code(register("eve", &code.code).await, Code::PermissionDenied);
+    assert!(m.contains("already used"), "{m}");
+    // A username taken spends nothing: the code still works for another name.
+    let second = admin_client(&admin)
+        .create_invite_code(proto::CreateInviteCodeRequest { valid_for_secs: 1, note: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    expect_code(register("dana", &second.code).await, Code::AlreadyExists);
+    // Expiry: the code was valid for 1 s.
+    // Expiry: the code was valid for 1 s; wait (polling the clock) until it is past.
+    let expiry = second.expires_at_ms;
+    crate::support::eventually(std::time::Duration::from_secs(10), "the code expires", || {
+        std::future::ready((edgechat::clock::now_ms() > expiry).then_some(()))
+    })
+    .await;
+    let m = expect_code(register("frank", &second.code).await, Code::PermissionDenied);
+    assert!(m.contains("expired"), "{m}");
+    // Bad requests for codes; members may not issue them.
+    let m = expect_code(
+        admin_client(&admin)
+            .create_invite_code(proto::CreateInviteCodeRequest { valid_for_secs: -5, note: String::new() })
+            .await,
+        Code::InvalidArgument,
+    );
+    assert!(m.contains("valid_for_secs"), "{m}");
+    let dana_user = User { id: String::new(), name: "dana".into(), token: dana.access_token, ch: ch.clone() };
+    expect_code(
+        admin_client(&dana_user)
+            .create_invite_code(proto::CreateInviteCodeRequest::default())
+            .await,
+        Code::PermissionDenied,
+    );
+}
+}
+
+both_transports! {
+async fn moderation_and_admin_acts_are_audited() {
+    let s = server().await;
+    let admin = s.admin("root").await;
+    let owner = s.user("owner").await;
+    let moderator = s.user("moderator").await;
+    let member = s.user("member").await;
+    let room = room_with(&owner, &[&moderator, &member]).await;
+    set_role(&owner, &room, &moderator, proto::RoomRole::Moderator).await;
+    let m = send_rpc(&member, &room, "m", "spam").await.unwrap();
+    let own = send_rpc(&moderator, &room, "own", "oops").await.unwrap();
+    pin(&moderator, &room, m.seq, true).await.unwrap();
+    moderator
+        .chat()
+        .delete_message(proto::DeleteMessageRequest { room_id: room.clone(), seq: m.seq })
+        .await
+        .unwrap();
+    // Deleting one's own message is no moderation: not audited.
+    moderator
+        .chat()
+        .delete_message(proto::DeleteMessageRequest { room_id: room.clone(), seq: own.seq })
+        .await
+        .unwrap();
+    moderator
+        .rooms()
+        .remove_member(proto::RemoveMemberRequest {
+            room_id: room.clone(),
+            user_id: member.id.clone(),
+            ban: true,
+            reason: "spam".into(),
+        })
+        .await
+        .unwrap();
+    moderator
+        .rooms()
+        .unban_member(proto::UnbanMemberRequest { room_id: room.clone(), user_id: member.id.clone() })
+        .await
+        .unwrap();
+    owner
+        .rooms()
+        .update_room(proto::UpdateRoomRequest { room_id: room.clone(), topic: Some("calm".into()), read_only: None })
+        .await
+        .unwrap();
+    use proto::AuditAction as A;
+    let want = [
+        (A::RoleChanged, moderator.id.as_str(), 0, ""),
+        (A::MessagePinned, member.id.as_str(), m.seq, ""),
+        (A::MessageDeleted, member.id.as_str(), m.seq, ""),
+        (A::MemberBanned, member.id.as_str(), 0, "spam"),
+        (A::MemberUnbanned, member.id.as_str(), 0, ""),
+        (A::RoomUpdated, "", 0, ""),
+    ];
+    let entries = owner
+        .rooms()
+        .list_room_audit(proto::ListRoomAuditRequest { room_id: room.clone(), after_id: 0, limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let got: Vec<_> = entries
+        .iter()
+        .map(|e| (A::try_from(e.action).unwrap(), e.target_user_id.as_str(), e.target_seq, e.reason.as_str()))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(entries[0].actor_id, owner.id);
+    assert_eq!(entries[0].detail, "now moderator");
+    assert_eq!(entries[3].actor_id, moderator.id);
+    assert!(entries.windows(2).all(|w| w[0].id < w[1].id) && entries.iter().all(|e| e.at_ms > 0));
+    // Paging after an id.
+    let rest = moderator
+        .rooms()
+        .list_room_audit(proto::ListRoomAuditRequest { room_id: room.clone(), after_id: entries[3].id, limit: 1 })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), [entries[4].id]);
+    // Members may not read the room's log; outsiders of a private room do not see it.
+    member.rooms().join_room(proto::JoinRoomRequest { room_id: room.clone() }).await.unwrap();
+    expect_code(
+        member.rooms().list_room_audit(proto::ListRoomAuditRequest { room_id: room.clone(), ..Default::default() }).await,
+        Code::PermissionDenied,
+    );
+    let private = create_room(&owner, "secret", proto::Visibility::Private).await.id;
+    expect_code(
+        member.rooms().list_room_audit(proto::ListRoomAuditRequest { room_id: private, ..Default::default() }).await,
+        Code::NotFound,
+    );
+    // Admin acts, and the server-wide log for admins only.
+    let mut a = admin_client(&admin);
+    a.disable_user(proto::DisableUserRequest { user_id: member.id.clone(), disabled: true }).await.unwrap();
+    a.disable_user(proto::DisableUserRequest { user_id: member.id.clone(), disabled: false }).await.unwrap();
+    a.set_user_role(proto::SetUserRoleRequest { user_id: owner.id.clone(), role: proto::GlobalRole::Guest as i32 })
+        .await
+        .unwrap();
+    a.create_invite_code(proto::CreateInviteCodeRequest { valid_for_secs: 60, note: "for gus".into() }).await.unwrap();
+    a.create_user(proto::CreateUserRequest {
+        username: "hal".into(),
+        password: "correct horse battery".into(),
+        display_name: String::new(),
+        role: proto::GlobalRole::Member as i32,
+    })
+    .await
+    .unwrap();
+    let all = a.list_audit(proto::ListAuditRequest { after_id: 0, limit: 500 }).await.unwrap().into_inner().entries;
+    assert_eq!(all.len(), entries.len() + 5);
+    let tail: Vec<_> = all[entries.len()..].iter().map(|e| (A::try_from(e.action).unwrap(), e.actor_id.as_str(), e.detail.as_str())).collect();
+    assert_eq!(
+        tail,
+        [
+            (A::UserDisabled, admin.id.as_str(), ""),
+            (A::UserEnabled, admin.id.as_str(), ""),
+            (A::UserRoleChanged, admin.id.as_str(), "now guest"),
+            (A::InviteCodeCreated, admin.id.as_str(), "for gus"),
+            (A::UserCreated, admin.id.as_str(), "hal"),
+        ]
+    );
+    assert!(all.iter().all(|e| !e.detail.contains("inv_")), "codes are never logged");
+    expect_code(
+        admin_client(&moderator).list_audit(proto::ListAuditRequest::default()).await,
+        Code::PermissionDenied,
+    );
+}
+}

@@ -34,9 +34,9 @@ async fn revocations_end_streams_even_when_the_rpc_goes_away_after_its_commit() 
     for conn in [&mut a, &mut b, &mut c] {
         conn.ping(1).await;
     }
-    accounts.set_disabled(&alice.id, true).await.unwrap();
+    accounts.set_disabled("", &alice.id, true, 0).await.unwrap();
     assert_eq!(a.end_status().await.unwrap_err().code(), Code::Unauthenticated);
-    accounts.set_role(&bob.id, Role::Guest).await.unwrap();
+    accounts.set_role("", &bob.id, Role::Guest, 0).await.unwrap();
     assert_eq!(b.end_status().await.unwrap_err().code(), Code::Unauthenticated);
     let who = accounts.authenticate(&carol.token, now_ms()).unwrap();
     accounts.logout(&who, "", true).await.unwrap();
@@ -54,7 +54,7 @@ async fn writer_jobs_refuse_a_user_disabled_after_authentication() {
     let api = s.api();
     let who = api.accounts.authenticate(&bob.token, now_ms()).unwrap();
     api.messages.send(&who, &room, "before", "still fine", 0, now_ms()).await.unwrap();
-    api.accounts.set_disabled(&bob.id, true).await.unwrap();
+    api.accounts.set_disabled("", &bob.id, true, 0).await.unwrap();
     let sent = api.messages.send(&who, &room, "after", "too late", 0, now_ms()).await;
     assert!(matches!(sent, Err(ChatError::Room(RoomError::Unauthenticated(_)))), "{sent:?}");
     let created =
@@ -68,7 +68,7 @@ async fn writer_jobs_refuse_a_user_disabled_after_authentication() {
     );
     assert!(matches!(read, Err(ChatError::Room(RoomError::Unauthenticated(_)))), "{read:?}");
     // Re-enabled, the old token stays revoked (its version was bumped): log in again.
-    api.accounts.set_disabled(&bob.id, false).await.unwrap();
+    api.accounts.set_disabled("", &bob.id, false, 0).await.unwrap();
     let sent = api.messages.send(&who, &room, "again", "old token", 0, now_ms()).await;
     assert!(matches!(sent, Err(ChatError::Room(RoomError::Unauthenticated(_)))), "{sent:?}");
 }

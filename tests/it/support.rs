@@ -173,6 +173,7 @@ impl TestServer {
             username: name.into(),
             password: "correct horse battery".into(),
             display_name: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|e| panic!("register {name}: {e}"))
@@ -368,6 +369,7 @@ impl User {
                 username: name.into(),
                 password: "correct horse battery".into(),
                 display_name: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|e| panic!("register {name}: {e}"))

@@ -16,6 +16,7 @@ async fn whoami_works(s: &TestServer, tls: &TlsFiles) -> Result<(), String> {
         username: format!("user{}", rand_suffix()),
         password: "correct horse battery".into(),
         display_name: String::new(),
+        ..Default::default()
     })
     .await
     .map(|_| ())
@@ -263,6 +264,7 @@ async fn grpc_web_over_http1_on_the_tcp_listener() {
         username: "webuser".into(),
         password: "correct horse battery".into(),
         display_name: String::new(),
+        ..Default::default()
     });
     let mut body = vec![0u8];
     body.extend((msg.len() as u32).to_be_bytes());

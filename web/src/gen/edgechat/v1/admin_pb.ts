@@ -7,7 +7,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { GlobalRole, User, UserSchema } from "./common_pb";
+import type { AuditEntry, GlobalRole, User, UserSchema } from "./common_pb";
 import { file_edgechat_v1_common } from "./common_pb";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -15,7 +15,106 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file edgechat/v1/admin.proto.
  */
 export const file_edgechat_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChdlZGdlY2hhdC92MS9hZG1pbi5wcm90bxILZWRnZWNoYXQudjEiEgoQTGlzdFVzZXJzUmVxdWVzdCI1ChFMaXN0VXNlcnNSZXNwb25zZRIgCgV1c2VycxgBIAMoCzIRLmVkZ2VjaGF0LnYxLlVzZXIiTAoSU2V0VXNlclJvbGVSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSJQoEcm9sZRgCIAEoDjIXLmVkZ2VjaGF0LnYxLkdsb2JhbFJvbGUiNwoSRGlzYWJsZVVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEAoIZGlzYWJsZWQYAiABKAgiDwoNQmFja3VwUmVxdWVzdCIbCgtCYWNrdXBDaHVuaxIMCgRkYXRhGAEgASgMInQKEUNyZWF0ZVVzZXJSZXF1ZXN0EhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIlCgRyb2xlGAQgASgOMhcuZWRnZWNoYXQudjEuR2xvYmFsUm9sZTLjAgoMQWRtaW5TZXJ2aWNlEkoKCUxpc3RVc2VycxIdLmVkZ2VjaGF0LnYxLkxpc3RVc2Vyc1JlcXVlc3QaHi5lZGdlY2hhdC52MS5MaXN0VXNlcnNSZXNwb25zZRJBCgtTZXRVc2VyUm9sZRIfLmVkZ2VjaGF0LnYxLlNldFVzZXJSb2xlUmVxdWVzdBoRLmVkZ2VjaGF0LnYxLlVzZXISQQoLRGlzYWJsZVVzZXISHy5lZGdlY2hhdC52MS5EaXNhYmxlVXNlclJlcXVlc3QaES5lZGdlY2hhdC52MS5Vc2VyEkAKBkJhY2t1cBIaLmVkZ2VjaGF0LnYxLkJhY2t1cFJlcXVlc3QaGC5lZGdlY2hhdC52MS5CYWNrdXBDaHVuazABEj8KCkNyZWF0ZVVzZXISHi5lZGdlY2hhdC52MS5DcmVhdGVVc2VyUmVxdWVzdBoRLmVkZ2VjaGF0LnYxLlVzZXJiBnByb3RvMw", [file_edgechat_v1_common]);
+  fileDesc("ChdlZGdlY2hhdC92MS9hZG1pbi5wcm90bxILZWRnZWNoYXQudjEiMwoQTGlzdEF1ZGl0UmVxdWVzdBIQCghhZnRlcl9pZBgBIAEoBBINCgVsaW1pdBgCIAEoDSI9ChFMaXN0QXVkaXRSZXNwb25zZRIoCgdlbnRyaWVzGAEgAygLMhcuZWRnZWNoYXQudjEuQXVkaXRFbnRyeSI/ChdDcmVhdGVJbnZpdGVDb2RlUmVxdWVzdBIWCg52YWxpZF9mb3Jfc2VjcxgBIAEoAxIMCgRub3RlGAIgASgJIj8KCkludml0ZUNvZGUSDAoEY29kZRgBIAEoCRIVCg1leHBpcmVzX2F0X21zGAIgASgDEgwKBG5vdGUYAyABKAkiEgoQTGlzdFVzZXJzUmVxdWVzdCI1ChFMaXN0VXNlcnNSZXNwb25zZRIgCgV1c2VycxgBIAMoCzIRLmVkZ2VjaGF0LnYxLlVzZXIiTAoSU2V0VXNlclJvbGVSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSJQoEcm9sZRgCIAEoDjIXLmVkZ2VjaGF0LnYxLkdsb2JhbFJvbGUiNwoSRGlzYWJsZVVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEAoIZGlzYWJsZWQYAiABKAgiDwoNQmFja3VwUmVxdWVzdCIbCgtCYWNrdXBDaHVuaxIMCgRkYXRhGAEgASgMInQKEUNyZWF0ZVVzZXJSZXF1ZXN0EhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIlCgRyb2xlGAQgASgOMhcuZWRnZWNoYXQudjEuR2xvYmFsUm9sZTKCBAoMQWRtaW5TZXJ2aWNlEkoKCUxpc3RVc2VycxIdLmVkZ2VjaGF0LnYxLkxpc3RVc2Vyc1JlcXVlc3QaHi5lZGdlY2hhdC52MS5MaXN0VXNlcnNSZXNwb25zZRJBCgtTZXRVc2VyUm9sZRIfLmVkZ2VjaGF0LnYxLlNldFVzZXJSb2xlUmVxdWVzdBoRLmVkZ2VjaGF0LnYxLlVzZXISQQoLRGlzYWJsZVVzZXISHy5lZGdlY2hhdC52MS5EaXNhYmxlVXNlclJlcXVlc3QaES5lZGdlY2hhdC52MS5Vc2VyEkAKBkJhY2t1cBIaLmVkZ2VjaGF0LnYxLkJhY2t1cFJlcXVlc3QaGC5lZGdlY2hhdC52MS5CYWNrdXBDaHVuazABEj8KCkNyZWF0ZVVzZXISHi5lZGdlY2hhdC52MS5DcmVhdGVVc2VyUmVxdWVzdBoRLmVkZ2VjaGF0LnYxLlVzZXISSgoJTGlzdEF1ZGl0Eh0uZWRnZWNoYXQudjEuTGlzdEF1ZGl0UmVxdWVzdBoeLmVkZ2VjaGF0LnYxLkxpc3RBdWRpdFJlc3BvbnNlElEKEENyZWF0ZUludml0ZUNvZGUSJC5lZGdlY2hhdC52MS5DcmVhdGVJbnZpdGVDb2RlUmVxdWVzdBoXLmVkZ2VjaGF0LnYxLkludml0ZUNvZGViBnByb3RvMw", [file_edgechat_v1_common]);
+
+/**
+ * @generated from message edgechat.v1.ListAuditRequest
+ */
+export type ListAuditRequest = Message<"edgechat.v1.ListAuditRequest"> & {
+  /**
+   * Entries with id > after_id (0 = from the oldest kept).
+   *
+   * @generated from field: uint64 after_id = 1;
+   */
+  afterId: bigint;
+
+  /**
+   * 0 = 50; clamped to 500.
+   *
+   * @generated from field: uint32 limit = 2;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message edgechat.v1.ListAuditRequest.
+ * Use `create(ListAuditRequestSchema)` to create a new message.
+ */
+export const ListAuditRequestSchema: GenMessage<ListAuditRequest> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_admin, 0);
+
+/**
+ * @generated from message edgechat.v1.ListAuditResponse
+ */
+export type ListAuditResponse = Message<"edgechat.v1.ListAuditResponse"> & {
+  /**
+   * @generated from field: repeated edgechat.v1.AuditEntry entries = 1;
+   */
+  entries: AuditEntry[];
+};
+
+/**
+ * Describes the message edgechat.v1.ListAuditResponse.
+ * Use `create(ListAuditResponseSchema)` to create a new message.
+ */
+export const ListAuditResponseSchema: GenMessage<ListAuditResponse> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_admin, 1);
+
+/**
+ * @generated from message edgechat.v1.CreateInviteCodeRequest
+ */
+export type CreateInviteCodeRequest = Message<"edgechat.v1.CreateInviteCodeRequest"> & {
+  /**
+   * How long the code is valid; 0 = 7 days; at most 90 days.
+   *
+   * @generated from field: int64 valid_for_secs = 1;
+   */
+  validForSecs: bigint;
+
+  /**
+   * Who it is for (kept with the code and in the audit log; at most 200
+   * characters).
+   *
+   * @generated from field: string note = 2;
+   */
+  note: string;
+};
+
+/**
+ * Describes the message edgechat.v1.CreateInviteCodeRequest.
+ * Use `create(CreateInviteCodeRequestSchema)` to create a new message.
+ */
+export const CreateInviteCodeRequestSchema: GenMessage<CreateInviteCodeRequest> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_admin, 2);
+
+/**
+ * @generated from message edgechat.v1.InviteCode
+ */
+export type InviteCode = Message<"edgechat.v1.InviteCode"> & {
+  /**
+   * Give this to the person invited; it registers one account.
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+
+  /**
+   * @generated from field: int64 expires_at_ms = 2;
+   */
+  expiresAtMs: bigint;
+
+  /**
+   * @generated from field: string note = 3;
+   */
+  note: string;
+};
+
+/**
+ * Describes the message edgechat.v1.InviteCode.
+ * Use `create(InviteCodeSchema)` to create a new message.
+ */
+export const InviteCodeSchema: GenMessage<InviteCode> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_admin, 3);
 
 /**
  * @generated from message edgechat.v1.ListUsersRequest
@@ -28,7 +127,7 @@ export type ListUsersRequest = Message<"edgechat.v1.ListUsersRequest"> & {
  * Use `create(ListUsersRequestSchema)` to create a new message.
  */
 export const ListUsersRequestSchema: GenMessage<ListUsersRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_admin, 0);
+  messageDesc(file_edgechat_v1_admin, 4);
 
 /**
  * @generated from message edgechat.v1.ListUsersResponse
@@ -45,7 +144,7 @@ export type ListUsersResponse = Message<"edgechat.v1.ListUsersResponse"> & {
  * Use `create(ListUsersResponseSchema)` to create a new message.
  */
 export const ListUsersResponseSchema: GenMessage<ListUsersResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_admin, 1);
+  messageDesc(file_edgechat_v1_admin, 5);
 
 /**
  * @generated from message edgechat.v1.SetUserRoleRequest
@@ -67,7 +166,7 @@ export type SetUserRoleRequest = Message<"edgechat.v1.SetUserRoleRequest"> & {
  * Use `create(SetUserRoleRequestSchema)` to create a new message.
  */
 export const SetUserRoleRequestSchema: GenMessage<SetUserRoleRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_admin, 2);
+  messageDesc(file_edgechat_v1_admin, 6);
 
 /**
  * @generated from message edgechat.v1.DisableUserRequest
@@ -91,7 +190,7 @@ export type DisableUserRequest = Message<"edgechat.v1.DisableUserRequest"> & {
  * Use `create(DisableUserRequestSchema)` to create a new message.
  */
 export const DisableUserRequestSchema: GenMessage<DisableUserRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_admin, 3);
+  messageDesc(file_edgechat_v1_admin, 7);
 
 /**
  * @generated from message edgechat.v1.BackupRequest
@@ -104,7 +203,7 @@ export type BackupRequest = Message<"edgechat.v1.BackupRequest"> & {
  * Use `create(BackupRequestSchema)` to create a new message.
  */
 export const BackupRequestSchema: GenMessage<BackupRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_admin, 4);
+  messageDesc(file_edgechat_v1_admin, 8);
 
 /**
  * One piece of the backup file.
@@ -123,7 +222,7 @@ export type BackupChunk = Message<"edgechat.v1.BackupChunk"> & {
  * Use `create(BackupChunkSchema)` to create a new message.
  */
 export const BackupChunkSchema: GenMessage<BackupChunk> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_admin, 5);
+  messageDesc(file_edgechat_v1_admin, 9);
 
 /**
  * Addition: request of CreateUser.
@@ -163,7 +262,7 @@ export type CreateUserRequest = Message<"edgechat.v1.CreateUserRequest"> & {
  * Use `create(CreateUserRequestSchema)` to create a new message.
  */
 export const CreateUserRequestSchema: GenMessage<CreateUserRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_admin, 6);
+  messageDesc(file_edgechat_v1_admin, 10);
 
 /**
  * @generated from service edgechat.v1.AdminService
@@ -224,6 +323,29 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof CreateUserRequestSchema;
     output: typeof UserSchema;
+  },
+  /**
+   * Addition: the server's audit log of moderation and admin acts, ascending
+   * by id after after_id.
+   *
+   * @generated from rpc edgechat.v1.AdminService.ListAudit
+   */
+  listAudit: {
+    methodKind: "unary";
+    input: typeof ListAuditRequestSchema;
+    output: typeof ListAuditResponseSchema;
+  },
+  /**
+   * Addition: a single-use registration code for `[auth] registration =
+   * "invite"` (AuthService.Register's invite_code). The code is shown once:
+   * only its hash is stored.
+   *
+   * @generated from rpc edgechat.v1.AdminService.CreateInviteCode
+   */
+  createInviteCode: {
+    methodKind: "unary";
+    input: typeof CreateInviteCodeRequestSchema;
+    output: typeof InviteCodeSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_edgechat_v1_admin, 0);

@@ -19,7 +19,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file edgechat/v1/common.proto.
  */
 export const file_edgechat_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChhlZGdlY2hhdC92MS9jb21tb24ucHJvdG8SC2VkZ2VjaGF0LnYxIooBCgRVc2VyEgoKAmlkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIlCgRyb2xlGAQgASgOMhcuZWRnZWNoYXQudjEuR2xvYmFsUm9sZRIQCghkaXNhYmxlZBgFIAEoCBIVCg1jcmVhdGVkX2F0X21zGAYgASgDIpYCCgRSb29tEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFdG9waWMYAyABKAkSKwoKdmlzaWJpbGl0eRgEIAEoDjIXLmVkZ2VjaGF0LnYxLlZpc2liaWxpdHkSEQoJcmVhZF9vbmx5GAUgASgIEiYKB215X3JvbGUYBiABKA4yFS5lZGdlY2hhdC52MS5Sb29tUm9sZRIQCghsYXN0X3NlcRgHIAEoBBIUCgx1bnJlYWRfY291bnQYCCABKAQSFAoMbWVtYmVyX2NvdW50GAkgASgNEhUKDWNyZWF0ZWRfYXRfbXMYCiABKAMSFQoNbWVudGlvbl9jb3VudBgLIAEoBBIRCglmaXJzdF9zZXEYDCABKAQikwEKBk1lbWJlchIfCgR1c2VyGAEgASgLMhEuZWRnZWNoYXQudjEuVXNlchIjCgRyb2xlGAIgASgOMhUuZWRnZWNoYXQudjEuUm9vbVJvbGUSLQoIcHJlc2VuY2UYAyABKA4yGy5lZGdlY2hhdC52MS5QcmVzZW5jZVN0YXR1cxIUCgxsYXN0X3NlZW5fbXMYBCABKAMiywIKB01lc3NhZ2USDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQSEQoJc2VuZGVyX2lkGAMgASgJEgwKBHRleHQYBCABKAkSEgoKc2VudF9hdF9tcxgFIAEoAxIZChFjbGllbnRfbWVzc2FnZV9pZBgGIAEoCRIYChBtZW50aW9uX3VzZXJfaWRzGAcgAygJEhQKDGVkaXRlZF9hdF9tcxgIIAEoAxIPCgdkZWxldGVkGAkgASgIEhQKDHJlcGx5X3RvX3NlcRgKIAEoBBISCgp0aHJlYWRfc2VxGAsgASgEEhMKC3JlcGx5X2NvdW50GAwgASgNEhgKEGxhc3RfcmVwbHlfYXRfbXMYDSABKAMSKAoJcmVhY3Rpb25zGA4gAygLMhUuZWRnZWNoYXQudjEuUmVhY3Rpb24SDgoGcGlubmVkGA8gASgIIjYKCFJlYWN0aW9uEg0KBWVtb2ppGAEgASgJEg0KBWNvdW50GAIgASgNEgwKBG1pbmUYAyABKAgikwMKCVJvb21FdmVudBIPCgdyb29tX2lkGAEgASgJEgsKA3NlcRgCIAEoBBINCgVhdF9tcxgDIAEoAxIQCghhY3Rvcl9pZBgEIAEoCRInCgdtZXNzYWdlGAUgASgLMhQuZWRnZWNoYXQudjEuTWVzc2FnZUgAEiwKBmVkaXRlZBgGIAEoCzIaLmVkZ2VjaGF0LnYxLk1lc3NhZ2VFZGl0ZWRIABIuCgdkZWxldGVkGAcgASgLMhsuZWRnZWNoYXQudjEuTWVzc2FnZURlbGV0ZWRIABIsCgZtZW1iZXIYCCABKAsyGi5lZGdlY2hhdC52MS5NZW1iZXJDaGFuZ2VkSAASMAoMcm9vbV91cGRhdGVkGAkgASgLMhguZWRnZWNoYXQudjEuUm9vbVVwZGF0ZWRIABIwCghyZWFjdGlvbhgKIAEoCzIcLmVkZ2VjaGF0LnYxLlJlYWN0aW9uQ2hhbmdlZEgAEiYKA3BpbhgLIAEoCzIXLmVkZ2VjaGF0LnYxLlBpbkNoYW5nZWRIAEIGCgRraW5kIkMKD1JlYWN0aW9uQ2hhbmdlZBISCgp0YXJnZXRfc2VxGAEgASgEEg0KBWVtb2ppGAIgASgJEg0KBWFkZGVkGAMgASgIIjAKClBpbkNoYW5nZWQSEgoKdGFyZ2V0X3NlcRgBIAEoBBIOCgZwaW5uZWQYAiABKAgiMQoNTWVzc2FnZUVkaXRlZBISCgp0YXJnZXRfc2VxGAEgASgEEgwKBHRleHQYAiABKAkiJAoOTWVzc2FnZURlbGV0ZWQSEgoKdGFyZ2V0X3NlcRgBIAEoBCKmAQoNTWVtYmVyQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEiMKBHJvbGUYAiABKA4yFS5lZGdlY2hhdC52MS5Sb29tUm9sZRIOCgZqb2luZWQYAyABKAgSDAoEbGVmdBgEIAEoCBIPCgdyZW1vdmVkGAUgASgIEg4KBmJhbm5lZBgGIAEoCBIOCgZyZWFzb24YByABKAkSEAoIdW5iYW5uZWQYCCABKAgiLgoLUm9vbVVwZGF0ZWQSHwoEcm9vbRgBIAEoCzIRLmVkZ2VjaGF0LnYxLlJvb20ipgEKDE5vdGlmaWNhdGlvbhIKCgJpZBgBIAEoBBIrCgRraW5kGAIgASgOMh0uZWRnZWNoYXQudjEuTm90aWZpY2F0aW9uS2luZBIPCgdyb29tX2lkGAMgASgJEgsKA3NlcRgEIAEoBBIUCgxmcm9tX3VzZXJfaWQYBSABKAkSDAoEdGV4dBgGIAEoCRINCgVhdF9tcxgHIAEoAxIMCgRyZWFkGAggASgIIl4KCFByZXNlbmNlEg8KB3VzZXJfaWQYASABKAkSKwoGc3RhdHVzGAIgASgOMhsuZWRnZWNoYXQudjEuUHJlc2VuY2VTdGF0dXMSFAoMbGFzdF9zZWVuX21zGAMgASgDKm8KCkdsb2JhbFJvbGUSGwoXR0xPQkFMX1JPTEVfVU5TUEVDSUZJRUQQABIVChFHTE9CQUxfUk9MRV9HVUVTVBABEhYKEkdMT0JBTF9ST0xFX01FTUJFUhACEhUKEUdMT0JBTF9ST0xFX0FETUlOEAMqbgoKVmlzaWJpbGl0eRIaChZWSVNJQklMSVRZX1VOU1BFQ0lGSUVEEAASFQoRVklTSUJJTElUWV9QVUJMSUMQARIWChJWSVNJQklMSVRZX1BSSVZBVEUQAhIVChFWSVNJQklMSVRZX0RJUkVDVBADKn8KCFJvb21Sb2xlEhkKFVJPT01fUk9MRV9VTlNQRUNJRklFRBAAEhQKEFJPT01fUk9MRV9SRUFERVIQARIUChBST09NX1JPTEVfTUVNQkVSEAISFwoTUk9PTV9ST0xFX01PREVSQVRPUhADEhMKD1JPT01fUk9MRV9PV05FUhAEKoQBCg5QcmVzZW5jZVN0YXR1cxIfChtQUkVTRU5DRV9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZQUkVTRU5DRV9TVEFUVVNfT05MSU5FEAESGAoUUFJFU0VOQ0VfU1RBVFVTX0FXQVkQAhIbChdQUkVTRU5DRV9TVEFUVVNfT0ZGTElORRADKvgBChBOb3RpZmljYXRpb25LaW5kEiEKHU5PVElGSUNBVElPTl9LSU5EX1VOU1BFQ0lGSUVEEAASHQoZTk9USUZJQ0FUSU9OX0tJTkRfTUVOVElPThABEiQKIE5PVElGSUNBVElPTl9LSU5EX0RJUkVDVF9NRVNTQUdFEAISHAoYTk9USUZJQ0FUSU9OX0tJTkRfSU5WSVRFEAMSHQoZTk9USUZJQ0FUSU9OX0tJTkRfUkVNT1ZFRBAEEiIKHk5PVElGSUNBVElPTl9LSU5EX1JPTEVfQ0hBTkdFRBAFEhsKF05PVElGSUNBVElPTl9LSU5EX1JFUExZEAZiBnByb3RvMw");
+  fileDesc("ChhlZGdlY2hhdC92MS9jb21tb24ucHJvdG8SC2VkZ2VjaGF0LnYxIooBCgRVc2VyEgoKAmlkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIlCgRyb2xlGAQgASgOMhcuZWRnZWNoYXQudjEuR2xvYmFsUm9sZRIQCghkaXNhYmxlZBgFIAEoCBIVCg1jcmVhdGVkX2F0X21zGAYgASgDIqUCCgRSb29tEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFdG9waWMYAyABKAkSKwoKdmlzaWJpbGl0eRgEIAEoDjIXLmVkZ2VjaGF0LnYxLlZpc2liaWxpdHkSEQoJcmVhZF9vbmx5GAUgASgIEiYKB215X3JvbGUYBiABKA4yFS5lZGdlY2hhdC52MS5Sb29tUm9sZRIQCghsYXN0X3NlcRgHIAEoBBIUCgx1bnJlYWRfY291bnQYCCABKAQSFAoMbWVtYmVyX2NvdW50GAkgASgNEhUKDWNyZWF0ZWRfYXRfbXMYCiABKAMSFQoNbWVudGlvbl9jb3VudBgLIAEoBBIRCglmaXJzdF9zZXEYDCABKAQSDQoFbXV0ZWQYDSABKAgikwEKBk1lbWJlchIfCgR1c2VyGAEgASgLMhEuZWRnZWNoYXQudjEuVXNlchIjCgRyb2xlGAIgASgOMhUuZWRnZWNoYXQudjEuUm9vbVJvbGUSLQoIcHJlc2VuY2UYAyABKA4yGy5lZGdlY2hhdC52MS5QcmVzZW5jZVN0YXR1cxIUCgxsYXN0X3NlZW5fbXMYBCABKAMiywIKB01lc3NhZ2USDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQSEQoJc2VuZGVyX2lkGAMgASgJEgwKBHRleHQYBCABKAkSEgoKc2VudF9hdF9tcxgFIAEoAxIZChFjbGllbnRfbWVzc2FnZV9pZBgGIAEoCRIYChBtZW50aW9uX3VzZXJfaWRzGAcgAygJEhQKDGVkaXRlZF9hdF9tcxgIIAEoAxIPCgdkZWxldGVkGAkgASgIEhQKDHJlcGx5X3RvX3NlcRgKIAEoBBISCgp0aHJlYWRfc2VxGAsgASgEEhMKC3JlcGx5X2NvdW50GAwgASgNEhgKEGxhc3RfcmVwbHlfYXRfbXMYDSABKAMSKAoJcmVhY3Rpb25zGA4gAygLMhUuZWRnZWNoYXQudjEuUmVhY3Rpb24SDgoGcGlubmVkGA8gASgIIjYKCFJlYWN0aW9uEg0KBWVtb2ppGAEgASgJEg0KBWNvdW50GAIgASgNEgwKBG1pbmUYAyABKAgikwMKCVJvb21FdmVudBIPCgdyb29tX2lkGAEgASgJEgsKA3NlcRgCIAEoBBINCgVhdF9tcxgDIAEoAxIQCghhY3Rvcl9pZBgEIAEoCRInCgdtZXNzYWdlGAUgASgLMhQuZWRnZWNoYXQudjEuTWVzc2FnZUgAEiwKBmVkaXRlZBgGIAEoCzIaLmVkZ2VjaGF0LnYxLk1lc3NhZ2VFZGl0ZWRIABIuCgdkZWxldGVkGAcgASgLMhsuZWRnZWNoYXQudjEuTWVzc2FnZURlbGV0ZWRIABIsCgZtZW1iZXIYCCABKAsyGi5lZGdlY2hhdC52MS5NZW1iZXJDaGFuZ2VkSAASMAoMcm9vbV91cGRhdGVkGAkgASgLMhguZWRnZWNoYXQudjEuUm9vbVVwZGF0ZWRIABIwCghyZWFjdGlvbhgKIAEoCzIcLmVkZ2VjaGF0LnYxLlJlYWN0aW9uQ2hhbmdlZEgAEiYKA3BpbhgLIAEoCzIXLmVkZ2VjaGF0LnYxLlBpbkNoYW5nZWRIAEIGCgRraW5kIkMKD1JlYWN0aW9uQ2hhbmdlZBISCgp0YXJnZXRfc2VxGAEgASgEEg0KBWVtb2ppGAIgASgJEg0KBWFkZGVkGAMgASgIIjAKClBpbkNoYW5nZWQSEgoKdGFyZ2V0X3NlcRgBIAEoBBIOCgZwaW5uZWQYAiABKAgiMQoNTWVzc2FnZUVkaXRlZBISCgp0YXJnZXRfc2VxGAEgASgEEgwKBHRleHQYAiABKAkiJAoOTWVzc2FnZURlbGV0ZWQSEgoKdGFyZ2V0X3NlcRgBIAEoBCKmAQoNTWVtYmVyQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEiMKBHJvbGUYAiABKA4yFS5lZGdlY2hhdC52MS5Sb29tUm9sZRIOCgZqb2luZWQYAyABKAgSDAoEbGVmdBgEIAEoCBIPCgdyZW1vdmVkGAUgASgIEg4KBmJhbm5lZBgGIAEoCBIOCgZyZWFzb24YByABKAkSEAoIdW5iYW5uZWQYCCABKAgiLgoLUm9vbVVwZGF0ZWQSHwoEcm9vbRgBIAEoCzIRLmVkZ2VjaGF0LnYxLlJvb20ipgEKDE5vdGlmaWNhdGlvbhIKCgJpZBgBIAEoBBIrCgRraW5kGAIgASgOMh0uZWRnZWNoYXQudjEuTm90aWZpY2F0aW9uS2luZBIPCgdyb29tX2lkGAMgASgJEgsKA3NlcRgEIAEoBBIUCgxmcm9tX3VzZXJfaWQYBSABKAkSDAoEdGV4dBgGIAEoCRINCgVhdF9tcxgHIAEoAxIMCgRyZWFkGAggASgIIl4KCFByZXNlbmNlEg8KB3VzZXJfaWQYASABKAkSKwoGc3RhdHVzGAIgASgOMhsuZWRnZWNoYXQudjEuUHJlc2VuY2VTdGF0dXMSFAoMbGFzdF9zZWVuX21zGAMgASgDIsABCgpBdWRpdEVudHJ5EgoKAmlkGAEgASgEEg0KBWF0X21zGAIgASgDEhAKCGFjdG9yX2lkGAMgASgJEigKBmFjdGlvbhgEIAEoDjIYLmVkZ2VjaGF0LnYxLkF1ZGl0QWN0aW9uEg8KB3Jvb21faWQYBSABKAkSFgoOdGFyZ2V0X3VzZXJfaWQYBiABKAkSEgoKdGFyZ2V0X3NlcRgHIAEoBBIOCgZyZWFzb24YCCABKAkSDgoGZGV0YWlsGAkgASgJKm8KCkdsb2JhbFJvbGUSGwoXR0xPQkFMX1JPTEVfVU5TUEVDSUZJRUQQABIVChFHTE9CQUxfUk9MRV9HVUVTVBABEhYKEkdMT0JBTF9ST0xFX01FTUJFUhACEhUKEUdMT0JBTF9ST0xFX0FETUlOEAMqbgoKVmlzaWJpbGl0eRIaChZWSVNJQklMSVRZX1VOU1BFQ0lGSUVEEAASFQoRVklTSUJJTElUWV9QVUJMSUMQARIWChJWSVNJQklMSVRZX1BSSVZBVEUQAhIVChFWSVNJQklMSVRZX0RJUkVDVBADKn8KCFJvb21Sb2xlEhkKFVJPT01fUk9MRV9VTlNQRUNJRklFRBAAEhQKEFJPT01fUk9MRV9SRUFERVIQARIUChBST09NX1JPTEVfTUVNQkVSEAISFwoTUk9PTV9ST0xFX01PREVSQVRPUhADEhMKD1JPT01fUk9MRV9PV05FUhAEKoQBCg5QcmVzZW5jZVN0YXR1cxIfChtQUkVTRU5DRV9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZQUkVTRU5DRV9TVEFUVVNfT05MSU5FEAESGAoUUFJFU0VOQ0VfU1RBVFVTX0FXQVkQAhIbChdQUkVTRU5DRV9TVEFUVVNfT0ZGTElORRADKvgBChBOb3RpZmljYXRpb25LaW5kEiEKHU5PVElGSUNBVElPTl9LSU5EX1VOU1BFQ0lGSUVEEAASHQoZTk9USUZJQ0FUSU9OX0tJTkRfTUVOVElPThABEiQKIE5PVElGSUNBVElPTl9LSU5EX0RJUkVDVF9NRVNTQUdFEAISHAoYTk9USUZJQ0FUSU9OX0tJTkRfSU5WSVRFEAMSHQoZTk9USUZJQ0FUSU9OX0tJTkRfUkVNT1ZFRBAEEiIKHk5PVElGSUNBVElPTl9LSU5EX1JPTEVfQ0hBTkdFRBAFEhsKF05PVElGSUNBVElPTl9LSU5EX1JFUExZEAYq2gMKC0F1ZGl0QWN0aW9uEhwKGEFVRElUX0FDVElPTl9VTlNQRUNJRklFRBAAEh0KGUFVRElUX0FDVElPTl9ST0xFX0NIQU5HRUQQARIfChtBVURJVF9BQ1RJT05fTUVNQkVSX1JFTU9WRUQQAhIeChpBVURJVF9BQ1RJT05fTUVNQkVSX0JBTk5FRBADEiAKHEFVRElUX0FDVElPTl9NRU1CRVJfVU5CQU5ORUQQBBIgChxBVURJVF9BQ1RJT05fTUVTU0FHRV9ERUxFVEVEEAUSHwobQVVESVRfQUNUSU9OX01FU1NBR0VfUElOTkVEEAYSIQodQVVESVRfQUNUSU9OX01FU1NBR0VfVU5QSU5ORUQQBxIdChlBVURJVF9BQ1RJT05fUk9PTV9VUERBVEVEEAgSHgoaQVVESVRfQUNUSU9OX1VTRVJfRElTQUJMRUQQCRIdChlBVURJVF9BQ1RJT05fVVNFUl9FTkFCTEVEEAoSIgoeQVVESVRfQUNUSU9OX1VTRVJfUk9MRV9DSEFOR0VEEAsSJAogQVVESVRfQUNUSU9OX0lOVklURV9DT0RFX0NSRUFURUQQDBIdChlBVURJVF9BQ1RJT05fVVNFUl9DUkVBVEVEEA1iBnByb3RvMw");
 
 /**
  * A user account.
@@ -154,6 +154,14 @@ export type Room = Message$1<"edgechat.v1.Room"> & {
    * @generated from field: uint64 first_seq = 12;
    */
   firstSeq: bigint;
+
+  /**
+   * Addition: the caller muted the room (RoomService.MuteRoom): no mention,
+   * reply or direct-message notifications from it; unread counts go on.
+   *
+   * @generated from field: bool muted = 13;
+   */
+  muted: boolean;
 };
 
 /**
@@ -733,6 +741,80 @@ export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
   messageDesc(file_edgechat_v1_common, 13);
 
 /**
+ * Addition: one moderation or admin act.
+ *
+ * @generated from message edgechat.v1.AuditEntry
+ */
+export type AuditEntry = Message$1<"edgechat.v1.AuditEntry"> & {
+  /**
+   * Gapless server-wide sequence 1, 2, 3, ...; the oldest are dropped past
+   * 100,000 entries.
+   *
+   * @generated from field: uint64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * @generated from field: int64 at_ms = 2;
+   */
+  atMs: bigint;
+
+  /**
+   * Who did it.
+   *
+   * @generated from field: string actor_id = 3;
+   */
+  actorId: string;
+
+  /**
+   * @generated from field: edgechat.v1.AuditAction action = 4;
+   */
+  action: AuditAction;
+
+  /**
+   * The room it happened in (empty for server-wide acts).
+   *
+   * @generated from field: string room_id = 5;
+   */
+  roomId: string;
+
+  /**
+   * The user acted on, if any.
+   *
+   * @generated from field: string target_user_id = 6;
+   */
+  targetUserId: string;
+
+  /**
+   * The message acted on, if any.
+   *
+   * @generated from field: uint64 target_seq = 7;
+   */
+  targetSeq: bigint;
+
+  /**
+   * The actor's reason, where the request carries one (kicks, bans).
+   *
+   * @generated from field: string reason = 8;
+   */
+  reason: string;
+
+  /**
+   * A short human-readable summary of the new state.
+   *
+   * @generated from field: string detail = 9;
+   */
+  detail: string;
+};
+
+/**
+ * Describes the message edgechat.v1.AuditEntry.
+ * Use `create(AuditEntrySchema)` to create a new message.
+ */
+export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_common, 14);
+
+/**
  * A user's global (server-wide) role.
  *
  * @generated from enum edgechat.v1.GlobalRole
@@ -961,4 +1043,104 @@ export enum NotificationKind {
  */
 export const NotificationKindSchema: GenEnum<NotificationKind> = /*@__PURE__*/
   enumDesc(file_edgechat_v1_common, 4);
+
+/**
+ * Addition: what an audit log entry records.
+ *
+ * @generated from enum edgechat.v1.AuditAction
+ */
+export enum AuditAction {
+  /**
+   * @generated from enum value: AUDIT_ACTION_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A member's room role changed (detail: the new role).
+   *
+   * @generated from enum value: AUDIT_ACTION_ROLE_CHANGED = 1;
+   */
+  ROLE_CHANGED = 1,
+
+  /**
+   * A member was kicked (reason: the moderator's).
+   *
+   * @generated from enum value: AUDIT_ACTION_MEMBER_REMOVED = 2;
+   */
+  MEMBER_REMOVED = 2,
+
+  /**
+   * A user was banned from the room (reason: the moderator's).
+   *
+   * @generated from enum value: AUDIT_ACTION_MEMBER_BANNED = 3;
+   */
+  MEMBER_BANNED = 3,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_MEMBER_UNBANNED = 4;
+   */
+  MEMBER_UNBANNED = 4,
+
+  /**
+   * A moderator deleted someone else's message (target_seq).
+   *
+   * @generated from enum value: AUDIT_ACTION_MESSAGE_DELETED = 5;
+   */
+  MESSAGE_DELETED = 5,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_MESSAGE_PINNED = 6;
+   */
+  MESSAGE_PINNED = 6,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_MESSAGE_UNPINNED = 7;
+   */
+  MESSAGE_UNPINNED = 7,
+
+  /**
+   * The room's topic or read-only flag changed (detail: what it is now).
+   *
+   * @generated from enum value: AUDIT_ACTION_ROOM_UPDATED = 8;
+   */
+  ROOM_UPDATED = 8,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_USER_DISABLED = 9;
+   */
+  USER_DISABLED = 9,
+
+  /**
+   * @generated from enum value: AUDIT_ACTION_USER_ENABLED = 10;
+   */
+  USER_ENABLED = 10,
+
+  /**
+   * A user's global role changed (detail: the new role).
+   *
+   * @generated from enum value: AUDIT_ACTION_USER_ROLE_CHANGED = 11;
+   */
+  USER_ROLE_CHANGED = 11,
+
+  /**
+   * An admin issued a registration invite code (detail: its note; the code
+   * itself is never recorded).
+   *
+   * @generated from enum value: AUDIT_ACTION_INVITE_CODE_CREATED = 12;
+   */
+  INVITE_CODE_CREATED = 12,
+
+  /**
+   * An admin created a user (AdminService.CreateUser).
+   *
+   * @generated from enum value: AUDIT_ACTION_USER_CREATED = 13;
+   */
+  USER_CREATED = 13,
+}
+
+/**
+ * Describes the enum edgechat.v1.AuditAction.
+ */
+export const AuditActionSchema: GenEnum<AuditAction> = /*@__PURE__*/
+  enumDesc(file_edgechat_v1_common, 5);
 

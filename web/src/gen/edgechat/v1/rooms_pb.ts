@@ -12,7 +12,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Member, MemberSchema, Room, RoomRole, RoomSchema, Visibility } from "./common_pb";
+import type { AuditEntry, Member, MemberSchema, Room, RoomRole, RoomSchema, Visibility } from "./common_pb";
 import { file_edgechat_v1_common } from "./common_pb";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -20,7 +20,79 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file edgechat/v1/rooms.proto.
  */
 export const file_edgechat_v1_rooms: GenFile = /*@__PURE__*/
-  fileDesc("ChdlZGdlY2hhdC92MS9yb29tcy5wcm90bxILZWRnZWNoYXQudjEicAoRQ3JlYXRlUm9vbVJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgV0b3BpYxgCIAEoCRIrCgp2aXNpYmlsaXR5GAMgASgOMhcuZWRnZWNoYXQudjEuVmlzaWJpbGl0eRIRCglyZWFkX29ubHkYBCABKAgiIQoOR2V0Um9vbVJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCSISChBMaXN0Um9vbXNSZXF1ZXN0IjUKEUxpc3RSb29tc1Jlc3BvbnNlEiAKBXJvb21zGAEgAygLMhEuZWRnZWNoYXQudjEuUm9vbSIiCg9Kb2luUm9vbVJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCSIjChBMZWF2ZVJvb21SZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkiEwoRTGVhdmVSb29tUmVzcG9uc2UiNwoTSW52aXRlTWVtYmVyUmVxdWVzdBIPCgdyb29tX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiFgoUSW52aXRlTWVtYmVyUmVzcG9uc2UiXQoUU2V0TWVtYmVyUm9sZVJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEiMKBHJvbGUYAyABKA4yFS5lZGdlY2hhdC52MS5Sb29tUm9sZSJUChNSZW1vdmVNZW1iZXJSZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRILCgNiYW4YAyABKAgSDgoGcmVhc29uGAQgASgJIhYKFFJlbW92ZU1lbWJlclJlc3BvbnNlIiUKEkxpc3RNZW1iZXJzUmVxdWVzdBIPCgdyb29tX2lkGAEgASgJIjsKE0xpc3RNZW1iZXJzUmVzcG9uc2USJAoHbWVtYmVycxgBIAMoCzITLmVkZ2VjaGF0LnYxLk1lbWJlciIkChFPcGVuRGlyZWN0UmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJImgKEVVwZGF0ZVJvb21SZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSEgoFdG9waWMYAiABKAlIAIgBARIWCglyZWFkX29ubHkYAyABKAhIAYgBAUIICgZfdG9waWNCDAoKX3JlYWRfb25seSI2ChJVbmJhbk1lbWJlclJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIhUKE1VuYmFuTWVtYmVyUmVzcG9uc2Uy9wYKC1Jvb21TZXJ2aWNlEj8KCkNyZWF0ZVJvb20SHi5lZGdlY2hhdC52MS5DcmVhdGVSb29tUmVxdWVzdBoRLmVkZ2VjaGF0LnYxLlJvb20SOQoHR2V0Um9vbRIbLmVkZ2VjaGF0LnYxLkdldFJvb21SZXF1ZXN0GhEuZWRnZWNoYXQudjEuUm9vbRJKCglMaXN0Um9vbXMSHS5lZGdlY2hhdC52MS5MaXN0Um9vbXNSZXF1ZXN0Gh4uZWRnZWNoYXQudjEuTGlzdFJvb21zUmVzcG9uc2USOwoISm9pblJvb20SHC5lZGdlY2hhdC52MS5Kb2luUm9vbVJlcXVlc3QaES5lZGdlY2hhdC52MS5Sb29tEkoKCUxlYXZlUm9vbRIdLmVkZ2VjaGF0LnYxLkxlYXZlUm9vbVJlcXVlc3QaHi5lZGdlY2hhdC52MS5MZWF2ZVJvb21SZXNwb25zZRJTCgxJbnZpdGVNZW1iZXISIC5lZGdlY2hhdC52MS5JbnZpdGVNZW1iZXJSZXF1ZXN0GiEuZWRnZWNoYXQudjEuSW52aXRlTWVtYmVyUmVzcG9uc2USRwoNU2V0TWVtYmVyUm9sZRIhLmVkZ2VjaGF0LnYxLlNldE1lbWJlclJvbGVSZXF1ZXN0GhMuZWRnZWNoYXQudjEuTWVtYmVyElMKDFJlbW92ZU1lbWJlchIgLmVkZ2VjaGF0LnYxLlJlbW92ZU1lbWJlclJlcXVlc3QaIS5lZGdlY2hhdC52MS5SZW1vdmVNZW1iZXJSZXNwb25zZRJQCgtMaXN0TWVtYmVycxIfLmVkZ2VjaGF0LnYxLkxpc3RNZW1iZXJzUmVxdWVzdBogLmVkZ2VjaGF0LnYxLkxpc3RNZW1iZXJzUmVzcG9uc2USPwoKT3BlbkRpcmVjdBIeLmVkZ2VjaGF0LnYxLk9wZW5EaXJlY3RSZXF1ZXN0GhEuZWRnZWNoYXQudjEuUm9vbRI/CgpVcGRhdGVSb29tEh4uZWRnZWNoYXQudjEuVXBkYXRlUm9vbVJlcXVlc3QaES5lZGdlY2hhdC52MS5Sb29tElAKC1VuYmFuTWVtYmVyEh8uZWRnZWNoYXQudjEuVW5iYW5NZW1iZXJSZXF1ZXN0GiAuZWRnZWNoYXQudjEuVW5iYW5NZW1iZXJSZXNwb25zZWIGcHJvdG8z", [file_edgechat_v1_common]);
+  fileDesc("ChdlZGdlY2hhdC92MS9yb29tcy5wcm90bxILZWRnZWNoYXQudjEiMQoPTXV0ZVJvb21SZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSDQoFbXV0ZWQYAiABKAgiSAoUTGlzdFJvb21BdWRpdFJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCRIQCghhZnRlcl9pZBgCIAEoBBINCgVsaW1pdBgDIAEoDSJBChVMaXN0Um9vbUF1ZGl0UmVzcG9uc2USKAoHZW50cmllcxgBIAMoCzIXLmVkZ2VjaGF0LnYxLkF1ZGl0RW50cnkicAoRQ3JlYXRlUm9vbVJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgV0b3BpYxgCIAEoCRIrCgp2aXNpYmlsaXR5GAMgASgOMhcuZWRnZWNoYXQudjEuVmlzaWJpbGl0eRIRCglyZWFkX29ubHkYBCABKAgiIQoOR2V0Um9vbVJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCSISChBMaXN0Um9vbXNSZXF1ZXN0IjUKEUxpc3RSb29tc1Jlc3BvbnNlEiAKBXJvb21zGAEgAygLMhEuZWRnZWNoYXQudjEuUm9vbSIiCg9Kb2luUm9vbVJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCSIjChBMZWF2ZVJvb21SZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkiEwoRTGVhdmVSb29tUmVzcG9uc2UiNwoTSW52aXRlTWVtYmVyUmVxdWVzdBIPCgdyb29tX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiFgoUSW52aXRlTWVtYmVyUmVzcG9uc2UiXQoUU2V0TWVtYmVyUm9sZVJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEiMKBHJvbGUYAyABKA4yFS5lZGdlY2hhdC52MS5Sb29tUm9sZSJUChNSZW1vdmVNZW1iZXJSZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRILCgNiYW4YAyABKAgSDgoGcmVhc29uGAQgASgJIhYKFFJlbW92ZU1lbWJlclJlc3BvbnNlIiUKEkxpc3RNZW1iZXJzUmVxdWVzdBIPCgdyb29tX2lkGAEgASgJIjsKE0xpc3RNZW1iZXJzUmVzcG9uc2USJAoHbWVtYmVycxgBIAMoCzITLmVkZ2VjaGF0LnYxLk1lbWJlciIkChFPcGVuRGlyZWN0UmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJImgKEVVwZGF0ZVJvb21SZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSEgoFdG9waWMYAiABKAlIAIgBARIWCglyZWFkX29ubHkYAyABKAhIAYgBAUIICgZfdG9waWNCDAoKX3JlYWRfb25seSI2ChJVbmJhbk1lbWJlclJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIhUKE1VuYmFuTWVtYmVyUmVzcG9uc2UyjAgKC1Jvb21TZXJ2aWNlEj8KCkNyZWF0ZVJvb20SHi5lZGdlY2hhdC52MS5DcmVhdGVSb29tUmVxdWVzdBoRLmVkZ2VjaGF0LnYxLlJvb20SOQoHR2V0Um9vbRIbLmVkZ2VjaGF0LnYxLkdldFJvb21SZXF1ZXN0GhEuZWRnZWNoYXQudjEuUm9vbRJKCglMaXN0Um9vbXMSHS5lZGdlY2hhdC52MS5MaXN0Um9vbXNSZXF1ZXN0Gh4uZWRnZWNoYXQudjEuTGlzdFJvb21zUmVzcG9uc2USOwoISm9pblJvb20SHC5lZGdlY2hhdC52MS5Kb2luUm9vbVJlcXVlc3QaES5lZGdlY2hhdC52MS5Sb29tEkoKCUxlYXZlUm9vbRIdLmVkZ2VjaGF0LnYxLkxlYXZlUm9vbVJlcXVlc3QaHi5lZGdlY2hhdC52MS5MZWF2ZVJvb21SZXNwb25zZRJTCgxJbnZpdGVNZW1iZXISIC5lZGdlY2hhdC52MS5JbnZpdGVNZW1iZXJSZXF1ZXN0GiEuZWRnZWNoYXQudjEuSW52aXRlTWVtYmVyUmVzcG9uc2USRwoNU2V0TWVtYmVyUm9sZRIhLmVkZ2VjaGF0LnYxLlNldE1lbWJlclJvbGVSZXF1ZXN0GhMuZWRnZWNoYXQudjEuTWVtYmVyElMKDFJlbW92ZU1lbWJlchIgLmVkZ2VjaGF0LnYxLlJlbW92ZU1lbWJlclJlcXVlc3QaIS5lZGdlY2hhdC52MS5SZW1vdmVNZW1iZXJSZXNwb25zZRJQCgtMaXN0TWVtYmVycxIfLmVkZ2VjaGF0LnYxLkxpc3RNZW1iZXJzUmVxdWVzdBogLmVkZ2VjaGF0LnYxLkxpc3RNZW1iZXJzUmVzcG9uc2USPwoKT3BlbkRpcmVjdBIeLmVkZ2VjaGF0LnYxLk9wZW5EaXJlY3RSZXF1ZXN0GhEuZWRnZWNoYXQudjEuUm9vbRI/CgpVcGRhdGVSb29tEh4uZWRnZWNoYXQudjEuVXBkYXRlUm9vbVJlcXVlc3QaES5lZGdlY2hhdC52MS5Sb29tElAKC1VuYmFuTWVtYmVyEh8uZWRnZWNoYXQudjEuVW5iYW5NZW1iZXJSZXF1ZXN0GiAuZWRnZWNoYXQudjEuVW5iYW5NZW1iZXJSZXNwb25zZRI7CghNdXRlUm9vbRIcLmVkZ2VjaGF0LnYxLk11dGVSb29tUmVxdWVzdBoRLmVkZ2VjaGF0LnYxLlJvb20SVgoNTGlzdFJvb21BdWRpdBIhLmVkZ2VjaGF0LnYxLkxpc3RSb29tQXVkaXRSZXF1ZXN0GiIuZWRnZWNoYXQudjEuTGlzdFJvb21BdWRpdFJlc3BvbnNlYgZwcm90bzM", [file_edgechat_v1_common]);
+
+/**
+ * @generated from message edgechat.v1.MuteRoomRequest
+ */
+export type MuteRoomRequest = Message<"edgechat.v1.MuteRoomRequest"> & {
+  /**
+   * @generated from field: string room_id = 1;
+   */
+  roomId: string;
+
+  /**
+   * true = mute, false = unmute.
+   *
+   * @generated from field: bool muted = 2;
+   */
+  muted: boolean;
+};
+
+/**
+ * Describes the message edgechat.v1.MuteRoomRequest.
+ * Use `create(MuteRoomRequestSchema)` to create a new message.
+ */
+export const MuteRoomRequestSchema: GenMessage<MuteRoomRequest> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_rooms, 0);
+
+/**
+ * @generated from message edgechat.v1.ListRoomAuditRequest
+ */
+export type ListRoomAuditRequest = Message<"edgechat.v1.ListRoomAuditRequest"> & {
+  /**
+   * @generated from field: string room_id = 1;
+   */
+  roomId: string;
+
+  /**
+   * Entries with id > after_id (0 = from the oldest kept).
+   *
+   * @generated from field: uint64 after_id = 2;
+   */
+  afterId: bigint;
+
+  /**
+   * 0 = 50; clamped to 500.
+   *
+   * @generated from field: uint32 limit = 3;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message edgechat.v1.ListRoomAuditRequest.
+ * Use `create(ListRoomAuditRequestSchema)` to create a new message.
+ */
+export const ListRoomAuditRequestSchema: GenMessage<ListRoomAuditRequest> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_rooms, 1);
+
+/**
+ * @generated from message edgechat.v1.ListRoomAuditResponse
+ */
+export type ListRoomAuditResponse = Message<"edgechat.v1.ListRoomAuditResponse"> & {
+  /**
+   * @generated from field: repeated edgechat.v1.AuditEntry entries = 1;
+   */
+  entries: AuditEntry[];
+};
+
+/**
+ * Describes the message edgechat.v1.ListRoomAuditResponse.
+ * Use `create(ListRoomAuditResponseSchema)` to create a new message.
+ */
+export const ListRoomAuditResponseSchema: GenMessage<ListRoomAuditResponse> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_rooms, 2);
 
 /**
  * @generated from message edgechat.v1.CreateRoomRequest
@@ -54,7 +126,7 @@ export type CreateRoomRequest = Message<"edgechat.v1.CreateRoomRequest"> & {
  * Use `create(CreateRoomRequestSchema)` to create a new message.
  */
 export const CreateRoomRequestSchema: GenMessage<CreateRoomRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 0);
+  messageDesc(file_edgechat_v1_rooms, 3);
 
 /**
  * @generated from message edgechat.v1.GetRoomRequest
@@ -71,7 +143,7 @@ export type GetRoomRequest = Message<"edgechat.v1.GetRoomRequest"> & {
  * Use `create(GetRoomRequestSchema)` to create a new message.
  */
 export const GetRoomRequestSchema: GenMessage<GetRoomRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 1);
+  messageDesc(file_edgechat_v1_rooms, 4);
 
 /**
  * @generated from message edgechat.v1.ListRoomsRequest
@@ -84,7 +156,7 @@ export type ListRoomsRequest = Message<"edgechat.v1.ListRoomsRequest"> & {
  * Use `create(ListRoomsRequestSchema)` to create a new message.
  */
 export const ListRoomsRequestSchema: GenMessage<ListRoomsRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 2);
+  messageDesc(file_edgechat_v1_rooms, 5);
 
 /**
  * @generated from message edgechat.v1.ListRoomsResponse
@@ -101,7 +173,7 @@ export type ListRoomsResponse = Message<"edgechat.v1.ListRoomsResponse"> & {
  * Use `create(ListRoomsResponseSchema)` to create a new message.
  */
 export const ListRoomsResponseSchema: GenMessage<ListRoomsResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 3);
+  messageDesc(file_edgechat_v1_rooms, 6);
 
 /**
  * @generated from message edgechat.v1.JoinRoomRequest
@@ -118,7 +190,7 @@ export type JoinRoomRequest = Message<"edgechat.v1.JoinRoomRequest"> & {
  * Use `create(JoinRoomRequestSchema)` to create a new message.
  */
 export const JoinRoomRequestSchema: GenMessage<JoinRoomRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 4);
+  messageDesc(file_edgechat_v1_rooms, 7);
 
 /**
  * @generated from message edgechat.v1.LeaveRoomRequest
@@ -135,7 +207,7 @@ export type LeaveRoomRequest = Message<"edgechat.v1.LeaveRoomRequest"> & {
  * Use `create(LeaveRoomRequestSchema)` to create a new message.
  */
 export const LeaveRoomRequestSchema: GenMessage<LeaveRoomRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 5);
+  messageDesc(file_edgechat_v1_rooms, 8);
 
 /**
  * @generated from message edgechat.v1.LeaveRoomResponse
@@ -148,7 +220,7 @@ export type LeaveRoomResponse = Message<"edgechat.v1.LeaveRoomResponse"> & {
  * Use `create(LeaveRoomResponseSchema)` to create a new message.
  */
 export const LeaveRoomResponseSchema: GenMessage<LeaveRoomResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 6);
+  messageDesc(file_edgechat_v1_rooms, 9);
 
 /**
  * @generated from message edgechat.v1.InviteMemberRequest
@@ -170,7 +242,7 @@ export type InviteMemberRequest = Message<"edgechat.v1.InviteMemberRequest"> & {
  * Use `create(InviteMemberRequestSchema)` to create a new message.
  */
 export const InviteMemberRequestSchema: GenMessage<InviteMemberRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 7);
+  messageDesc(file_edgechat_v1_rooms, 10);
 
 /**
  * @generated from message edgechat.v1.InviteMemberResponse
@@ -183,7 +255,7 @@ export type InviteMemberResponse = Message<"edgechat.v1.InviteMemberResponse"> &
  * Use `create(InviteMemberResponseSchema)` to create a new message.
  */
 export const InviteMemberResponseSchema: GenMessage<InviteMemberResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 8);
+  messageDesc(file_edgechat_v1_rooms, 11);
 
 /**
  * @generated from message edgechat.v1.SetMemberRoleRequest
@@ -210,7 +282,7 @@ export type SetMemberRoleRequest = Message<"edgechat.v1.SetMemberRoleRequest"> &
  * Use `create(SetMemberRoleRequestSchema)` to create a new message.
  */
 export const SetMemberRoleRequestSchema: GenMessage<SetMemberRoleRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 9);
+  messageDesc(file_edgechat_v1_rooms, 12);
 
 /**
  * @generated from message edgechat.v1.RemoveMemberRequest
@@ -246,7 +318,7 @@ export type RemoveMemberRequest = Message<"edgechat.v1.RemoveMemberRequest"> & {
  * Use `create(RemoveMemberRequestSchema)` to create a new message.
  */
 export const RemoveMemberRequestSchema: GenMessage<RemoveMemberRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 10);
+  messageDesc(file_edgechat_v1_rooms, 13);
 
 /**
  * @generated from message edgechat.v1.RemoveMemberResponse
@@ -259,7 +331,7 @@ export type RemoveMemberResponse = Message<"edgechat.v1.RemoveMemberResponse"> &
  * Use `create(RemoveMemberResponseSchema)` to create a new message.
  */
 export const RemoveMemberResponseSchema: GenMessage<RemoveMemberResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 11);
+  messageDesc(file_edgechat_v1_rooms, 14);
 
 /**
  * @generated from message edgechat.v1.ListMembersRequest
@@ -276,7 +348,7 @@ export type ListMembersRequest = Message<"edgechat.v1.ListMembersRequest"> & {
  * Use `create(ListMembersRequestSchema)` to create a new message.
  */
 export const ListMembersRequestSchema: GenMessage<ListMembersRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 12);
+  messageDesc(file_edgechat_v1_rooms, 15);
 
 /**
  * @generated from message edgechat.v1.ListMembersResponse
@@ -293,7 +365,7 @@ export type ListMembersResponse = Message<"edgechat.v1.ListMembersResponse"> & {
  * Use `create(ListMembersResponseSchema)` to create a new message.
  */
 export const ListMembersResponseSchema: GenMessage<ListMembersResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 13);
+  messageDesc(file_edgechat_v1_rooms, 16);
 
 /**
  * @generated from message edgechat.v1.OpenDirectRequest
@@ -312,7 +384,7 @@ export type OpenDirectRequest = Message<"edgechat.v1.OpenDirectRequest"> & {
  * Use `create(OpenDirectRequestSchema)` to create a new message.
  */
 export const OpenDirectRequestSchema: GenMessage<OpenDirectRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 14);
+  messageDesc(file_edgechat_v1_rooms, 17);
 
 /**
  * @generated from message edgechat.v1.UpdateRoomRequest
@@ -343,7 +415,7 @@ export type UpdateRoomRequest = Message<"edgechat.v1.UpdateRoomRequest"> & {
  * Use `create(UpdateRoomRequestSchema)` to create a new message.
  */
 export const UpdateRoomRequestSchema: GenMessage<UpdateRoomRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 15);
+  messageDesc(file_edgechat_v1_rooms, 18);
 
 /**
  * @generated from message edgechat.v1.UnbanMemberRequest
@@ -365,7 +437,7 @@ export type UnbanMemberRequest = Message<"edgechat.v1.UnbanMemberRequest"> & {
  * Use `create(UnbanMemberRequestSchema)` to create a new message.
  */
 export const UnbanMemberRequestSchema: GenMessage<UnbanMemberRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 16);
+  messageDesc(file_edgechat_v1_rooms, 19);
 
 /**
  * @generated from message edgechat.v1.UnbanMemberResponse
@@ -378,7 +450,7 @@ export type UnbanMemberResponse = Message<"edgechat.v1.UnbanMemberResponse"> & {
  * Use `create(UnbanMemberResponseSchema)` to create a new message.
  */
 export const UnbanMemberResponseSchema: GenMessage<UnbanMemberResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_rooms, 17);
+  messageDesc(file_edgechat_v1_rooms, 20);
 
 /**
  * @generated from service edgechat.v1.RoomService
@@ -512,6 +584,29 @@ export const RoomService: GenService<{
     methodKind: "unary";
     input: typeof UnbanMemberRequestSchema;
     output: typeof UnbanMemberResponseSchema;
+  },
+  /**
+   * Addition: mutes (or unmutes) the room for the caller: no mention, reply
+   * or direct-message notifications from it; unread counts go on. Members
+   * only. Returns the room with muted set.
+   *
+   * @generated from rpc edgechat.v1.RoomService.MuteRoom
+   */
+  muteRoom: {
+    methodKind: "unary";
+    input: typeof MuteRoomRequestSchema;
+    output: typeof RoomSchema;
+  },
+  /**
+   * Addition: the room's audit log (moderators and above; FAILED_PRECONDITION
+   * in a direct room), ascending by id after after_id.
+   *
+   * @generated from rpc edgechat.v1.RoomService.ListRoomAudit
+   */
+  listRoomAudit: {
+    methodKind: "unary";
+    input: typeof ListRoomAuditRequestSchema;
+    output: typeof ListRoomAuditResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_edgechat_v1_rooms, 0);
