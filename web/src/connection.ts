@@ -171,8 +171,16 @@ export function change(ev: RoomEvent, me: string): st.Change {
         deleted: m.deleted,
         editedAtMs: Number(m.editedAtMs),
         mentionsMe: m.mentionUserIds.includes(me),
+        replyTo: Number(m.replyToSeq),
+        threadSeq: Number(m.threadSeq),
       };
     }
+    case "reaction": {
+      const r = ev.kind.value;
+      return { kind: "reaction", targetSeq: Number(r.targetSeq), emoji: r.emoji, added: r.added, mine: ev.actorId === me };
+    }
+    case "pin":
+      return { kind: "pin", targetSeq: Number(ev.kind.value.targetSeq), pinned: ev.kind.value.pinned };
     case "edited":
       return { kind: "edited", targetSeq: Number(ev.kind.value.targetSeq), text: ev.kind.value.text };
     case "deleted":

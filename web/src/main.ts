@@ -192,8 +192,21 @@ function applyHistory(roomId: string, events: import("./gen/edgechat/v1/common_p
   const lines: st.Line[] = [];
   for (const ev of events) {
     const c = change(ev, state.me);
-    if (c.kind === "message")
-      lines.push({ seq: Number(ev.seq), senderId: c.senderId, text: c.text, atMs: c.atMs, edited: c.editedAtMs !== 0, deleted: c.deleted });
+    if (c.kind === "message" && ev.kind.case === "message") {
+      const m = ev.kind.value;
+      lines.push({
+        seq: Number(ev.seq),
+        senderId: c.senderId,
+        text: c.text,
+        atMs: c.atMs,
+        edited: c.editedAtMs !== 0,
+        deleted: c.deleted,
+        replyTo: Number(m.replyToSeq),
+        replies: m.replyCount,
+        pinned: m.pinned,
+        reactions: m.reactions.map((r) => ({ emoji: r.emoji, count: r.count, mine: r.mine })),
+      });
+    }
   }
   st.addHistory(state, roomId, lines);
   if (hasMore) older.add(roomId);
@@ -480,6 +493,31 @@ function stopEditing(): void {
   document.getElementById("editing")?.setAttribute("hidden", "");
 }
 
+/** Adds or takes back the user's reaction (the `reaction` event updates the line). */
+async function toggleReaction(roomId: string, seq: number, emoji: string, mine: boolean): Promise<void> {
+  try {
+    const req = { roomId, seq: BigInt(seq), emoji };
+    await (mine ? api.chat.removeReaction(req) : api.chat.addReaction(req));
+  } catch (e) {
+    alertLine(describe(e));
+  }
+}
+
+/** A line's reactions as toggle buttons, and a 👍 to add when the user has none of it. */
+function reactionButtons(roomId: string, l: st.Line): HTMLElement {
+  const list = l.reactions ?? [];
+  const chips = list.map((r) => {
+    const label = `${r.mine ? "Take back" : "Add"} reaction ${r.emoji} (${r.count})`;
+    const b = button(`${r.emoji} ${r.count}`, label, () => void toggleReaction(roomId, l.seq, r.emoji, r.mine));
+    b.className = r.mine ? "reaction mine" : "reaction";
+    b.setAttribute("aria-pressed", String(r.mine));
+    return b;
+  });
+  if (!list.some((r) => r.emoji === "👍"))
+    chips.push(button("👍", "React with 👍", () => void toggleReaction(roomId, l.seq, "👍", false)));
+  return el("span", { class: "reactions" }, ...chips);
+}
+
 async function deleteLine(roomId: string, seq: number): Promise<void> {
   if (!confirm("Delete this message for everyone?")) return;
   try {
@@ -669,8 +707,12 @@ function render(): void {
         { class: "line", "data-seq": String(l.seq) },
         el("span", { class: "who" }, who),
         el("time", { datetime: new Date(l.atMs).toISOString() }, time),
+        !!l.replyTo && el("span", { class: "mark reply-to" }, `↪ reply to #${l.replyTo}`),
         l.deleted ? el("em", { class: "text" }, "message deleted") : el("span", { class: "text" }, l.text),
         l.edited && !l.deleted && el("span", { class: "mark" }, "(edited)"),
+        !!l.pinned && el("span", { class: "mark pinned" }, "📌 pinned"),
+        !!l.replies && el("span", { class: "mark replies" }, `${l.replies} ${l.replies === 1 ? "reply" : "replies"}`),
+        !l.deleted && reactionButtons(room.id, l),
         actions,
       ),
     );

@@ -10,6 +10,19 @@ export interface Line {
   atMs: number;
   edited: boolean;
   deleted: boolean;
+  /** The message this one replies to (0: none). */
+  replyTo?: number;
+  /** On a thread's root: its replies. */
+  replies?: number;
+  pinned?: boolean;
+  /** Distinct reactions in first-added order; `mine`: the user's own. */
+  reactions?: Reaction[];
+}
+
+export interface Reaction {
+  emoji: string;
+  count: number;
+  mine: boolean;
 }
 
 /** A room as the client shows it. */
@@ -38,7 +51,19 @@ export interface Pending {
 
 /** What an event from the server looks like to the state (decoded from a RoomEvent). */
 export type Change =
-  | { kind: "message"; senderId: string; text: string; atMs: number; deleted: boolean; editedAtMs: number; mentionsMe: boolean }
+  | {
+      kind: "message";
+      senderId: string;
+      text: string;
+      atMs: number;
+      deleted: boolean;
+      editedAtMs: number;
+      mentionsMe: boolean;
+      replyTo?: number;
+      threadSeq?: number;
+    }
+  | { kind: "reaction"; targetSeq: number; emoji: string; added: boolean; mine: boolean }
+  | { kind: "pin"; targetSeq: number; pinned: boolean }
   | { kind: "edited"; targetSeq: number; text: string }
   | { kind: "deleted"; targetSeq: number }
   | { kind: "other" };
@@ -97,7 +122,12 @@ export function applyEvent(s: State, roomId: string, seq: number, c: Change): "n
         atMs: c.atMs,
         edited: c.editedAtMs !== 0,
         deleted: c.deleted,
+        ...(c.replyTo ? { replyTo: c.replyTo } : {}),
       });
+      if (c.threadSeq) {
+        const root = room.lines.find((x) => x.seq === c.threadSeq);
+        if (root) root.replies = (root.replies ?? 0) + 1;
+      }
       if (roomId !== s.current && c.senderId !== s.me && !c.deleted) {
         room.unread += 1;
         if (c.mentionsMe) room.mentions += 1;
@@ -116,13 +146,41 @@ export function applyEvent(s: State, roomId: string, seq: number, c: Change): "n
       if (l) {
         l.deleted = true;
         l.text = "";
+        if (l.reactions) l.reactions = [];
+        if (l.pinned) l.pinned = false;
       }
+      break;
+    }
+    case "reaction": {
+      const l = room.lines.find((x) => x.seq === c.targetSeq);
+      if (l) countReaction(l, c.emoji, c.added, c.mine);
+      break;
+    }
+    case "pin": {
+      const l = room.lines.find((x) => x.seq === c.targetSeq);
+      if (l) l.pinned = c.pinned;
       break;
     }
     case "other":
       break;
   }
   return "new";
+}
+
+/** Counts one reaction change into a line, as the server counts it into the message. */
+export function countReaction(l: Line, emoji: string, added: boolean, mine: boolean): void {
+  const list = (l.reactions ??= []);
+  const r = list.find((x) => x.emoji === emoji);
+  if (added) {
+    if (r) {
+      r.count += 1;
+      r.mine ||= mine;
+    } else list.push({ emoji, count: 1, mine });
+  } else if (r) {
+    r.count -= 1;
+    if (mine) r.mine = false;
+    if (r.count <= 0) list.splice(list.indexOf(r), 1);
+  }
 }
 
 /** Adds older lines from History (scroll-back); never moves `lastSeq` backwards. */

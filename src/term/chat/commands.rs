@@ -36,6 +36,14 @@ pub enum Command {
     Edit(Option<u64>, String),
     /// `/delete [#SEQ]`: your latest message, or the one at SEQ.
     Delete(Option<u64>),
+    /// `/reply #SEQ TEXT`: a reply in the thread of the message at SEQ.
+    Reply(u64, String),
+    /// `/react #SEQ EMOJI` (`true`) and `/unreact #SEQ EMOJI`.
+    React(u64, String, bool),
+    /// `/pin #SEQ` (`true`) and `/unpin #SEQ`.
+    Pin(u64, bool),
+    /// `/mute` (`true`) and `/unmute`: this room's notifications.
+    Mute(bool),
     /// `/away`: toggles away and online.
     Away,
     /// `/retry`: re-sends the current room's failed messages (same ids: never doubled).
@@ -58,6 +66,9 @@ pub const HELP: &[&str] = &[
     "/topic TEXT          set this room's topic",
     "/edit [#SEQ] TEXT    change your latest message (or the one at SEQ)",
     "/delete [#SEQ]       delete your latest message (or the one at SEQ)",
+    "/reply #SEQ TEXT     reply to a message, in its thread",
+    "/react #SEQ EMOJI    /unreact #SEQ EMOJI   /pin #SEQ   /unpin #SEQ",
+    "/mute  /unmute       this room's notifications",
     "/away                toggle away / online",
     "/retry (Ctrl+R)      send failed messages again",
     "/quit (Ctrl+C)       leave edgechat chat",
@@ -180,6 +191,22 @@ fn command(word: &str, args: &str) -> Result<Command, CommandError> {
             (seq, "") => Ok(Command::Delete(seq)),
             _ => Err(CommandError::Usage("/delete [#SEQ]")),
         },
+        "reply" | "re" => match target_seq(args)? {
+            (Some(seq), text) if !text.trim().is_empty() => Ok(Command::Reply(seq, text.into())),
+            _ => Err(CommandError::Usage("/reply #SEQ TEXT")),
+        },
+        "react" | "unreact" => match target_seq(args)? {
+            (Some(seq), emoji) if !emoji.is_empty() && !emoji.contains(char::is_whitespace) => {
+                Ok(Command::React(seq, emoji.into(), word == "react"))
+            }
+            _ => Err(CommandError::Usage("/react #SEQ EMOJI, /unreact #SEQ EMOJI")),
+        },
+        "pin" | "unpin" => match target_seq(args)? {
+            (Some(seq), "") => Ok(Command::Pin(seq, word == "pin")),
+            _ => Err(CommandError::Usage("/pin #SEQ, /unpin #SEQ")),
+        },
+        "mute" => none(Command::Mute(true), "/mute"),
+        "unmute" => none(Command::Mute(false), "/unmute"),
         "away" => none(Command::Away, "/away"),
         "retry" => none(Command::Retry, "/retry"),
         "help" | "?" => Ok(Command::Help),
@@ -235,6 +262,17 @@ mod tests {
         assert_eq!(ok("/edit #12 fixed"), Command::Edit(Some(12), "fixed".into()));
         assert_eq!(ok("/delete"), Command::Delete(None));
         assert_eq!(ok("/delete #7"), Command::Delete(Some(7)));
+        assert_eq!(ok("/reply #4 me too"), Command::Reply(4, "me too".into()));
+        assert_eq!(ok("/react #4 👍"), Command::React(4, "👍".into(), true));
+        assert_eq!(ok("/unreact #4 👍"), Command::React(4, "👍".into(), false));
+        assert_eq!(
+            (ok("/pin #9"), ok("/unpin #9")),
+            (Command::Pin(9, true), Command::Pin(9, false))
+        );
+        assert_eq!((ok("/mute"), ok("/unmute")), (Command::Mute(true), Command::Mute(false)));
+        assert_eq!(err("/reply hello"), "usage: /reply #SEQ TEXT");
+        assert_eq!(err("/react #4"), "usage: /react #SEQ EMOJI, /unreact #SEQ EMOJI");
+        assert_eq!(err("/pin"), "usage: /pin #SEQ, /unpin #SEQ");
         assert_eq!(ok("/away"), Command::Away);
         assert_eq!(ok("/retry"), Command::Retry);
         assert_eq!(ok("/help"), Command::Help);

@@ -575,6 +575,43 @@ async fn run_command(cmd: Command, ctx: Context) -> Result<(String, Option<Strin
             chat.delete_message(proto::DeleteMessageRequest { room_id, seq }).await.map_err(e)?;
             Ok((String::new(), None))
         }
+        Command::Reply(seq, text) => {
+            let room_id = ctx.room()?;
+            let mut chat = ctx.client.chat().await.map_err(c)?;
+            let client_message_id = crate::store::new_id('m');
+            let req =
+                proto::SendMessageRequest { room_id, client_message_id, text, reply_to_seq: seq };
+            chat.send_message(req).await.map_err(e)?;
+            Ok((String::new(), None))
+        }
+        Command::React(seq, emoji, on) => {
+            let room_id = ctx.room()?;
+            let mut chat = ctx.client.chat().await.map_err(c)?;
+            if on {
+                let req = proto::AddReactionRequest { room_id, seq, emoji };
+                chat.add_reaction(req).await.map_err(e)?;
+            } else {
+                let req = proto::RemoveReactionRequest { room_id, seq, emoji };
+                chat.remove_reaction(req).await.map_err(e)?;
+            }
+            Ok((String::new(), None))
+        }
+        Command::Pin(seq, on) => {
+            let room_id = ctx.room()?;
+            let mut chat = ctx.client.chat().await.map_err(c)?;
+            if on {
+                chat.pin_message(proto::PinMessageRequest { room_id, seq }).await.map_err(e)?;
+            } else {
+                chat.unpin_message(proto::UnpinMessageRequest { room_id, seq }).await.map_err(e)?;
+            }
+            Ok((String::new(), None))
+        }
+        Command::Mute(muted) => {
+            let room_id = ctx.room()?;
+            let mut rooms = ctx.client.rooms().await.map_err(c)?;
+            rooms.mute_room(proto::MuteRoomRequest { room_id, muted }).await.map_err(e)?;
+            Ok(((if muted { "muted" } else { "unmuted" }).to_string(), None))
+        }
         // Handled by the state without the server.
         Command::Away | Command::Retry | Command::Help | Command::Quit => Ok((String::new(), None)),
     }

@@ -254,11 +254,16 @@ fn event_pieces(
     match &e.kind {
         Some(Kind::Message(m)) => {
             let name = s.names.name(&m.sender_id);
-            let mut out = vec![
-                (format!("{} ", time.0), time.1),
+            let mut out = vec![(format!("{} ", time.0), time.1)];
+            // The seq is what /reply, /react and /pin take; a reply says what it answers.
+            out.push((format!("#{} ", e.seq), dim()));
+            if m.reply_to_seq != 0 {
+                out.push((format!("↪ #{} ", m.reply_to_seq), dim()));
+            }
+            out.extend([
                 (name, Style::default().fg(user_color(&m.sender_id)).add_modifier(Modifier::BOLD)),
                 (": ".into(), Style::default()),
-            ];
+            ]);
             if m.deleted {
                 out.push(("(deleted)".into(), dim().add_modifier(Modifier::ITALIC)));
                 return Some(out);
@@ -273,9 +278,27 @@ fn event_pieces(
             if m.edited_at_ms != 0 {
                 out.push((" (edited)".into(), dim()));
             }
+            if m.pinned {
+                out.push((" 📌".into(), Style::default()));
+            }
+            if m.reply_count != 0 {
+                let n = m.reply_count;
+                out.push((format!(" ({n} repl{})", if n == 1 { "y" } else { "ies" }), dim()));
+            }
+            if !m.reactions.is_empty() {
+                let all: Vec<String> = m
+                    .reactions
+                    .iter()
+                    .map(|r| {
+                        format!("{}{} {}", if r.mine { "*" } else { "" }, clean(&r.emoji), r.count)
+                    })
+                    .collect();
+                out.push((format!("  [{}]", all.join("  ")), dim()));
+            }
             Some(out)
         }
-        Some(Kind::Edited(_)) | Some(Kind::Deleted(_)) | None => None,
+        // Shown by changing the message they are about.
+        Some(Kind::Edited(_)) | Some(Kind::Deleted(_)) | Some(Kind::Reaction(_)) | None => None,
         Some(_) => {
             let d = crate::term::events::describe(&v.room, e, &s.names);
             let text = match d.kind {
@@ -631,6 +654,18 @@ mod tests {
         if let Some(Kind::Message(m)) = &mut events[3].kind {
             m.deleted = true;
         }
+        if let Some(Kind::Message(m)) = &mut events[0].kind {
+            m.reply_count = 2;
+            m.pinned = true;
+            m.reactions = vec![
+                proto::Reaction { emoji: "👍".into(), count: 2, mine: true },
+                proto::Reaction { emoji: "🎉".into(), count: 1, mine: false },
+            ];
+        }
+        if let Some(Kind::Message(m)) = &mut events[2].kind {
+            m.reply_to_seq = 1;
+            m.thread_seq = 1;
+        }
         s.on_history("r1", events, false);
         s.rooms[0].pending.push(Pending {
             cmid: "p1".into(),
@@ -704,7 +739,8 @@ mod tests {
         let screen = lines.join("\n");
         for want in [
             "#general — Release day",
-            "bob: good morning",
+            "#1 bob: good morning 📌 (2 replies)  [*👍 2  🎉 1]",
+            "#3 ↪ #1 carol: a long line",
             "alice: morning! the build is green again (edited)",
             "bob: (deleted)",
             "carol: tabs    and^[[31m escapes",

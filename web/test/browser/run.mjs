@@ -128,6 +128,16 @@ try {
   await alice.press("#composer", "Enter");
   await waitForTexts(bob, ["hello bob (edited)"], "an edit shows on the other side");
   check((await bob.textContent('#messages li.line:has(.text:text-is("hello bob (edited)")) .mark')) === "(edited)", "marked edited");
+  // Bob reacts to it: both see the count, pressed only on bob's side (it is his).
+  const edited = '#messages li.line:has(.text:text-is("hello bob (edited)"))';
+  await bob.click(`${edited} button[aria-label="React with 👍"]`);
+  try {
+    await alice.waitForSelector(`${edited} .reactions button[aria-pressed="false"]:text-is("👍 1")`, { timeout: WAIT });
+    await bob.waitForSelector(`${edited} .reactions button[aria-pressed="true"]:text-is("👍 1")`, { timeout: WAIT });
+    check(true, "a reaction shows on both sides, pressed for its author only");
+  } catch {
+    check(false, "a reaction shows on both sides, pressed for its author only");
+  }
   await send(alice, "oops");
   await waitForTexts(bob, ["oops"], "a message to delete");
   alice.once("dialog", (d) => void d.accept());

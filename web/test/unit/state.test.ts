@@ -97,3 +97,23 @@ test("backoff doubles from half a second to 30 s, with jitter", () => {
   assert.equal(st.backoffMs(3, 1), 4000);
   assert.equal(st.backoffMs(50, 1), 30_000);
 });
+
+test("reactions, pins and replies change the lines they are about", () => {
+  const s = twoRooms();
+  st.applyEvent(s, "a", 1, msg("u", "root"));
+  st.applyEvent(s, "a", 2, { ...msg("v", "reply"), replyTo: 1, threadSeq: 1 } as st.Change);
+  const add = (emoji: string, mine: boolean): st.Change => ({ kind: "reaction", targetSeq: 1, emoji, added: true, mine });
+  st.applyEvent(s, "a", 3, add("👍", false));
+  st.applyEvent(s, "a", 4, add("👍", true));
+  st.applyEvent(s, "a", 5, add("🎉", false));
+  st.applyEvent(s, "a", 6, { kind: "reaction", targetSeq: 1, emoji: "🎉", added: false, mine: false });
+  st.applyEvent(s, "a", 7, { kind: "pin", targetSeq: 1, pinned: true });
+  const [root, reply] = s.rooms.get("a")!.lines;
+  assert.deepEqual(root.reactions, [{ emoji: "👍", count: 2, mine: true }]);
+  assert.equal(root.replies, 1);
+  assert.equal(root.pinned, true);
+  assert.equal(reply.replyTo, 1);
+  st.applyEvent(s, "a", 8, { kind: "deleted", targetSeq: 1 });
+  assert.deepEqual(root.reactions, [], "a tombstone keeps no reactions");
+  assert.equal(root.pinned, false);
+});
