@@ -152,7 +152,8 @@ pub fn user_to_proto(u: &UserRecord) -> proto::User {
     }
 }
 
-fn hash_refresh(token: &str) -> [u8; 32] {
+/// SHA-256 of a secret handed out (refresh token, invite code): only this is stored.
+fn sha256_of(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
@@ -213,7 +214,7 @@ impl Accounts {
             }
             Registration::Open => None,
             Registration::Invite => {
-                let hash = hash_refresh(invite_code);
+                let hash = sha256_of(invite_code);
                 // Checked before the password is hashed, so a wrong code costs no hash; the
                 // change checks again and spends the code with the account.
                 invite_usable(&self.inner.store.read()?, &hash, invite_code, now_ms)?;
@@ -257,7 +258,7 @@ impl Accounts {
             note: note.to_string(),
             used_by: String::new(),
         };
-        let change = CreateInvite { hash: hash_refresh(&code).to_vec(), rec: Some(rec.clone()) };
+        let change = CreateInvite { hash: sha256_of(&code).to_vec(), rec: Some(rec.clone()) };
         self.inner.exec.run(change).await?;
         Ok(proto::InviteCode { code, expires_at_ms: rec.expires_at_ms, note: rec.note })
     }
@@ -379,7 +380,7 @@ impl Accounts {
     /// Starts a refresh family for `user` and issues its first tokens.
     async fn start_session(&self, user: UserRecord, now_ms: i64) -> Result<Issued, AuthError> {
         let refresh = new_refresh_token();
-        let hash = hash_refresh(&refresh);
+        let hash = sha256_of(&refresh);
         let family_id = store::new_id('f');
         let rec = RefreshRecord {
             user_id: user.id.clone(),
@@ -426,9 +427,9 @@ impl Accounts {
         if refresh_token.len() > 256 {
             return Err(AuthError::Unauthenticated(BAD_REFRESH.into()));
         }
-        let old = hash_refresh(refresh_token);
+        let old = sha256_of(refresh_token);
         let next = new_refresh_token();
-        let next_hash = hash_refresh(&next);
+        let next_hash = sha256_of(&next);
         let ttl_ms = self.inner.config.refresh_ttl.as_millis() as i64;
         let change = Refresh { old: old.to_vec(), next_hash: next_hash.to_vec(), now_ms, ttl_ms };
         let user = self.inner.exec.run(change).await?;
@@ -448,7 +449,7 @@ impl Accounts {
                 "give the refresh_token of this device, or set all_devices".into(),
             ));
         }
-        let hash = (!refresh_token.is_empty()).then(|| hash_refresh(refresh_token));
+        let hash = (!refresh_token.is_empty()).then(|| sha256_of(refresh_token));
         let change =
             Logout { user_id: who.user_id.clone(), hash: hash.map(|h| h.to_vec()), all_devices };
         self.inner.exec.run(change).await

@@ -409,3 +409,50 @@ async fn presence_is_seen_across_nodes() {
     drop(conn);
     eventually(WAIT, "bob offline on A again", || bob_on_a(proto::PresenceStatus::Offline)).await;
 }
+
+/// Issue 19's changes (replies, reactions, pins, mutes, audit entries) are log entries like
+/// any other: both nodes end up with the same messages, counts, pins and audit log.
+#[tokio::test]
+async fn conversation_changes_apply_alike_on_every_node() {
+    let Some(c) = Cluster::start(1) else { return };
+    let (a, b) = pair(&c, |_| {}).await;
+    let alice = User::register(a.channel().await, "alice").await;
+    let bob = User::register(a.channel().await, "bob").await;
+    let bob_b = login(&b, "bob").await;
+    let room = public_room(&alice, "ops").await;
+    bob.rooms().join_room(proto::JoinRoomRequest { room_id: room.clone() }).await.unwrap();
+    let root = send_until_acked(&alice, &room, "root", "deploy?").await;
+    let asked = proto::SendMessageRequest {
+        room_id: room.clone(),
+        client_message_id: "r".into(),
+        text: "go".into(),
+        reply_to_seq: root.seq,
+    };
+    bob_b.chat().send_message(asked).await.unwrap();
+    let react =
+        proto::AddReactionRequest { room_id: room.clone(), seq: root.seq, emoji: "👍".into() };
+    bob_b.chat().add_reaction(react).await.unwrap();
+    let pin = proto::PinMessageRequest { room_id: room.clone(), seq: root.seq };
+    alice.chat().pin_message(pin).await.unwrap();
+    let audit = |u: User| {
+        let room = room.clone();
+        async move {
+            let asked = proto::ListRoomAuditRequest { room_id: room, ..Default::default() };
+            u.rooms().list_room_audit(asked).await.unwrap().into_inner().entries
+        }
+    };
+    let alice_b = login(&b, "alice").await;
+    let settled = |u: User| {
+        let room = room.clone();
+        async move {
+            let h = history(&u, &room).await;
+            (h.last().map(|e| e.seq) == Some(6)).then_some(h)
+        }
+    };
+    let on_a = eventually(WAIT, "node A has everything", || settled(alice.clone())).await;
+    let on_b = eventually(WAIT, "node B has everything", || settled(alice_b.clone())).await;
+    assert_eq!(on_a, on_b);
+    let Some(proto::room_event::Kind::Message(m)) = &on_b[2].kind else { panic!("{on_b:?}") };
+    assert_eq!((m.reply_count, m.pinned, m.reactions.len()), (1, true, 1));
+    assert_eq!(audit(alice.clone()).await, audit(alice_b).await);
+}
