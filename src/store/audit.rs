@@ -70,3 +70,39 @@ pub fn room_after(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[tokio::test]
+    async fn ids_are_gapless_and_the_oldest_fall_off_with_their_room_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), 1 << 20).unwrap();
+        let writer = store.start_writer(Box::new(|_| {}));
+        let ids = writer
+            .write(|ctx| {
+                let mut ids = Vec::new();
+                for i in 0..5 {
+                    let room = if i % 2 == 0 { "a" } else { "" };
+                    let mut e = AuditEntry { room_id: room.into(), ..Default::default() };
+                    ids.push(append(ctx, &mut e, 3)?);
+                }
+                Ok(Ok::<_, StoreError>(ids))
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+        let tx = store.read().unwrap();
+        let kept: Vec<u64> = after(&tx, 0, 10).unwrap().iter().map(|e| e.id).collect();
+        assert_eq!(kept, [3, 4, 5], "the newest 3 kept");
+        let in_a: Vec<u64> = room_after(&tx, "a", 0, 10).unwrap().iter().map(|e| e.id).collect();
+        assert_eq!(in_a, [3, 5], "entry 1 of room a went with its index row");
+        let rows =
+            redb::ReadableTableMetadata::len(&tx.open_table(AUDIT_BY_ROOM).unwrap()).unwrap();
+        assert_eq!(rows, 2);
+        let paged: Vec<u64> = after(&tx, 3, 1).unwrap().iter().map(|e| e.id).collect();
+        assert_eq!(paged, [4]);
+    }
+}
