@@ -5,7 +5,7 @@ use edgechat::proto::{self, room_event::Kind as E};
 use tonic::Code;
 
 use crate::support::{
-    Conn, TestServer, User, create_room, expect_code, history, room_with, send_rpc,
+    Conn, TestServer, User, create_room, expect_code, history, room_with, send_rpc, thread_history,
 };
 
 /// A server whose send and action budgets are out of the way.
@@ -32,26 +32,6 @@ async fn reply(
             client_message_id: cmid.into(),
             text: text.into(),
             reply_to_seq: to,
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn thread(
-    u: &User,
-    room: &str,
-    root: u64,
-    before_seq: u64,
-    after_seq: u64,
-    limit: u32,
-) -> Result<proto::HistoryResponse, tonic::Status> {
-    u.chat()
-        .history(proto::HistoryRequest {
-            room_id: room.into(),
-            before_seq,
-            after_seq,
-            limit,
-            thread_seq: root,
         })
         .await
         .map(|r| r.into_inner())
@@ -180,22 +160,22 @@ async fn replies_form_threads_that_page_and_notify() {
     assert_eq!((again.seq, again.text.as_str()), (6, "yes, @carol too?"));
 
     // The thread: root and replies only, the root carrying its count and last reply time.
-    let t = thread(&carol, &room, 4, 0, 0, 0).await.unwrap();
+    let t = thread_history(&carol, &room, 4, 0, 0, 0).await.unwrap();
     let seqs: Vec<u64> = t.events.iter().map(|e| e.seq).collect();
     assert_eq!((seqs, t.has_more), (vec![4, 6, 7], false));
     let root_now = &messages(&t)[0];
     assert_eq!(root_now.reply_count, 2);
     assert_eq!(root_now.last_reply_at_ms, r2.sent_at_ms);
     // Paged like History, both ways.
-    let newest = thread(&carol, &room, 4, 0, 0, 2).await.unwrap();
+    let newest = thread_history(&carol, &room, 4, 0, 0, 2).await.unwrap();
     assert_eq!(newest.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 7]);
     assert!(newest.has_more);
-    let older = thread(&carol, &room, 4, 6, 0, 2).await.unwrap();
+    let older = thread_history(&carol, &room, 4, 6, 0, 2).await.unwrap();
     assert_eq!((older.events.iter().map(|e| e.seq).collect::<Vec<_>>(), older.has_more), (vec![4], false));
-    let forwards = thread(&carol, &room, 4, 0, 4, 1).await.unwrap();
+    let forwards = thread_history(&carol, &room, 4, 0, 4, 1).await.unwrap();
     assert_eq!((forwards.events[0].seq, forwards.has_more), (6, true));
     // A message without replies is a thread of one.
-    let lone = thread(&carol, &room, 5, 0, 0, 0).await.unwrap();
+    let lone = thread_history(&carol, &room, 5, 0, 0, 0).await.unwrap();
     assert_eq!(lone.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [5]);
 
     // Notifications: carol was mentioned; alice (root) and bob (replied to) hear of replies.
@@ -214,7 +194,7 @@ async fn replies_form_threads_that_page_and_notify() {
         .delete_message(proto::DeleteMessageRequest { room_id: room.clone(), seq: 4 })
         .await
         .unwrap();
-    let t = thread(&bob, &room, 4, 0, 0, 0).await.unwrap();
+    let t = thread_history(&bob, &room, 4, 0, 0, 0).await.unwrap();
     let ms = messages(&t);
     assert!(ms[0].deleted && ms[0].text.is_empty(), "{:?}", ms[0]);
     assert_eq!(ms.iter().map(|m| m.seq).collect::<Vec<_>>(), [4, 6, 7]);
@@ -232,15 +212,15 @@ async fn replies_form_threads_that_page_and_notify() {
     let other = room_with(&bob, &[]).await;
     expect_code(reply(&bob, &other, 4, "x4", "cross-room").await, Code::NotFound);
     assert_eq!(last_seq(&bob, &room).await, before);
-    let m = expect_code(thread(&bob, &room, 6, 0, 0, 0).await, Code::InvalidArgument);
+    let m = expect_code(thread_history(&bob, &room, 6, 0, 0, 0).await, Code::InvalidArgument);
     assert!(m.contains("thread of message 4"), "{m}");
-    expect_code(thread(&bob, &room, 2, 0, 0, 0).await, Code::NotFound);
+    expect_code(thread_history(&bob, &room, 2, 0, 0, 0).await, Code::NotFound);
     // A reader may read threads but not reply; an outsider reads neither.
     let dave = s.user("dave").await;
-    expect_code(thread(&dave, &room, 4, 0, 0, 0).await, Code::PermissionDenied);
+    expect_code(thread_history(&dave, &room, 4, 0, 0, 0).await, Code::PermissionDenied);
     dave.rooms().join_room(proto::JoinRoomRequest { room_id: room.clone() }).await.unwrap();
     set_role(&alice, &room, &dave, proto::RoomRole::Reader).await;
-    assert_eq!(thread(&dave, &room, 4, 0, 0, 0).await.unwrap().events.len(), 3);
+    assert_eq!(thread_history(&dave, &room, 4, 0, 0, 0).await.unwrap().events.len(), 3);
     expect_code(reply(&dave, &room, 6, "x5", "hi").await, Code::PermissionDenied);
 }
 }

@@ -773,13 +773,25 @@ pub async fn history(
     after_seq: u64,
     limit: u32,
 ) -> Result<proto::HistoryResponse, tonic::Status> {
+    thread_history(u, room, 0, before_seq, after_seq, limit).await
+}
+
+/// A History call over the thread of the root at `thread_seq` (0: the whole room).
+pub async fn thread_history(
+    u: &User,
+    room: &str,
+    thread_seq: u64,
+    before_seq: u64,
+    after_seq: u64,
+    limit: u32,
+) -> Result<proto::HistoryResponse, tonic::Status> {
     u.chat()
         .history(proto::HistoryRequest {
             room_id: room.into(),
             before_seq,
             after_seq,
             limit,
-            ..Default::default()
+            thread_seq,
         })
         .await
         .map(|r| r.into_inner())
