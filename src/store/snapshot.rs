@@ -46,39 +46,57 @@ pub(super) fn write(db: &Db, out: &Path) -> Result<SnapshotInfo, StoreError> {
         let mut info = SnapshotInfo::default();
         let mut copier =
             Copier { copy: &copy, tx: None, in_batch: 0, cancelled: &db.snapshots_cancelled };
-        macro_rules! each_table {
-            ($($t:ident),* $(,)?) => {$(
-                info.entries += copier.table(&read, tables::$t)?;
-            )*};
-        }
-        each_table!(
-            META,
-            USERS,
-            USER_BY_NAME,
-            REFRESH_TOKENS,
-            REFRESH_FAMILIES,
-            ROOMS,
-            PUBLIC_ROOMS,
-            ROOM_MEMBERS,
-            USER_ROOMS,
-            ROOM_BANS,
-            ROOM_INVITES,
-            USER_INVITES,
-            DIRECT_ROOMS,
-            SENT_IDS,
-            NOTIFICATIONS,
-            MENTIONS,
-        );
-        // Each room's own tables.
+        // Every table the file has, by name: one this version does not know is an error, not
+        // a table silently left out of every backup (threads, reactions, pins, the audit log
+        // and invite codes were, until a test compared the two files' tables).
         let names: Vec<String> =
             read.list_tables()?.map(|t| redb::TableHandle::name(&t).to_string()).collect();
         for name in &names {
+            macro_rules! fixed {
+                ($($t:ident),* $(,)?) => {
+                    $(if name == redb::TableHandle::name(&tables::$t) {
+                        info.entries += copier.table(&read, tables::$t)?;
+                        continue;
+                    })*
+                };
+            }
+            fixed!(
+                META,
+                USERS,
+                USER_BY_NAME,
+                REFRESH_TOKENS,
+                REFRESH_FAMILIES,
+                ROOMS,
+                PUBLIC_ROOMS,
+                ROOM_MEMBERS,
+                USER_ROOMS,
+                ROOM_BANS,
+                ROOM_INVITES,
+                USER_INVITES,
+                DIRECT_ROOMS,
+                SENT_IDS,
+                NOTIFICATIONS,
+                MENTIONS,
+                THREADS,
+                REACTIONS,
+                PINS,
+                AUDIT,
+                AUDIT_BY_ROOM,
+                INVITE_CODES,
+                // A cluster node's applied position: a restored or compacted view must resume
+                // the log after what it holds, not apply it all again.
+                CLUSTER_META,
+            );
             if name.starts_with(events::TABLE_PREFIX) {
                 let n = copier.table(&read, events::table(name))?;
                 info.entries += n;
                 info.events += n;
             } else if name.starts_with(unread::TABLE_PREFIX) {
                 info.entries += copier.table(&read, unread::table(name))?;
+            } else {
+                return Err(StoreError::Db(format!(
+                    "snapshot: table {name} is unknown to this version of edgechat"
+                )));
             }
         }
         copier.finish()?;
@@ -322,6 +340,43 @@ pub fn compact(data_dir: &Path) -> Result<Compacted, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    /// Every table of the file is in the copy, with all its entries: a table the snapshot
+    /// does not know fails the snapshot instead of vanishing from backups and compactions.
+    #[test]
+    fn a_snapshot_holds_every_table_with_every_entry() {
+        use redb::{ReadableDatabase, ReadableTableMetadata};
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::Store::open(&dir.path().join("db.redb"), 1 << 20).unwrap();
+        let tx = store.db.begin_write().unwrap();
+        let mut ev = crate::proto::RoomEvent { room_id: "r1".into(), ..Default::default() };
+        super::events::append(&tx, &mut ev).unwrap();
+        super::unread::index_message(&tx, "r1", 1, "u1").unwrap();
+        super::super::threads::add_reply(&tx, "r1", 1, 2).unwrap();
+        super::super::cluster::set_applied(&tx, 7).unwrap();
+        tx.commit().unwrap();
+        let out = dir.path().join("snap.redb");
+        store.snapshot_to(&out).unwrap();
+        let tables = |db: &redb::Database| {
+            let tx = db.begin_read().unwrap();
+            let mut found: Vec<(String, u64)> = tx
+                .list_tables()
+                .unwrap()
+                .map(|h| {
+                    let name = redb::TableHandle::name(&h).to_string();
+                    (name, tx.open_untyped_table(h).unwrap().len().unwrap())
+                })
+                .collect();
+            found.sort();
+            found
+        };
+        let live = tables(&store.db);
+        drop(store);
+        let copy = tables(&redb::Database::open(&out).unwrap());
+        assert!(live.iter().any(|(n, len)| n == "threads" && *len == 2), "{live:?}");
+        assert!(live.iter().any(|(n, len)| n == "cluster_meta" && *len == 1), "{live:?}");
+        assert_eq!(copy, live);
+    }
+
     #[test]
     fn a_cancelled_snapshot_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
