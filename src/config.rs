@@ -324,6 +324,10 @@ pub struct RawLimits {
     pub action_rate_per_sec: f64,
     /// Its burst.
     pub action_burst: u32,
+    /// Searches per second per user (each reads the index of every room the user is in).
+    pub search_rate_per_sec: f64,
+    /// Its burst.
+    pub search_burst: u32,
     /// Rooms one Connect stream may subscribe to.
     pub max_subscriptions_per_stream: usize,
     /// Connect streams one user may hold open.
@@ -359,6 +363,8 @@ impl Default for RawLimits {
             send_burst: 50,
             action_rate_per_sec: 10.0,
             action_burst: 50,
+            search_rate_per_sec: 5.0,
+            search_burst: 20,
             max_subscriptions_per_stream: 500,
             max_streams_per_user: 16,
             stuck_stream_timeout_secs: 30,
@@ -665,6 +671,10 @@ pub struct Limits {
     pub action_rate_per_sec: f64,
     /// Their burst.
     pub action_burst: u32,
+    /// Searches per user per second.
+    pub search_rate_per_sec: f64,
+    /// Their burst.
+    pub search_burst: u32,
     /// Max rooms per stream.
     pub max_subscriptions_per_stream: usize,
     /// Max streams per user.
@@ -839,6 +849,13 @@ impl RawConfig {
             ));
         }
         in_range("limits.action_burst", l.action_burst.into(), 1, 100_000)?;
+        if !(MIN_RATE..=MAX_RATE).contains(&l.search_rate_per_sec) {
+            return Err(invalid(
+                "limits.search_rate_per_sec",
+                format!("{} is outside {MIN_RATE}..={MAX_RATE}", l.search_rate_per_sec),
+            ));
+        }
+        in_range("limits.search_burst", l.search_burst.into(), 1, 100_000)?;
         in_range(
             "limits.max_subscriptions_per_stream",
             l.max_subscriptions_per_stream as u64,
@@ -872,6 +889,8 @@ impl RawConfig {
             send_burst: l.send_burst,
             action_rate_per_sec: l.action_rate_per_sec,
             action_burst: l.action_burst,
+            search_rate_per_sec: l.search_rate_per_sec,
+            search_burst: l.search_burst,
             max_subscriptions_per_stream: l.max_subscriptions_per_stream,
             max_streams_per_user: l.max_streams_per_user,
             stuck_stream_timeout: Duration::from_secs(l.stuck_stream_timeout_secs),

@@ -25,6 +25,7 @@ pub mod presence;
 pub mod proto;
 pub mod retention;
 pub mod rooms;
+pub mod search;
 pub mod server;
 pub mod store;
 pub mod tasks;

@@ -13,7 +13,8 @@ use crate::change::{Change, Exec};
 use crate::config::RetentionConfig;
 use crate::proto::room_event::Kind;
 use crate::store::{
-    JobResult, StoreError, WriteCtx, events, pins, reactions, rooms, sent, threads, unread, users,
+    JobResult, StoreError, WriteCtx, events, pins, reactions, rooms, search, sent, threads, unread,
+    users,
 };
 
 /// Records looked at per job and table.
@@ -161,6 +162,7 @@ fn prune_rooms(
         for ev in &gone {
             if let Some(Kind::Message(m)) = &ev.kind {
                 unread::remove_mentions(ctx, room, ev.seq, &m.mention_user_ids)?;
+                search::remove(ctx, room, ev.seq, &crate::search::words(&m.text))?;
                 if m.thread_seq != 0 {
                     thread_rows.push((m.thread_seq, ev.seq));
                 }

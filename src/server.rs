@@ -352,6 +352,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         tasks.spawn(run);
     }
     let storage = store.health().clone();
+    let search =
+        crate::chat::search::Search::new(store.clone(), l.search_rate_per_sec, l.search_burst);
     let notifications = crate::notifications::Notifications::new(store, exec, budget);
     let typing = Arc::new(std::sync::Mutex::new(crate::chat::ratelimit::TypingGate::new(
         Duration::from_secs(2),
@@ -363,6 +365,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         accounts,
         rooms,
         messages,
+        search,
         hub,
         presence,
         notifications,

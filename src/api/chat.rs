@@ -189,6 +189,20 @@ impl ChatService for ChatApi {
         Ok(Response::new(proto::ListPinsResponse { messages }))
     }
 
+    async fn search(
+        &self,
+        req: Request<proto::SearchRequest>,
+    ) -> Result<Response<proto::SearchResponse>, Status> {
+        let who = principal(&req)?;
+        // Reads every room's index: off the async threads.
+        let search = self.0.search.clone();
+        let r = req.into_inner();
+        let found = tokio::task::spawn_blocking(move || search.search(&who, &r, now_ms()))
+            .await
+            .map_err(|e| Status::internal(format!("search failed: {e}")))??;
+        Ok(Response::new(found))
+    }
+
     async fn get_presence(
         &self,
         req: Request<proto::GetPresenceRequest>,

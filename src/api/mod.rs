@@ -27,6 +27,8 @@ pub struct Api {
     pub rooms: crate::rooms::Rooms,
     /// Messages.
     pub messages: crate::chat::Messages,
+    /// Full-text search.
+    pub search: crate::chat::search::Search,
     /// Live fan-out.
     pub hub: std::sync::Arc<crate::chat::Hub>,
     /// Who is online.

@@ -592,6 +592,7 @@ fn send_in(
     let msg = msg.clone();
     unread::index_message(ctx, room_id, seq, &who.user_id)?;
     unread::add_mentions(ctx, room_id, seq, &who.user_id, &msg.mention_user_ids)?;
+    store::search::add(ctx, room_id, seq, &crate::search::words(&msg.text))?;
     ctx.emit(ev);
     // Notify: the other side of a direct room, else everyone mentioned, and for a reply the
     // author of the message replied to and of the thread's root (once each; a mention wins).
@@ -632,6 +633,22 @@ fn send_in(
         notify(ctx, keep, &user, cause)?;
     }
     Ok(msg)
+}
+
+/// Moves message `seq` in the search index from the words of `old` to those of `new` (only
+/// the words that differ: an edit fixing a typo rewrites one or two blocks).
+fn reindex(
+    tx: &redb::WriteTransaction,
+    room_id: &str,
+    seq: u64,
+    old: &str,
+    new: &str,
+) -> Result<(), StoreError> {
+    let (old, new) = (crate::search::words(old), crate::search::words(new));
+    let gone: Vec<String> = old.iter().filter(|w| !new.contains(w)).cloned().collect();
+    let added: Vec<String> = new.iter().filter(|w| !old.contains(w)).cloned().collect();
+    store::search::remove(tx, room_id, seq, &gone)?;
+    store::search::add(tx, room_id, seq, &added)
 }
 
 /// Where a message change happens: the caller, the room, the message's seq and the time.
@@ -736,6 +753,7 @@ impl Change for Edit {
             let mentions = resolve_mentions(&**ctx, &room_id, &text)?;
             unread::remove_mentions(ctx, &room_id, seq, &msg.mention_user_ids)?;
             unread::add_mentions(ctx, &room_id, seq, &msg.sender_id, &mentions)?;
+            reindex(ctx, &room_id, seq, &msg.text, &text)?;
             let Some(Kind::Message(m)) = &mut ev.kind else {
                 unreachable!("target() returns messages")
             };
@@ -797,6 +815,7 @@ impl Change for Delete {
             }
             unread::unindex_message(ctx, &room_id, seq)?;
             unread::remove_mentions(ctx, &room_id, seq, &msg.mention_user_ids)?;
+            store::search::remove(ctx, &room_id, seq, &crate::search::words(&msg.text))?;
             events::replace(ctx, &ev)?;
             record(
                 ctx,

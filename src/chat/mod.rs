@@ -6,6 +6,7 @@ pub mod hub;
 pub mod messages;
 pub mod ratelimit;
 pub mod reactions;
+pub mod search;
 pub mod stream;
 pub mod text;
 

@@ -150,7 +150,8 @@ impl Store {
             let name = redb::TableHandle::name(&handle);
             let room = name
                 .strip_prefix(events::TABLE_PREFIX)
-                .or_else(|| name.strip_prefix(super::unread::TABLE_PREFIX));
+                .or_else(|| name.strip_prefix(super::unread::TABLE_PREFIX))
+                .or_else(|| name.strip_prefix(super::search::TABLE_PREFIX));
             if let Some(room) = room
                 && rooms.get(room)?.is_none()
             {

@@ -49,12 +49,25 @@ pub fn first_seq(s: &impl Snapshot, room: &str) -> Result<u64, StoreError> {
 
 /// Appends `event` with the room's next seq (written into `event.seq`, and into the message's
 /// own `seq` for a message) and returns that seq.
+///
+/// The event's `at_ms` is raised to the last event's when it is below it, so time never falls
+/// within a room: two changes stamped a millisecond apart can reach the writer in either
+/// order, and a search pages across rooms by time (`chat::search` finds a room's place in a
+/// page by bisecting its events by `at_ms`). The message keeps its own `sent_at_ms`.
 pub fn append(tx: &redb::WriteTransaction, event: &mut RoomEvent) -> Result<u64, StoreError> {
-    // One open of the room's table for the read of its last seq and the insert: the writer
+    // One open of the room's table for the read of its last event and the insert: the writer
     // does this for every send, and each open is a lookup in redb's table tree.
     let name = table_name(&event.room_id);
     let mut t = tx.open_table(table(&name))?;
-    let seq = t.last()?.map(|(k, _)| k.value()).unwrap_or(0) + 1;
+    let (seq, last_at_ms) = match t.last()? {
+        // A last event that does not decode (`check` names it) does not stop the room.
+        Some((k, v)) => {
+            let at = decode::<RoomEvent>("events", v.value()).map_or(i64::MIN, |e| e.at_ms);
+            (k.value() + 1, at)
+        }
+        None => (1, i64::MIN),
+    };
+    event.at_ms = event.at_ms.max(last_at_ms);
     event.seq = seq;
     if let Some(Kind::Message(m)) = &mut event.kind {
         m.seq = seq;
@@ -63,6 +76,37 @@ pub fn append(tx: &redb::WriteTransaction, event: &mut RoomEvent) -> Result<u64,
     let bytes = prost::Message::encode_to_vec(&pack(event));
     t.insert(seq, bytes.as_slice())?;
     Ok(seq)
+}
+
+/// The last seq of `room` whose event's `at_ms` is at or before `at_ms` (0: none), by
+/// bisection: `at_ms` does not fall within a room (see [`append`]).
+pub fn last_at_or_before(s: &impl Snapshot, room: &str, at_ms: i64) -> Result<u64, StoreError> {
+    let name = table_name(room);
+    let Some(t) = s.table_opt(table(&name))? else { return Ok(0) };
+    let (Some((first, _)), Some((last, _))) = (t.first()?, t.last()?) else { return Ok(0) };
+    // Invariant: every seq below `lo` is at or before `at_ms`, every seq above `hi` after it.
+    let (mut lo, mut hi) = (first.value(), last.value());
+    let mut found = 0;
+    while lo <= hi {
+        let mid = lo + (hi - lo) / 2;
+        let at = match t.get(mid)? {
+            Some(v) => unpack(room, mid, v.value())?.at_ms,
+            // Seqs are gapless from the first to the last; a hole is a damaged file.
+            None => {
+                return Err(StoreError::Corrupt {
+                    table: "events",
+                    message: format!("room {room}: no event {mid} between {lo} and {hi}"),
+                });
+            }
+        };
+        if at <= at_ms {
+            found = mid;
+            lo = mid + 1;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Ok(found)
 }
 
 /// One event.
@@ -229,6 +273,25 @@ mod tests {
 
     fn ev(room: &str) -> RoomEvent {
         RoomEvent { room_id: room.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn time_never_falls_within_a_room_and_bisects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), 1 << 20).unwrap();
+        let tx = store.db.begin_write().unwrap();
+        let mut stamped = Vec::new();
+        for at_ms in [10, 5, 20, 30, 30, 40] {
+            let mut e = RoomEvent { at_ms, ..ev("a") };
+            append(&tx, &mut e).unwrap();
+            stamped.push(e.at_ms);
+        }
+        assert_eq!(stamped, [10, 10, 20, 30, 30, 40], "5 came after 10: raised to 10");
+        tx.commit().unwrap();
+        let tx = store.read().unwrap();
+        let at = |ms| last_at_or_before(&tx, "a", ms).unwrap();
+        assert_eq!([at(9), at(10), at(19), at(25), at(30), at(40), at(99)], [0, 2, 2, 3, 5, 6, 6]);
+        assert_eq!(last_at_or_before(&tx, "none", 50).unwrap(), 0);
     }
 
     #[tokio::test]

@@ -7,18 +7,111 @@
 //! (while the old tables exist, the move goes on, whatever the version says). The first chunk
 //! already sets the version to 2, so an older edgechat refuses a half-moved file instead of
 //! appending to its half-empty old tables; the last one drops the old tables.
+//!
+//! Schema 2 -> 3: the search index (`search`) gets every message stored before it existed.
+//! The first transaction sets the version to 3 and lists every room in `search_backfill`
+//! with the next seq to index; each chunk indexes up to [`CHUNK`] events of the first room
+//! listed and moves its mark on (or drops the room), so a kill resumes where it stopped; the
+//! last one drops the table. Indexing what is indexed already changes nothing.
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::tables::{META, META_SCHEMA_VERSION, ROOM_EVENTS, ROOM_MESSAGES};
-use super::{StoreError, events, unread};
+use super::tables::{
+    META, META_SCHEMA_VERSION, ROOM_EVENTS, ROOM_MESSAGES, ROOMS, SEARCH_BACKFILL,
+};
+use super::{StoreError, events, search, unread};
 
 /// Rows moved per transaction (bounds the transaction's dirty pages and the memory held).
 const CHUNK: usize = 10_000;
 
-/// Brings the file from `found` to the current schema (or finishes a move an earlier start
-/// began). Returns how many rows it moved.
+/// Brings the file from `found` to the current schema (or finishes an upgrade an earlier start
+/// began). Returns how many rows it moved or indexed.
 pub(super) fn run(db: &redb::Database, found: u64) -> Result<u64, StoreError> {
+    Ok(to_2(db, found)? + to_3(db, found)?)
+}
+
+fn table_exists(db: &redb::Database, name: &str) -> Result<bool, StoreError> {
+    let tx = db.begin_read()?;
+    let found = tx.list_tables()?.any(|t| redb::TableHandle::name(&t) == name);
+    Ok(found)
+}
+
+/// Schema 2 -> 3: indexes every stored message for search.
+fn to_3(db: &redb::Database, found: u64) -> Result<u64, StoreError> {
+    let pending = table_exists(db, redb::TableHandle::name(&SEARCH_BACKFILL))?;
+    if found >= 3 && !pending {
+        return Ok(0);
+    }
+    let started = std::time::Instant::now();
+    if !pending {
+        let tx = db.begin_write()?;
+        tx.open_table(META)?.insert(META_SCHEMA_VERSION, 3)?;
+        let rooms: Vec<String> = {
+            let t = tx.open_table(ROOMS)?;
+            t.iter()?.map(|r| r.map(|(k, _)| k.value().to_string())).collect::<Result<_, _>>()?
+        };
+        let mut todo = tx.open_table(SEARCH_BACKFILL)?;
+        for room in &rooms {
+            todo.insert(room.as_str(), 1)?;
+        }
+        drop(todo);
+        tx.commit()?;
+    }
+    let (mut indexed, mut next_log) = (0, 100_000);
+    loop {
+        let tx = db.begin_write()?;
+        let next = {
+            let todo = tx.open_table(SEARCH_BACKFILL)?;
+            let first = todo.first()?;
+            first.map(|(k, v)| (k.value().to_string(), v.value()))
+        };
+        let Some((room, from)) = next else {
+            tx.delete_table(SEARCH_BACKFILL)?;
+            tx.commit()?;
+            break;
+        };
+        // Read raw: an event that does not decode is left out of the index (and named by
+        // `check`), not a file that no longer starts.
+        let rows: Vec<(u64, Vec<u8>)> = {
+            let name = events::table_name(&room);
+            let t = tx.open_table(events::table(&name))?;
+            let rows = t.range(from..)?.take(CHUNK + 1);
+            rows.map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
+                .collect::<Result<_, _>>()?
+        };
+        let more = rows.len() > CHUNK;
+        for (seq, bytes) in rows.iter().take(CHUNK) {
+            if let Ok(ev) = events::unpack(&room, *seq, bytes)
+                && let Some(crate::proto::room_event::Kind::Message(m)) = &ev.kind
+            {
+                search::add(&tx, &room, *seq, &crate::search::words(&m.text))?;
+            }
+        }
+        let mut todo = tx.open_table(SEARCH_BACKFILL)?;
+        match rows.get(CHUNK) {
+            Some((next, _)) if more => todo.insert(room.as_str(), *next).map(|_| ())?,
+            _ => todo.remove(room.as_str()).map(|_| ())?,
+        }
+        drop(todo);
+        tx.commit()?;
+        indexed += rows.len().min(CHUNK) as u64;
+        if indexed >= next_log {
+            tracing::info!(indexed, "upgrading the database to schema 3 (the search index)");
+            next_log += 100_000;
+        }
+    }
+    if indexed > 0 {
+        tracing::info!(
+            indexed,
+            secs = started.elapsed().as_secs_f64(),
+            "database upgraded to schema 3: every stored message is searchable"
+        );
+    }
+    Ok(indexed)
+}
+
+/// Schema 1 -> 2: room events into a table per room.
+fn to_2(db: &redb::Database, found: u64) -> Result<u64, StoreError> {
     let pending = {
         let tx = db.begin_read()?;
         let names: Vec<String> =
@@ -163,6 +256,47 @@ mod tests {
         tx.commit().unwrap();
     }
 
+    /// Every seq of `room` with all of `words`, newest first.
+    fn found(tx: &redb::ReadTransaction, room: &str, words: &[&str]) -> Vec<u64> {
+        let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        let mut search = search::RoomSearch::new(room, &words);
+        let (mut out, mut at_most) = (Vec::new(), u64::MAX);
+        while let Some(seq) = search.next(tx, at_most).unwrap() {
+            out.push(seq);
+            at_most = seq - 1;
+        }
+        out
+    }
+
+    #[test]
+    fn an_interrupted_search_backfill_resumes_at_its_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        schema_1_file(&path, 6);
+        drop(Store::open(&path, 1 << 20).unwrap());
+        // As if killed while indexing "ra" from seq 4, with "rb" still to do: the index of
+        // both rooms emptied, the mark put back.
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            for room in ["ra", "rb"] {
+                tx.delete_table(search::table(&search::table_name(room))).unwrap();
+            }
+            let mut todo = tx.open_table(SEARCH_BACKFILL).unwrap();
+            todo.insert("ra", 4).unwrap();
+            todo.insert("rb", 1).unwrap();
+            drop(todo);
+            tx.commit().unwrap();
+        }
+        let store = Store::open(&path, 1 << 20).unwrap();
+        let tx = store.read().unwrap();
+        assert_eq!(found(&tx, "ra", &["ra"]), [6, 5, 4], "seqs before the mark were done");
+        assert_eq!(found(&tx, "rb", &["rb"]), [6, 5, 4, 3, 2, 1]);
+        assert!(
+            tx.list_tables().unwrap().all(|t| redb::TableHandle::name(&t) != "search_backfill")
+        );
+    }
+
     #[test]
     fn a_schema_1_file_moves_in_chunks_and_reads_the_same() {
         let dir = tempfile::tempdir().unwrap();
@@ -179,12 +313,16 @@ mod tests {
             tx.commit().unwrap();
         }
         let store = Store::open(&path, 1 << 20).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), 3);
         let tx = store.read().unwrap();
         assert!(tx.list_tables().unwrap().all(|t| {
             let name = redb::TableHandle::name(&t).to_string();
-            name != "room_events" && name != "room_messages"
+            name != "room_events" && name != "room_messages" && name != "search_backfill"
         }));
+        // And then 2 -> 3: every message is searchable ("ra 5000" has the words ra, 5000).
+        assert_eq!(found(&tx, "ra", &["ra"]).len() as u64, per_room);
+        assert_eq!(found(&tx, "ra", &["5000", "ra"]), [5000]);
+        assert_eq!(found(&tx, "rb", &["ra"]), Vec::<u64>::new());
         for room in ["ra", "rb"] {
             assert_eq!(events::last_seq(&tx, room).unwrap(), per_room);
             let (all, more) = events::range(&tx, room, 0, u64::MAX, usize::MAX, false).unwrap();

@@ -21,6 +21,7 @@ pub mod pins;
 pub mod reactions;
 mod records;
 pub mod rooms;
+pub mod search;
 pub mod sent;
 pub mod snapshot;
 mod tables;
@@ -45,7 +46,7 @@ pub use writer::{Committed, JobResult, Mark, Publisher, WriteCtx, Writer};
 
 /// The schema this build reads and writes. Bump it (and add a migration) whenever a table's key
 /// or value encoding changes incompatibly.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// The database file's name inside the data directory.
 pub const DB_FILE_NAME: &str = "edgechat.redb";

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Db, StoreError, events, tables, unread};
+use super::{Db, StoreError, events, search, tables, unread};
 
 /// Entries copied per write transaction of the new file (bounds its dirty state).
 const BATCH: usize = 50_000;
@@ -86,6 +86,8 @@ pub(super) fn write(db: &Db, out: &Path) -> Result<SnapshotInfo, StoreError> {
                 // A cluster node's applied position: a restored or compacted view must resume
                 // the log after what it holds, not apply it all again.
                 CLUSTER_META,
+                // An upgrade's progress (only in a file whose upgrade was interrupted).
+                SEARCH_BACKFILL,
             );
             if name.starts_with(events::TABLE_PREFIX) {
                 let n = copier.table(&read, events::table(name))?;
@@ -93,6 +95,8 @@ pub(super) fn write(db: &Db, out: &Path) -> Result<SnapshotInfo, StoreError> {
                 info.events += n;
             } else if name.starts_with(unread::TABLE_PREFIX) {
                 info.entries += copier.table(&read, unread::table(name))?;
+            } else if name.starts_with(search::TABLE_PREFIX) {
+                info.entries += copier.table(&read, search::table(name))?;
             } else {
                 return Err(StoreError::Db(format!(
                     "snapshot: table {name} is unknown to this version of edgechat"

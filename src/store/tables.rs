@@ -39,8 +39,9 @@ pub(super) const USER_INVITES: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("user_invites");
 /// `direct_rooms`: "smaller user id/larger user id" -> room id. One direct room per pair.
 pub(super) const DIRECT_ROOMS: TableDefinition<&str, &str> = TableDefinition::new("direct_rooms");
-// Each room's events and message index are tables of their own, `events/<room id>` and
-// `messages/<room id>`: see `events` and `unread`.
+// Each room's events, message index and search index are tables of their own,
+// `events/<room id>`, `messages/<room id>` and `search/<room id>`: see `events`, `unread` and
+// `search`.
 
 /// Schema 1 only (moved by `migrate`): `room_events`: (room id, seq) -> `proto::RoomEvent`.
 pub(super) const ROOM_EVENTS: TableDefinition<(&str, u64), &[u8]> =
@@ -104,6 +105,11 @@ pub(super) fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::TableE
     tx.open_table(INVITE_CODES)?;
     Ok(())
 }
+
+/// Only while `migrate` upgrades a file to schema 3: `search_backfill`: room id -> the next
+/// seq to index for search.
+pub(super) const SEARCH_BACKFILL: TableDefinition<&str, u64> =
+    TableDefinition::new("search_backfill");
 
 /// Cluster mode only: `cluster_meta`: name -> value; [`CLUSTER_APPLIED`] is the last log
 /// position this view applied (the node's consumer resumes after it).

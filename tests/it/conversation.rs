@@ -8,15 +8,8 @@ use crate::support::{
     Conn, TestServer, User, create_room, expect_code, history, room_with, send_rpc, thread_history,
 };
 
-/// A server whose send and action budgets are out of the way.
 async fn server() -> TestServer {
-    TestServer::start_with(|c| {
-        c.limits.send_rate_per_sec = 1e9;
-        c.limits.send_burst = 100_000;
-        c.limits.action_rate_per_sec = 1e9;
-        c.limits.action_burst = 100_000;
-    })
-    .await
+    TestServer::start_unthrottled().await
 }
 
 async fn reply(

@@ -55,6 +55,7 @@ mod nats;
 mod presence;
 mod retention;
 mod rooms;
+mod search;
 mod session;
 mod support;
 mod term;

@@ -49,6 +49,20 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
+    /// A server whose send, change and search budgets are out of the way, for tests that make
+    /// many changes quickly (a rate-limit test sets its own).
+    pub async fn start_unthrottled() -> TestServer {
+        Self::start_with(|c| {
+            c.limits.send_rate_per_sec = 1e9;
+            c.limits.send_burst = 100_000;
+            c.limits.action_rate_per_sec = 1e9;
+            c.limits.action_burst = 100_000;
+            c.limits.search_rate_per_sec = 1e9;
+            c.limits.search_burst = 100_000;
+        })
+        .await
+    }
+
     /// A server whose configuration `tweak` adjusts.
     pub async fn start_with(tweak: impl FnOnce(&mut RawConfig)) -> TestServer {
         Self::start_in(tempfile::tempdir().expect("temp dir"), tweak).await

@@ -24,7 +24,107 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file edgechat/v1/chat.proto.
  */
 export const file_edgechat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChZlZGdlY2hhdC92MS9jaGF0LnByb3RvEgtlZGdlY2hhdC52MSJBChJBZGRSZWFjdGlvblJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQSDQoFZW1vamkYAyABKAkiRAoVUmVtb3ZlUmVhY3Rpb25SZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSCwoDc2VxGAIgASgEEg0KBWVtb2ppGAMgASgJIjEKEVBpbk1lc3NhZ2VSZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSCwoDc2VxGAIgASgEIjMKE1VucGluTWVzc2FnZVJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQiIgoPTGlzdFBpbnNSZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkiOgoQTGlzdFBpbnNSZXNwb25zZRImCghtZXNzYWdlcxgBIAMoCzIULmVkZ2VjaGF0LnYxLk1lc3NhZ2UiZAoSU2VuZE1lc3NhZ2VSZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAiABKAkSDAoEdGV4dBgDIAEoCRIUCgxyZXBseV90b19zZXEYBCABKAQiawoOSGlzdG9yeVJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCRISCgpiZWZvcmVfc2VxGAIgASgEEhEKCWFmdGVyX3NlcRgDIAEoBBINCgVsaW1pdBgEIAEoDRISCgp0aHJlYWRfc2VxGAUgASgEIl4KD0hpc3RvcnlSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5lZGdlY2hhdC52MS5Sb29tRXZlbnQSEAoIaGFzX21vcmUYAiABKAgSEQoJZmlyc3Rfc2VxGAMgASgEIkAKEkVkaXRNZXNzYWdlUmVxdWVzdBIPCgdyb29tX2lkGAEgASgJEgsKA3NlcRgCIAEoBBIMCgR0ZXh0GAMgASgJIjQKFERlbGV0ZU1lc3NhZ2VSZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSCwoDc2VxGAIgASgEIhcKFURlbGV0ZU1lc3NhZ2VSZXNwb25zZSIvCg9NYXJrUmVhZFJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQiEgoQTWFya1JlYWRSZXNwb25zZSI7ChhMaXN0Tm90aWZpY2F0aW9uc1JlcXVlc3QSEAoIYWZ0ZXJfaWQYASABKAQSDQoFbGltaXQYAiABKA0iTQoZTGlzdE5vdGlmaWNhdGlvbnNSZXNwb25zZRIwCg1ub3RpZmljYXRpb25zGAEgAygLMhkuZWRnZWNoYXQudjEuTm90aWZpY2F0aW9uIiYKEkdldFByZXNlbmNlUmVxdWVzdBIQCgh1c2VyX2lkcxgBIAMoCSI/ChNHZXRQcmVzZW5jZVJlc3BvbnNlEigKCXByZXNlbmNlcxgBIAMoCzIVLmVkZ2VjaGF0LnYxLlByZXNlbmNlIjAKHE1hcmtOb3RpZmljYXRpb25zUmVhZFJlcXVlc3QSEAoIdXBfdG9faWQYASABKAQiHwodTWFya05vdGlmaWNhdGlvbnNSZWFkUmVzcG9uc2Ui9QIKC0NsaWVudEZyYW1lEisKCXN1YnNjcmliZRgBIAEoCzIWLmVkZ2VjaGF0LnYxLlN1YnNjcmliZUgAEi8KC3Vuc3Vic2NyaWJlGAIgASgLMhguZWRnZWNoYXQudjEuVW5zdWJzY3JpYmVIABIhCgRzZW5kGAMgASgLMhEuZWRnZWNoYXQudjEuU2VuZEgAEiUKBnR5cGluZxgEIAEoCzITLmVkZ2VjaGF0LnYxLlR5cGluZ0gAEioKCW1hcmtfcmVhZBgFIAEoCzIVLmVkZ2VjaGF0LnYxLk1hcmtSZWFkSAASNQoOcmVhdXRoZW50aWNhdGUYBiABKAsyGy5lZGdlY2hhdC52MS5SZWF1dGhlbnRpY2F0ZUgAEiEKBHBpbmcYByABKAsyES5lZGdlY2hhdC52MS5QaW5nSAASMAoMc2V0X3ByZXNlbmNlGAggASgLMhguZWRnZWNoYXQudjEuU2V0UHJlc2VuY2VIAEIGCgRraW5kIkIKCVN1YnNjcmliZRIPCgdyb29tX2lkGAEgASgJEhYKCWFmdGVyX3NlcRgCIAEoBEgAiAEBQgwKCl9hZnRlcl9zZXEiHgoLVW5zdWJzY3JpYmUSDwoHcm9vbV9pZBgBIAEoCSJWCgRTZW5kEg8KB3Jvb21faWQYASABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAiABKAkSDAoEdGV4dBgDIAEoCRIUCgxyZXBseV90b19zZXEYBCABKAQiGQoGVHlwaW5nEg8KB3Jvb21faWQYASABKAkiKAoITWFya1JlYWQSDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQiJgoOUmVhdXRoZW50aWNhdGUSFAoMYWNjZXNzX3Rva2VuGAEgASgJIhUKBFBpbmcSDQoFbm9uY2UYASABKAQiOgoLU2V0UHJlc2VuY2USKwoGc3RhdHVzGAEgASgOMhsuZWRnZWNoYXQudjEuUHJlc2VuY2VTdGF0dXMi+wMKC1NlcnZlckZyYW1lEicKBWV2ZW50GAEgASgLMhYuZWRnZWNoYXQudjEuUm9vbUV2ZW50SAASKAoIc2VuZF9hY2sYAiABKAsyFC5lZGdlY2hhdC52MS5TZW5kQWNrSAASLQoKc3Vic2NyaWJlZBgDIAEoCzIXLmVkZ2VjaGF0LnYxLlN1YnNjcmliZWRIABIpCghwcmVzZW5jZRgEIAEoCzIVLmVkZ2VjaGF0LnYxLlByZXNlbmNlSAASKwoGdHlwaW5nGAUgASgLMhkuZWRnZWNoYXQudjEuVHlwaW5nVXBkYXRlSAASMQoMbm90aWZpY2F0aW9uGAYgASgLMhkuZWRnZWNoYXQudjEuTm90aWZpY2F0aW9uSAASKQoFZXJyb3IYByABKAsyGC5lZGdlY2hhdC52MS5TdHJlYW1FcnJvckgAEiEKBHBvbmcYCCABKAsyES5lZGdlY2hhdC52MS5Qb25nSAASLAoKZ29pbmdfYXdheRgJIAEoCzIWLmVkZ2VjaGF0LnYxLkdvaW5nQXdheUgAEi4KC3JlYWRfbWFya2VyGAogASgLMhcuZWRnZWNoYXQudjEuUmVhZE1hcmtlckgAEisKCWxpc3RlbmluZxgLIAEoCzIWLmVkZ2VjaGF0LnYxLkxpc3RlbmluZ0gAQgYKBGtpbmQiPgoNTGlzdGVuUmVxdWVzdBItCg1zdWJzY3JpcHRpb25zGAEgAygLMhYuZWRnZWNoYXQudjEuU3Vic2NyaWJlIh4KCUxpc3RlbmluZxIRCglzdHJlYW1faWQYASABKAkiTgoQU2VuZEZyYW1lUmVxdWVzdBIRCglzdHJlYW1faWQYASABKAkSJwoFZnJhbWUYAiABKAsyGC5lZGdlY2hhdC52MS5DbGllbnRGcmFtZSITChFTZW5kRnJhbWVSZXNwb25zZSJCCgdTZW5kQWNrEhkKEWNsaWVudF9tZXNzYWdlX2lkGAEgASgJEg8KB3Jvb21faWQYAiABKAkSCwoDc2VxGAMgASgEIkIKClN1YnNjcmliZWQSDwoHcm9vbV9pZBgBIAEoCRIQCghsYXN0X3NlcRgCIAEoBBIRCglmaXJzdF9zZXEYAyABKAQiMAoMVHlwaW5nVXBkYXRlEg8KB3Jvb21faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCSJYCgtTdHJlYW1FcnJvchIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAyABKAkSDwoHcm9vbV9pZBgEIAEoCSIVCgRQb25nEg0KBW5vbmNlGAEgASgEIhsKCUdvaW5nQXdheRIOCgZyZWFzb24YASABKAkiVwoKUmVhZE1hcmtlchIPCgdyb29tX2lkGAEgASgJEgsKA3NlcRgCIAEoBBIUCgx1bnJlYWRfY291bnQYAyABKAQSFQoNbWVudGlvbl9jb3VudBgEIAEoBDLeCQoLQ2hhdFNlcnZpY2USQQoHQ29ubmVjdBIYLmVkZ2VjaGF0LnYxLkNsaWVudEZyYW1lGhguZWRnZWNoYXQudjEuU2VydmVyRnJhbWUoATABEkQKC1NlbmRNZXNzYWdlEh8uZWRnZWNoYXQudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0GhQuZWRnZWNoYXQudjEuTWVzc2FnZRJECgdIaXN0b3J5EhsuZWRnZWNoYXQudjEuSGlzdG9yeVJlcXVlc3QaHC5lZGdlY2hhdC52MS5IaXN0b3J5UmVzcG9uc2USRAoLRWRpdE1lc3NhZ2USHy5lZGdlY2hhdC52MS5FZGl0TWVzc2FnZVJlcXVlc3QaFC5lZGdlY2hhdC52MS5NZXNzYWdlElYKDURlbGV0ZU1lc3NhZ2USIS5lZGdlY2hhdC52MS5EZWxldGVNZXNzYWdlUmVxdWVzdBoiLmVkZ2VjaGF0LnYxLkRlbGV0ZU1lc3NhZ2VSZXNwb25zZRJHCghNYXJrUmVhZBIcLmVkZ2VjaGF0LnYxLk1hcmtSZWFkUmVxdWVzdBodLmVkZ2VjaGF0LnYxLk1hcmtSZWFkUmVzcG9uc2USYgoRTGlzdE5vdGlmaWNhdGlvbnMSJS5lZGdlY2hhdC52MS5MaXN0Tm90aWZpY2F0aW9uc1JlcXVlc3QaJi5lZGdlY2hhdC52MS5MaXN0Tm90aWZpY2F0aW9uc1Jlc3BvbnNlElAKC0dldFByZXNlbmNlEh8uZWRnZWNoYXQudjEuR2V0UHJlc2VuY2VSZXF1ZXN0GiAuZWRnZWNoYXQudjEuR2V0UHJlc2VuY2VSZXNwb25zZRJuChVNYXJrTm90aWZpY2F0aW9uc1JlYWQSKS5lZGdlY2hhdC52MS5NYXJrTm90aWZpY2F0aW9uc1JlYWRSZXF1ZXN0GiouZWRnZWNoYXQudjEuTWFya05vdGlmaWNhdGlvbnNSZWFkUmVzcG9uc2USQAoGTGlzdGVuEhouZWRnZWNoYXQudjEuTGlzdGVuUmVxdWVzdBoYLmVkZ2VjaGF0LnYxLlNlcnZlckZyYW1lMAESSgoJU2VuZEZyYW1lEh0uZWRnZWNoYXQudjEuU2VuZEZyYW1lUmVxdWVzdBoeLmVkZ2VjaGF0LnYxLlNlbmRGcmFtZVJlc3BvbnNlEkQKC0FkZFJlYWN0aW9uEh8uZWRnZWNoYXQudjEuQWRkUmVhY3Rpb25SZXF1ZXN0GhQuZWRnZWNoYXQudjEuTWVzc2FnZRJKCg5SZW1vdmVSZWFjdGlvbhIiLmVkZ2VjaGF0LnYxLlJlbW92ZVJlYWN0aW9uUmVxdWVzdBoULmVkZ2VjaGF0LnYxLk1lc3NhZ2USQgoKUGluTWVzc2FnZRIeLmVkZ2VjaGF0LnYxLlBpbk1lc3NhZ2VSZXF1ZXN0GhQuZWRnZWNoYXQudjEuTWVzc2FnZRJGCgxVbnBpbk1lc3NhZ2USIC5lZGdlY2hhdC52MS5VbnBpbk1lc3NhZ2VSZXF1ZXN0GhQuZWRnZWNoYXQudjEuTWVzc2FnZRJHCghMaXN0UGlucxIcLmVkZ2VjaGF0LnYxLkxpc3RQaW5zUmVxdWVzdBodLmVkZ2VjaGF0LnYxLkxpc3RQaW5zUmVzcG9uc2ViBnByb3RvMw", [file_edgechat_v1_common]);
+  fileDesc("ChZlZGdlY2hhdC92MS9jaGF0LnByb3RvEgtlZGdlY2hhdC52MSJSCg1TZWFyY2hSZXF1ZXN0Eg0KBXF1ZXJ5GAEgASgJEg8KB3Jvb21faWQYAiABKAkSDQoFbGltaXQYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCSJfCglTZWFyY2hIaXQSDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQSDQoFYXRfbXMYAyABKAMSJQoHbWVzc2FnZRgEIAEoCzIULmVkZ2VjaGF0LnYxLk1lc3NhZ2UiTwoOU2VhcmNoUmVzcG9uc2USJAoEaGl0cxgBIAMoCzIWLmVkZ2VjaGF0LnYxLlNlYXJjaEhpdBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiQQoSQWRkUmVhY3Rpb25SZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSCwoDc2VxGAIgASgEEg0KBWVtb2ppGAMgASgJIkQKFVJlbW92ZVJlYWN0aW9uUmVxdWVzdBIPCgdyb29tX2lkGAEgASgJEgsKA3NlcRgCIAEoBBINCgVlbW9qaRgDIAEoCSIxChFQaW5NZXNzYWdlUmVxdWVzdBIPCgdyb29tX2lkGAEgASgJEgsKA3NlcRgCIAEoBCIzChNVbnBpbk1lc3NhZ2VSZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSCwoDc2VxGAIgASgEIiIKD0xpc3RQaW5zUmVxdWVzdBIPCgdyb29tX2lkGAEgASgJIjoKEExpc3RQaW5zUmVzcG9uc2USJgoIbWVzc2FnZXMYASADKAsyFC5lZGdlY2hhdC52MS5NZXNzYWdlImQKElNlbmRNZXNzYWdlUmVxdWVzdBIPCgdyb29tX2lkGAEgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAIgASgJEgwKBHRleHQYAyABKAkSFAoMcmVwbHlfdG9fc2VxGAQgASgEImsKDkhpc3RvcnlSZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSEgoKYmVmb3JlX3NlcRgCIAEoBBIRCglhZnRlcl9zZXEYAyABKAQSDQoFbGltaXQYBCABKA0SEgoKdGhyZWFkX3NlcRgFIAEoBCJeCg9IaXN0b3J5UmVzcG9uc2USJgoGZXZlbnRzGAEgAygLMhYuZWRnZWNoYXQudjEuUm9vbUV2ZW50EhAKCGhhc19tb3JlGAIgASgIEhEKCWZpcnN0X3NlcRgDIAEoBCJAChJFZGl0TWVzc2FnZVJlcXVlc3QSDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQSDAoEdGV4dBgDIAEoCSI0ChREZWxldGVNZXNzYWdlUmVxdWVzdBIPCgdyb29tX2lkGAEgASgJEgsKA3NlcRgCIAEoBCIXChVEZWxldGVNZXNzYWdlUmVzcG9uc2UiLwoPTWFya1JlYWRSZXF1ZXN0Eg8KB3Jvb21faWQYASABKAkSCwoDc2VxGAIgASgEIhIKEE1hcmtSZWFkUmVzcG9uc2UiOwoYTGlzdE5vdGlmaWNhdGlvbnNSZXF1ZXN0EhAKCGFmdGVyX2lkGAEgASgEEg0KBWxpbWl0GAIgASgNIk0KGUxpc3ROb3RpZmljYXRpb25zUmVzcG9uc2USMAoNbm90aWZpY2F0aW9ucxgBIAMoCzIZLmVkZ2VjaGF0LnYxLk5vdGlmaWNhdGlvbiImChJHZXRQcmVzZW5jZVJlcXVlc3QSEAoIdXNlcl9pZHMYASADKAkiPwoTR2V0UHJlc2VuY2VSZXNwb25zZRIoCglwcmVzZW5jZXMYASADKAsyFS5lZGdlY2hhdC52MS5QcmVzZW5jZSIwChxNYXJrTm90aWZpY2F0aW9uc1JlYWRSZXF1ZXN0EhAKCHVwX3RvX2lkGAEgASgEIh8KHU1hcmtOb3RpZmljYXRpb25zUmVhZFJlc3BvbnNlIvUCCgtDbGllbnRGcmFtZRIrCglzdWJzY3JpYmUYASABKAsyFi5lZGdlY2hhdC52MS5TdWJzY3JpYmVIABIvCgt1bnN1YnNjcmliZRgCIAEoCzIYLmVkZ2VjaGF0LnYxLlVuc3Vic2NyaWJlSAASIQoEc2VuZBgDIAEoCzIRLmVkZ2VjaGF0LnYxLlNlbmRIABIlCgZ0eXBpbmcYBCABKAsyEy5lZGdlY2hhdC52MS5UeXBpbmdIABIqCgltYXJrX3JlYWQYBSABKAsyFS5lZGdlY2hhdC52MS5NYXJrUmVhZEgAEjUKDnJlYXV0aGVudGljYXRlGAYgASgLMhsuZWRnZWNoYXQudjEuUmVhdXRoZW50aWNhdGVIABIhCgRwaW5nGAcgASgLMhEuZWRnZWNoYXQudjEuUGluZ0gAEjAKDHNldF9wcmVzZW5jZRgIIAEoCzIYLmVkZ2VjaGF0LnYxLlNldFByZXNlbmNlSABCBgoEa2luZCJCCglTdWJzY3JpYmUSDwoHcm9vbV9pZBgBIAEoCRIWCglhZnRlcl9zZXEYAiABKARIAIgBAUIMCgpfYWZ0ZXJfc2VxIh4KC1Vuc3Vic2NyaWJlEg8KB3Jvb21faWQYASABKAkiVgoEU2VuZBIPCgdyb29tX2lkGAEgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAIgASgJEgwKBHRleHQYAyABKAkSFAoMcmVwbHlfdG9fc2VxGAQgASgEIhkKBlR5cGluZxIPCgdyb29tX2lkGAEgASgJIigKCE1hcmtSZWFkEg8KB3Jvb21faWQYASABKAkSCwoDc2VxGAIgASgEIiYKDlJlYXV0aGVudGljYXRlEhQKDGFjY2Vzc190b2tlbhgBIAEoCSIVCgRQaW5nEg0KBW5vbmNlGAEgASgEIjoKC1NldFByZXNlbmNlEisKBnN0YXR1cxgBIAEoDjIbLmVkZ2VjaGF0LnYxLlByZXNlbmNlU3RhdHVzIvsDCgtTZXJ2ZXJGcmFtZRInCgVldmVudBgBIAEoCzIWLmVkZ2VjaGF0LnYxLlJvb21FdmVudEgAEigKCHNlbmRfYWNrGAIgASgLMhQuZWRnZWNoYXQudjEuU2VuZEFja0gAEi0KCnN1YnNjcmliZWQYAyABKAsyFy5lZGdlY2hhdC52MS5TdWJzY3JpYmVkSAASKQoIcHJlc2VuY2UYBCABKAsyFS5lZGdlY2hhdC52MS5QcmVzZW5jZUgAEisKBnR5cGluZxgFIAEoCzIZLmVkZ2VjaGF0LnYxLlR5cGluZ1VwZGF0ZUgAEjEKDG5vdGlmaWNhdGlvbhgGIAEoCzIZLmVkZ2VjaGF0LnYxLk5vdGlmaWNhdGlvbkgAEikKBWVycm9yGAcgASgLMhguZWRnZWNoYXQudjEuU3RyZWFtRXJyb3JIABIhCgRwb25nGAggASgLMhEuZWRnZWNoYXQudjEuUG9uZ0gAEiwKCmdvaW5nX2F3YXkYCSABKAsyFi5lZGdlY2hhdC52MS5Hb2luZ0F3YXlIABIuCgtyZWFkX21hcmtlchgKIAEoCzIXLmVkZ2VjaGF0LnYxLlJlYWRNYXJrZXJIABIrCglsaXN0ZW5pbmcYCyABKAsyFi5lZGdlY2hhdC52MS5MaXN0ZW5pbmdIAEIGCgRraW5kIj4KDUxpc3RlblJlcXVlc3QSLQoNc3Vic2NyaXB0aW9ucxgBIAMoCzIWLmVkZ2VjaGF0LnYxLlN1YnNjcmliZSIeCglMaXN0ZW5pbmcSEQoJc3RyZWFtX2lkGAEgASgJIk4KEFNlbmRGcmFtZVJlcXVlc3QSEQoJc3RyZWFtX2lkGAEgASgJEicKBWZyYW1lGAIgASgLMhguZWRnZWNoYXQudjEuQ2xpZW50RnJhbWUiEwoRU2VuZEZyYW1lUmVzcG9uc2UiQgoHU2VuZEFjaxIZChFjbGllbnRfbWVzc2FnZV9pZBgBIAEoCRIPCgdyb29tX2lkGAIgASgJEgsKA3NlcRgDIAEoBCJCCgpTdWJzY3JpYmVkEg8KB3Jvb21faWQYASABKAkSEAoIbGFzdF9zZXEYAiABKAQSEQoJZmlyc3Rfc2VxGAMgASgEIjAKDFR5cGluZ1VwZGF0ZRIPCgdyb29tX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiWAoLU3RyZWFtRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAMgASgJEg8KB3Jvb21faWQYBCABKAkiFQoEUG9uZxINCgVub25jZRgBIAEoBCIbCglHb2luZ0F3YXkSDgoGcmVhc29uGAEgASgJIlcKClJlYWRNYXJrZXISDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQSFAoMdW5yZWFkX2NvdW50GAMgASgEEhUKDW1lbnRpb25fY291bnQYBCABKAQyoQoKC0NoYXRTZXJ2aWNlEkEKB0Nvbm5lY3QSGC5lZGdlY2hhdC52MS5DbGllbnRGcmFtZRoYLmVkZ2VjaGF0LnYxLlNlcnZlckZyYW1lKAEwARJECgtTZW5kTWVzc2FnZRIfLmVkZ2VjaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdBoULmVkZ2VjaGF0LnYxLk1lc3NhZ2USRAoHSGlzdG9yeRIbLmVkZ2VjaGF0LnYxLkhpc3RvcnlSZXF1ZXN0GhwuZWRnZWNoYXQudjEuSGlzdG9yeVJlc3BvbnNlEkQKC0VkaXRNZXNzYWdlEh8uZWRnZWNoYXQudjEuRWRpdE1lc3NhZ2VSZXF1ZXN0GhQuZWRnZWNoYXQudjEuTWVzc2FnZRJWCg1EZWxldGVNZXNzYWdlEiEuZWRnZWNoYXQudjEuRGVsZXRlTWVzc2FnZVJlcXVlc3QaIi5lZGdlY2hhdC52MS5EZWxldGVNZXNzYWdlUmVzcG9uc2USRwoITWFya1JlYWQSHC5lZGdlY2hhdC52MS5NYXJrUmVhZFJlcXVlc3QaHS5lZGdlY2hhdC52MS5NYXJrUmVhZFJlc3BvbnNlEmIKEUxpc3ROb3RpZmljYXRpb25zEiUuZWRnZWNoYXQudjEuTGlzdE5vdGlmaWNhdGlvbnNSZXF1ZXN0GiYuZWRnZWNoYXQudjEuTGlzdE5vdGlmaWNhdGlvbnNSZXNwb25zZRJQCgtHZXRQcmVzZW5jZRIfLmVkZ2VjaGF0LnYxLkdldFByZXNlbmNlUmVxdWVzdBogLmVkZ2VjaGF0LnYxLkdldFByZXNlbmNlUmVzcG9uc2USbgoVTWFya05vdGlmaWNhdGlvbnNSZWFkEikuZWRnZWNoYXQudjEuTWFya05vdGlmaWNhdGlvbnNSZWFkUmVxdWVzdBoqLmVkZ2VjaGF0LnYxLk1hcmtOb3RpZmljYXRpb25zUmVhZFJlc3BvbnNlEkAKBkxpc3RlbhIaLmVkZ2VjaGF0LnYxLkxpc3RlblJlcXVlc3QaGC5lZGdlY2hhdC52MS5TZXJ2ZXJGcmFtZTABEkoKCVNlbmRGcmFtZRIdLmVkZ2VjaGF0LnYxLlNlbmRGcmFtZVJlcXVlc3QaHi5lZGdlY2hhdC52MS5TZW5kRnJhbWVSZXNwb25zZRJECgtBZGRSZWFjdGlvbhIfLmVkZ2VjaGF0LnYxLkFkZFJlYWN0aW9uUmVxdWVzdBoULmVkZ2VjaGF0LnYxLk1lc3NhZ2USSgoOUmVtb3ZlUmVhY3Rpb24SIi5lZGdlY2hhdC52MS5SZW1vdmVSZWFjdGlvblJlcXVlc3QaFC5lZGdlY2hhdC52MS5NZXNzYWdlEkIKClBpbk1lc3NhZ2USHi5lZGdlY2hhdC52MS5QaW5NZXNzYWdlUmVxdWVzdBoULmVkZ2VjaGF0LnYxLk1lc3NhZ2USRgoMVW5waW5NZXNzYWdlEiAuZWRnZWNoYXQudjEuVW5waW5NZXNzYWdlUmVxdWVzdBoULmVkZ2VjaGF0LnYxLk1lc3NhZ2USRwoITGlzdFBpbnMSHC5lZGdlY2hhdC52MS5MaXN0UGluc1JlcXVlc3QaHS5lZGdlY2hhdC52MS5MaXN0UGluc1Jlc3BvbnNlEkEKBlNlYXJjaBIaLmVkZ2VjaGF0LnYxLlNlYXJjaFJlcXVlc3QaGy5lZGdlY2hhdC52MS5TZWFyY2hSZXNwb25zZWIGcHJvdG8z", [file_edgechat_v1_common]);
+
+/**
+ * @generated from message edgechat.v1.SearchRequest
+ */
+export type SearchRequest = Message<"edgechat.v1.SearchRequest"> & {
+  /**
+   * @generated from field: string query = 1;
+   */
+  query: string;
+
+  /**
+   * Only this room ("" = every room the caller is a member of). A room the
+   * caller is not a member of: PERMISSION_DENIED (public: join it first) or
+   * NOT_FOUND (private, direct, nonexistent).
+   *
+   * @generated from field: string room_id = 2;
+   */
+  roomId: string;
+
+  /**
+   * 0 = 20; clamped to 100.
+   *
+   * @generated from field: uint32 limit = 3;
+   */
+  limit: number;
+
+  /**
+   * The previous response's next_page_token ("" = from the newest).
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message edgechat.v1.SearchRequest.
+ * Use `create(SearchRequestSchema)` to create a new message.
+ */
+export const SearchRequestSchema: GenMessage<SearchRequest> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_chat, 0);
+
+/**
+ * @generated from message edgechat.v1.SearchHit
+ */
+export type SearchHit = Message<"edgechat.v1.SearchHit"> & {
+  /**
+   * @generated from field: string room_id = 1;
+   */
+  roomId: string;
+
+  /**
+   * @generated from field: uint64 seq = 2;
+   */
+  seq: bigint;
+
+  /**
+   * The message event's time (results are ordered by it, newest first).
+   *
+   * @generated from field: int64 at_ms = 3;
+   */
+  atMs: bigint;
+
+  /**
+   * The message as History shows it now (reactions with `mine`).
+   *
+   * @generated from field: edgechat.v1.Message message = 4;
+   */
+  message?: Message$1 | undefined;
+};
+
+/**
+ * Describes the message edgechat.v1.SearchHit.
+ * Use `create(SearchHitSchema)` to create a new message.
+ */
+export const SearchHitSchema: GenMessage<SearchHit> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_chat, 1);
+
+/**
+ * @generated from message edgechat.v1.SearchResponse
+ */
+export type SearchResponse = Message<"edgechat.v1.SearchResponse"> & {
+  /**
+   * @generated from field: repeated edgechat.v1.SearchHit hits = 1;
+   */
+  hits: SearchHit[];
+
+  /**
+   * Pass as page_token for the next page; "" when there is none.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message edgechat.v1.SearchResponse.
+ * Use `create(SearchResponseSchema)` to create a new message.
+ */
+export const SearchResponseSchema: GenMessage<SearchResponse> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_chat, 2);
 
 /**
  * @generated from message edgechat.v1.AddReactionRequest
@@ -53,7 +153,7 @@ export type AddReactionRequest = Message<"edgechat.v1.AddReactionRequest"> & {
  * Use `create(AddReactionRequestSchema)` to create a new message.
  */
 export const AddReactionRequestSchema: GenMessage<AddReactionRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 0);
+  messageDesc(file_edgechat_v1_chat, 3);
 
 /**
  * @generated from message edgechat.v1.RemoveReactionRequest
@@ -80,7 +180,7 @@ export type RemoveReactionRequest = Message<"edgechat.v1.RemoveReactionRequest">
  * Use `create(RemoveReactionRequestSchema)` to create a new message.
  */
 export const RemoveReactionRequestSchema: GenMessage<RemoveReactionRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 1);
+  messageDesc(file_edgechat_v1_chat, 4);
 
 /**
  * @generated from message edgechat.v1.PinMessageRequest
@@ -102,7 +202,7 @@ export type PinMessageRequest = Message<"edgechat.v1.PinMessageRequest"> & {
  * Use `create(PinMessageRequestSchema)` to create a new message.
  */
 export const PinMessageRequestSchema: GenMessage<PinMessageRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 2);
+  messageDesc(file_edgechat_v1_chat, 5);
 
 /**
  * @generated from message edgechat.v1.UnpinMessageRequest
@@ -124,7 +224,7 @@ export type UnpinMessageRequest = Message<"edgechat.v1.UnpinMessageRequest"> & {
  * Use `create(UnpinMessageRequestSchema)` to create a new message.
  */
 export const UnpinMessageRequestSchema: GenMessage<UnpinMessageRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 3);
+  messageDesc(file_edgechat_v1_chat, 6);
 
 /**
  * @generated from message edgechat.v1.ListPinsRequest
@@ -141,7 +241,7 @@ export type ListPinsRequest = Message<"edgechat.v1.ListPinsRequest"> & {
  * Use `create(ListPinsRequestSchema)` to create a new message.
  */
 export const ListPinsRequestSchema: GenMessage<ListPinsRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 4);
+  messageDesc(file_edgechat_v1_chat, 7);
 
 /**
  * @generated from message edgechat.v1.ListPinsResponse
@@ -160,7 +260,7 @@ export type ListPinsResponse = Message<"edgechat.v1.ListPinsResponse"> & {
  * Use `create(ListPinsResponseSchema)` to create a new message.
  */
 export const ListPinsResponseSchema: GenMessage<ListPinsResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 5);
+  messageDesc(file_edgechat_v1_chat, 8);
 
 /**
  * @generated from message edgechat.v1.SendMessageRequest
@@ -205,7 +305,7 @@ export type SendMessageRequest = Message<"edgechat.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 6);
+  messageDesc(file_edgechat_v1_chat, 9);
 
 /**
  * Paging: limit defaults to 50 (when 0) and is clamped to 500.
@@ -263,7 +363,7 @@ export type HistoryRequest = Message<"edgechat.v1.HistoryRequest"> & {
  * Use `create(HistoryRequestSchema)` to create a new message.
  */
 export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 7);
+  messageDesc(file_edgechat_v1_chat, 10);
 
 /**
  * @generated from message edgechat.v1.HistoryResponse
@@ -298,7 +398,7 @@ export type HistoryResponse = Message<"edgechat.v1.HistoryResponse"> & {
  * Use `create(HistoryResponseSchema)` to create a new message.
  */
 export const HistoryResponseSchema: GenMessage<HistoryResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 8);
+  messageDesc(file_edgechat_v1_chat, 11);
 
 /**
  * @generated from message edgechat.v1.EditMessageRequest
@@ -329,7 +429,7 @@ export type EditMessageRequest = Message<"edgechat.v1.EditMessageRequest"> & {
  * Use `create(EditMessageRequestSchema)` to create a new message.
  */
 export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 9);
+  messageDesc(file_edgechat_v1_chat, 12);
 
 /**
  * @generated from message edgechat.v1.DeleteMessageRequest
@@ -353,7 +453,7 @@ export type DeleteMessageRequest = Message<"edgechat.v1.DeleteMessageRequest"> &
  * Use `create(DeleteMessageRequestSchema)` to create a new message.
  */
 export const DeleteMessageRequestSchema: GenMessage<DeleteMessageRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 10);
+  messageDesc(file_edgechat_v1_chat, 13);
 
 /**
  * @generated from message edgechat.v1.DeleteMessageResponse
@@ -366,7 +466,7 @@ export type DeleteMessageResponse = Message<"edgechat.v1.DeleteMessageResponse">
  * Use `create(DeleteMessageResponseSchema)` to create a new message.
  */
 export const DeleteMessageResponseSchema: GenMessage<DeleteMessageResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 11);
+  messageDesc(file_edgechat_v1_chat, 14);
 
 /**
  * @generated from message edgechat.v1.MarkReadRequest
@@ -390,7 +490,7 @@ export type MarkReadRequest = Message<"edgechat.v1.MarkReadRequest"> & {
  * Use `create(MarkReadRequestSchema)` to create a new message.
  */
 export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 12);
+  messageDesc(file_edgechat_v1_chat, 15);
 
 /**
  * @generated from message edgechat.v1.MarkReadResponse
@@ -403,7 +503,7 @@ export type MarkReadResponse = Message<"edgechat.v1.MarkReadResponse"> & {
  * Use `create(MarkReadResponseSchema)` to create a new message.
  */
 export const MarkReadResponseSchema: GenMessage<MarkReadResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 13);
+  messageDesc(file_edgechat_v1_chat, 16);
 
 /**
  * @generated from message edgechat.v1.ListNotificationsRequest
@@ -429,7 +529,7 @@ export type ListNotificationsRequest = Message<"edgechat.v1.ListNotificationsReq
  * Use `create(ListNotificationsRequestSchema)` to create a new message.
  */
 export const ListNotificationsRequestSchema: GenMessage<ListNotificationsRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 14);
+  messageDesc(file_edgechat_v1_chat, 17);
 
 /**
  * @generated from message edgechat.v1.ListNotificationsResponse
@@ -448,7 +548,7 @@ export type ListNotificationsResponse = Message<"edgechat.v1.ListNotificationsRe
  * Use `create(ListNotificationsResponseSchema)` to create a new message.
  */
 export const ListNotificationsResponseSchema: GenMessage<ListNotificationsResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 15);
+  messageDesc(file_edgechat_v1_chat, 18);
 
 /**
  * @generated from message edgechat.v1.GetPresenceRequest
@@ -465,7 +565,7 @@ export type GetPresenceRequest = Message<"edgechat.v1.GetPresenceRequest"> & {
  * Use `create(GetPresenceRequestSchema)` to create a new message.
  */
 export const GetPresenceRequestSchema: GenMessage<GetPresenceRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 16);
+  messageDesc(file_edgechat_v1_chat, 19);
 
 /**
  * @generated from message edgechat.v1.GetPresenceResponse
@@ -482,7 +582,7 @@ export type GetPresenceResponse = Message<"edgechat.v1.GetPresenceResponse"> & {
  * Use `create(GetPresenceResponseSchema)` to create a new message.
  */
 export const GetPresenceResponseSchema: GenMessage<GetPresenceResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 17);
+  messageDesc(file_edgechat_v1_chat, 20);
 
 /**
  * @generated from message edgechat.v1.MarkNotificationsReadRequest
@@ -501,7 +601,7 @@ export type MarkNotificationsReadRequest = Message<"edgechat.v1.MarkNotification
  * Use `create(MarkNotificationsReadRequestSchema)` to create a new message.
  */
 export const MarkNotificationsReadRequestSchema: GenMessage<MarkNotificationsReadRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 18);
+  messageDesc(file_edgechat_v1_chat, 21);
 
 /**
  * @generated from message edgechat.v1.MarkNotificationsReadResponse
@@ -514,7 +614,7 @@ export type MarkNotificationsReadResponse = Message<"edgechat.v1.MarkNotificatio
  * Use `create(MarkNotificationsReadResponseSchema)` to create a new message.
  */
 export const MarkNotificationsReadResponseSchema: GenMessage<MarkNotificationsReadResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 19);
+  messageDesc(file_edgechat_v1_chat, 22);
 
 /**
  * A frame from client to server on Connect.
@@ -583,7 +683,7 @@ export type ClientFrame = Message<"edgechat.v1.ClientFrame"> & {
  * Use `create(ClientFrameSchema)` to create a new message.
  */
 export const ClientFrameSchema: GenMessage<ClientFrame> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 20);
+  messageDesc(file_edgechat_v1_chat, 23);
 
 /**
  * Starts receiving a room's events (room members only). Answered by a
@@ -611,7 +711,7 @@ export type Subscribe = Message<"edgechat.v1.Subscribe"> & {
  * Use `create(SubscribeSchema)` to create a new message.
  */
 export const SubscribeSchema: GenMessage<Subscribe> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 21);
+  messageDesc(file_edgechat_v1_chat, 24);
 
 /**
  * Stops receiving a room's events.
@@ -630,7 +730,7 @@ export type Unsubscribe = Message<"edgechat.v1.Unsubscribe"> & {
  * Use `create(UnsubscribeSchema)` to create a new message.
  */
 export const UnsubscribeSchema: GenMessage<Unsubscribe> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 22);
+  messageDesc(file_edgechat_v1_chat, 25);
 
 /**
  * Posts a message on the stream; answered by SendAck once durably stored,
@@ -670,7 +770,7 @@ export type Send = Message<"edgechat.v1.Send"> & {
  * Use `create(SendSchema)` to create a new message.
  */
 export const SendSchema: GenMessage<Send> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 23);
+  messageDesc(file_edgechat_v1_chat, 26);
 
 /**
  * "I am typing" in a room (any member who may post, subscribed or not).
@@ -691,7 +791,7 @@ export type Typing = Message<"edgechat.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 24);
+  messageDesc(file_edgechat_v1_chat, 27);
 
 /**
  * Moves the read marker, like ChatService.MarkRead.
@@ -715,7 +815,7 @@ export type MarkRead = Message<"edgechat.v1.MarkRead"> & {
  * Use `create(MarkReadSchema)` to create a new message.
  */
 export const MarkReadSchema: GenMessage<MarkRead> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 25);
+  messageDesc(file_edgechat_v1_chat, 28);
 
 /**
  * A fresh access token for a stream that outlives its first one; must be
@@ -736,7 +836,7 @@ export type Reauthenticate = Message<"edgechat.v1.Reauthenticate"> & {
  * Use `create(ReauthenticateSchema)` to create a new message.
  */
 export const ReauthenticateSchema: GenMessage<Reauthenticate> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 26);
+  messageDesc(file_edgechat_v1_chat, 29);
 
 /**
  * Keep-alive; answered by Pong with the same nonce.
@@ -755,7 +855,7 @@ export type Ping = Message<"edgechat.v1.Ping"> & {
  * Use `create(PingSchema)` to create a new message.
  */
 export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 27);
+  messageDesc(file_edgechat_v1_chat, 30);
 
 /**
  * Addition: the client sets its own presence.
@@ -777,7 +877,7 @@ export type SetPresence = Message<"edgechat.v1.SetPresence"> & {
  * Use `create(SetPresenceSchema)` to create a new message.
  */
 export const SetPresenceSchema: GenMessage<SetPresence> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 28);
+  messageDesc(file_edgechat_v1_chat, 31);
 
 /**
  * A frame from server to client on Connect.
@@ -873,7 +973,7 @@ export type ServerFrame = Message<"edgechat.v1.ServerFrame"> & {
  * Use `create(ServerFrameSchema)` to create a new message.
  */
 export const ServerFrameSchema: GenMessage<ServerFrame> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 29);
+  messageDesc(file_edgechat_v1_chat, 32);
 
 /**
  * @generated from message edgechat.v1.ListenRequest
@@ -893,7 +993,7 @@ export type ListenRequest = Message<"edgechat.v1.ListenRequest"> & {
  * Use `create(ListenRequestSchema)` to create a new message.
  */
 export const ListenRequestSchema: GenMessage<ListenRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 30);
+  messageDesc(file_edgechat_v1_chat, 33);
 
 /**
  * The first frame of a Listen stream: the id SendFrame takes. Unguessable;
@@ -913,7 +1013,7 @@ export type Listening = Message<"edgechat.v1.Listening"> & {
  * Use `create(ListeningSchema)` to create a new message.
  */
 export const ListeningSchema: GenMessage<Listening> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 31);
+  messageDesc(file_edgechat_v1_chat, 34);
 
 /**
  * @generated from message edgechat.v1.SendFrameRequest
@@ -935,7 +1035,7 @@ export type SendFrameRequest = Message<"edgechat.v1.SendFrameRequest"> & {
  * Use `create(SendFrameRequestSchema)` to create a new message.
  */
 export const SendFrameRequestSchema: GenMessage<SendFrameRequest> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 32);
+  messageDesc(file_edgechat_v1_chat, 35);
 
 /**
  * @generated from message edgechat.v1.SendFrameResponse
@@ -948,7 +1048,7 @@ export type SendFrameResponse = Message<"edgechat.v1.SendFrameResponse"> & {
  * Use `create(SendFrameResponseSchema)` to create a new message.
  */
 export const SendFrameResponseSchema: GenMessage<SendFrameResponse> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 33);
+  messageDesc(file_edgechat_v1_chat, 36);
 
 /**
  * A Send was durably stored (for a retry: the original message's seq).
@@ -977,7 +1077,7 @@ export type SendAck = Message<"edgechat.v1.SendAck"> & {
  * Use `create(SendAckSchema)` to create a new message.
  */
 export const SendAckSchema: GenMessage<SendAck> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 34);
+  messageDesc(file_edgechat_v1_chat, 37);
 
 /**
  * A Subscribe took effect; replayed events (if any) and live events follow.
@@ -1012,7 +1112,7 @@ export type Subscribed = Message<"edgechat.v1.Subscribed"> & {
  * Use `create(SubscribedSchema)` to create a new message.
  */
 export const SubscribedSchema: GenMessage<Subscribed> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 35);
+  messageDesc(file_edgechat_v1_chat, 38);
 
 /**
  * user_id is typing in room_id. Ephemeral; clients show it for a few seconds.
@@ -1036,7 +1136,7 @@ export type TypingUpdate = Message<"edgechat.v1.TypingUpdate"> & {
  * Use `create(TypingUpdateSchema)` to create a new message.
  */
 export const TypingUpdateSchema: GenMessage<TypingUpdate> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 36);
+  messageDesc(file_edgechat_v1_chat, 39);
 
 /**
  * A per-frame error; the stream stays open.
@@ -1079,7 +1179,7 @@ export type StreamError = Message<"edgechat.v1.StreamError"> & {
  * Use `create(StreamErrorSchema)` to create a new message.
  */
 export const StreamErrorSchema: GenMessage<StreamError> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 37);
+  messageDesc(file_edgechat_v1_chat, 40);
 
 /**
  * Answer to Ping.
@@ -1098,7 +1198,7 @@ export type Pong = Message<"edgechat.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 38);
+  messageDesc(file_edgechat_v1_chat, 41);
 
 /**
  * The server is draining for shutdown and will close the stream;
@@ -1118,7 +1218,7 @@ export type GoingAway = Message<"edgechat.v1.GoingAway"> & {
  * Use `create(GoingAwaySchema)` to create a new message.
  */
 export const GoingAwaySchema: GenMessage<GoingAway> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 39);
+  messageDesc(file_edgechat_v1_chat, 42);
 
 /**
  * Addition: the user's read marker in a room moved; pushed to all of the
@@ -1159,7 +1259,7 @@ export type ReadMarker = Message<"edgechat.v1.ReadMarker"> & {
  * Use `create(ReadMarkerSchema)` to create a new message.
  */
 export const ReadMarkerSchema: GenMessage<ReadMarker> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_chat, 40);
+  messageDesc(file_edgechat_v1_chat, 43);
 
 /**
  * @generated from service edgechat.v1.ChatService
@@ -1349,6 +1449,26 @@ export const ChatService: GenService<{
     methodKind: "unary";
     input: typeof ListPinsRequestSchema;
     output: typeof ListPinsResponseSchema;
+  },
+  /**
+   * Addition: full-text search over the messages of the rooms the caller is
+   * a member of (a public room only once joined), newest first, a page at a
+   * time. A message matches when it has every word of the query: words are
+   * runs of letters and digits, two or more, matched whole and
+   * case-insensitively; punctuation, quotes, -, *, : and OR are no operators
+   * (they separate words or are words). Messages are found by their current
+   * text: an edit's old words and deleted messages are not. The index is
+   * written in each message's own transaction, so a search never lags what
+   * History shows. INVALID_ARGUMENT: no word, over 256 bytes or over 8 words,
+   * a page token this server did not give. RESOURCE_EXHAUSTED past
+   * [limits] search_rate_per_sec per user (default 5 a second, burst 20).
+   *
+   * @generated from rpc edgechat.v1.ChatService.Search
+   */
+  search: {
+    methodKind: "unary";
+    input: typeof SearchRequestSchema;
+    output: typeof SearchResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_edgechat_v1_chat, 0);
