@@ -130,6 +130,57 @@ fn store_append(c: &mut Criterion) {
     g.finish();
 }
 
+/// Chat-like text for the indexed appends: 11 words (the corpus's mean) drawn from 5,000
+/// made-up ones, skewed toward the first (x^3), different for every `n`.
+fn chat_text(n: u64) -> String {
+    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..11)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = (x % 10_000) as f64 / 10_000.0;
+            format!("w{}", (u * u * u * 5_000.0) as u64)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The same appends with the search index written in the same transaction, as a send does
+/// (`search::words` of the text, then `store::search::add`): what the index costs a send.
+fn store_append_indexed(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db.redb"), 64 << 20).unwrap();
+    let writer = store.start_writer(Box::new(|_| {}));
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut g = c.benchmark_group("store_append_indexed");
+    g.sample_size(20);
+    for n in [1u64, 16, 256] {
+        g.throughput(Throughput::Elements(n));
+        g.bench_function(format!("batch_{n}"), |b| {
+            b.iter(|| {
+                let next = next.clone();
+                rt.block_on(writer.write(move |ctx| {
+                    for _ in 0..n {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let mut ev = message_event("room-a", 0);
+                        let text = chat_text(i);
+                        if let Some(room_event::Kind::Message(m)) = &mut ev.kind {
+                            m.text = text.clone();
+                        }
+                        events::append(ctx, &mut ev)?;
+                        store::search::add(ctx, "room-a", ev.seq, &edgechat::search::words(&text))?;
+                    }
+                    Ok(Ok::<(), store::StoreError>(()))
+                }))
+                .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
 /// Reading a History page (the newest 50 events of a room of 100,000) from a snapshot.
 fn history_page(c: &mut Criterion) {
     let rt = runtime();
@@ -192,5 +243,14 @@ fn hub_publish(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, tokens, permission, encode, store_append, history_page, hub_publish);
+criterion_group!(
+    benches,
+    tokens,
+    permission,
+    encode,
+    store_append,
+    store_append_indexed,
+    history_page,
+    hub_publish
+);
 criterion_main!(benches);

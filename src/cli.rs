@@ -122,6 +122,9 @@ enum BenchCommand {
     Idle(crate::bench::idle::IdleArgs),
     /// N clients miss E events each, then reconnect at once: time until all are caught up.
     Resume(crate::bench::resume::ResumeArgs),
+    /// Loads a corpus (benches/search/corpus.py) and times Search over it: load rate,
+    /// database size, query latency per query for a user in every room and one in a few.
+    Search(crate::bench::search::SearchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -485,6 +488,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Rooms(args)) => {
             bench(args.target.json, crate::bench::rooms::run(&args), |r| r.table())
+        }
+        Command::Bench(BenchCommand::Search(args)) => {
+            bench(args.target.json, crate::bench::search::run(&args), |r| r.table())
         }
         Command::Bench(BenchCommand::Durable(args)) => {
             bench(args.target.json, crate::bench::durable::run(&args), |r| r.table())

@@ -13,6 +13,7 @@ pub mod idle;
 pub mod login;
 pub mod resume;
 pub mod rooms;
+pub mod search;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -111,13 +112,15 @@ pub struct Target {
     pub keep_data_dir: Option<PathBuf>,
 }
 
-/// Set on every server a run starts: the per-user send and action budgets, which would
-/// otherwise measure the rate limiter instead of the server.
-const RAISED_BUDGETS: [(&str, &str); 4] = [
+/// Set on every server a run starts: the per-user send, action and search budgets, which
+/// would otherwise measure the rate limiter instead of the server.
+const RAISED_BUDGETS: [(&str, &str); 6] = [
     ("EDGECHAT_LIMITS_SEND_RATE_PER_SEC", "1000000000"),
     ("EDGECHAT_LIMITS_SEND_BURST", "100000"),
     ("EDGECHAT_LIMITS_ACTION_RATE_PER_SEC", "1000000"),
     ("EDGECHAT_LIMITS_ACTION_BURST", "100000"),
+    ("EDGECHAT_LIMITS_SEARCH_RATE_PER_SEC", "1000000"),
+    ("EDGECHAT_LIMITS_SEARCH_BURST", "100000"),
 ];
 
 /// The server a run talks to; a server this run started is stopped (SIGTERM) and its data

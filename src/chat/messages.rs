@@ -644,11 +644,7 @@ fn reindex(
     old: &str,
     new: &str,
 ) -> Result<(), StoreError> {
-    let (old, new) = (crate::search::words(old), crate::search::words(new));
-    let gone: Vec<String> = old.iter().filter(|w| !new.contains(w)).cloned().collect();
-    let added: Vec<String> = new.iter().filter(|w| !old.contains(w)).cloned().collect();
-    store::search::remove(tx, room_id, seq, &gone)?;
-    store::search::add(tx, room_id, seq, &added)
+    store::search::replace(tx, room_id, seq, &crate::search::words(old), &crate::search::words(new))
 }
 
 /// Where a message change happens: the caller, the room, the message's seq and the time.

@@ -135,6 +135,48 @@ function renderNotes(): void {
   );
 }
 
+/**
+ * Searches the user's rooms (newest first) and lists the hits under the search box; a hit
+ * opens its room. `pageToken` continues the list ("More results"). A bad query (no word, too
+ * long) shows the server's reason.
+ */
+async function runSearch(query: string, pageToken: string): Promise<void> {
+  const list = document.getElementById("search-results");
+  if (!list) return;
+  if (!query.trim()) {
+    list.replaceChildren();
+    return;
+  }
+  const r = await api.chat.search({ query, roomId: "", limit: 20, pageToken }).catch((e: unknown) => {
+    alertLine(describe(e));
+    return undefined;
+  });
+  if (!r) return;
+  alertLine("");
+  const items = r.hits.map((h) => {
+    const room = state.rooms.get(h.roomId);
+    const who = names.get(h.message?.senderId ?? "") ?? "someone";
+    const text = `#${room?.name ?? "a room"} · ${who}: ${h.message?.text ?? ""}`;
+    const b = button(text, `Open #${room?.name ?? "the room"} at: ${text}`, async () => {
+      if (!state.rooms.get(h.roomId)?.member) return;
+      st.openRoom(state, h.roomId);
+      render();
+      await loadRoom(h.roomId);
+      render();
+    });
+    b.classList.add("hit");
+    return el("li", {}, b);
+  });
+  const old = pageToken ? [...list.querySelectorAll("li:not(.more)")] : [];
+  if (old.length === 0 && items.length === 0) items.push(el("li", { class: "none" }, "No message has all of these words"));
+  if (r.nextPageToken) {
+    const token = r.nextPageToken;
+    const more = button("More results", "Show older search results", () => void runSearch(query, token));
+    items.push(el("li", { class: "more" }, more));
+  }
+  list.replaceChildren(...old, ...items);
+}
+
 async function loadRooms(): Promise<void> {
   const r = await api.rooms.listRooms({});
   for (const x of r.rooms) {
@@ -365,6 +407,12 @@ function renderShell(): void {
       alertLine(describe(e));
     }
   });
+  const searchBox = el("input", { id: "search-q", type: "search", "aria-label": "Search messages", placeholder: "Search messages", maxlength: "256" });
+  const search = el("form", { id: "search", role: "search" }, searchBox, el("button", { type: "submit" }, "Search"));
+  search.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    void runSearch(searchBox.value, "");
+  });
   root.replaceChildren(
     el(
       "div",
@@ -375,6 +423,8 @@ function renderShell(): void {
         { "aria-label": "Rooms" },
         el("ul", { id: "rooms" }),
         create,
+        search,
+        el("ol", { id: "search-results", "aria-live": "polite" }),
         el("p", { id: "notice", role: "alert" }),
         el("details", { id: "notifications" }, el("summary", { id: "note-count" }, "Notifications"), el("ol", { id: "note-list" }), markAll),
       ),

@@ -42,6 +42,8 @@ pub enum Command {
     React(u64, String, bool),
     /// `/pin #SEQ` (`true`) and `/unpin #SEQ`.
     Pin(u64, bool),
+    /// `/search WORDS`: messages in all your rooms that have every word, newest first.
+    Search(String),
     /// `/mute` (`true`) and `/unmute`: this room's notifications.
     Mute(bool),
     /// `/away`: toggles away and online.
@@ -68,6 +70,7 @@ pub const HELP: &[&str] = &[
     "/delete [#SEQ]       delete your latest message (or the one at SEQ)",
     "/reply #SEQ TEXT     reply to a message, in its thread",
     "/react #SEQ EMOJI    /unreact #SEQ EMOJI   /pin #SEQ   /unpin #SEQ",
+    "/search WORDS        messages in your rooms with every word, newest first",
     "/mute  /unmute       this room's notifications",
     "/away                toggle away / online",
     "/retry (Ctrl+R)      send failed messages again",
@@ -205,6 +208,8 @@ fn command(word: &str, args: &str) -> Result<Command, CommandError> {
             (Some(seq), "") => Ok(Command::Pin(seq, word == "pin")),
             _ => Err(CommandError::Usage("/pin #SEQ, /unpin #SEQ")),
         },
+        "search" | "find" if !args.is_empty() => Ok(Command::Search(args.to_string())),
+        "search" | "find" => Err(CommandError::Usage("/search WORDS")),
         "mute" => none(Command::Mute(true), "/mute"),
         "unmute" => none(Command::Mute(false), "/unmute"),
         "away" => none(Command::Away, "/away"),
@@ -270,6 +275,8 @@ mod tests {
             (Command::Pin(9, true), Command::Pin(9, false))
         );
         assert_eq!((ok("/mute"), ok("/unmute")), (Command::Mute(true), Command::Mute(false)));
+        assert_eq!(ok("/search deploy  friday"), Command::Search("deploy  friday".into()));
+        assert_eq!(err("/search  "), "usage: /search WORDS");
         assert_eq!(err("/reply hello"), "usage: /reply #SEQ TEXT");
         assert_eq!(err("/react #4"), "usage: /react #SEQ EMOJI, /unreact #SEQ EMOJI");
         assert_eq!(err("/pin"), "usage: /pin #SEQ, /unpin #SEQ");

@@ -52,6 +52,11 @@ enum Outcome {
         result: Result<Vec<proto::Member>, ClientError>,
     },
     Names(Result<Vec<proto::User>, ClientError>),
+    /// A `/search`: its words and the first page.
+    Search {
+        query: String,
+        result: Result<proto::SearchResponse, ClientError>,
+    },
     /// A slash command: a message, and a room to switch to.
     Done(Result<(String, Option<String>), String>),
 }
@@ -285,6 +290,17 @@ impl Runner {
                     Err(e) => self.fail(e)?,
                 }
             }
+            Outcome::Search { query, result: Ok(page) } => {
+                let ids: Vec<String> = page
+                    .hits
+                    .iter()
+                    .filter_map(|h| h.message.as_ref())
+                    .map(|m| m.sender_id.clone())
+                    .collect();
+                self.look_up(ids);
+                self.state.on_search(query, page);
+            }
+            Outcome::Search { result: Err(e), .. } => self.fail(e)?,
             Outcome::Done(Ok((said, open))) => {
                 if !said.is_empty() {
                     self.state.say(said);
@@ -422,6 +438,20 @@ impl Runner {
                     .await;
                     Outcome::Members { room, result }
                 });
+            }
+            Action::Run(Command::Search(query), _) => {
+                let req = proto::SearchRequest { query: query.clone(), ..Default::default() };
+                let busy = !self.spawn(async move {
+                    let result = async {
+                        let mut chat = client.chat().await?;
+                        Ok(chat.search(req).await?.into_inner())
+                    }
+                    .await;
+                    Outcome::Search { query, result }
+                });
+                if busy {
+                    self.state.error("busy: too many requests in flight; try again in a moment");
+                }
             }
             Action::Run(cmd, room) => {
                 let ctx = Context {
@@ -614,6 +644,8 @@ async fn run_command(cmd: Command, ctx: Context) -> Result<(String, Option<Strin
         }
         // Handled by the state without the server.
         Command::Away | Command::Retry | Command::Help | Command::Quit => Ok((String::new(), None)),
+        // Run by the loop itself: its results are not a status line.
+        Command::Search(_) => Ok((String::new(), None)),
     }
 }
 

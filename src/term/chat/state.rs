@@ -271,8 +271,10 @@ pub struct State {
     pub unseen_notifications: usize,
     /// Lines scrolled up from the bottom of the current room.
     pub scroll: usize,
-    /// Overlay: `/help` or the notification list.
+    /// Overlay: `/help`, the notification list or search results.
     pub overlay: Overlay,
+    /// The last `/search`'s results (shown while `overlay` is `Search`).
+    pub search: SearchResults,
     /// Whether we set ourselves away.
     pub away: bool,
     /// Member list shown (None: shown when the terminal is wide enough).
@@ -296,6 +298,19 @@ pub enum Overlay {
     Help,
     /// The notification list.
     Notifications,
+    /// The last `/search`'s results.
+    Search,
+}
+
+/// The last `/search`: its words and what came back (the first page).
+#[derive(Debug, Clone, Default)]
+pub struct SearchResults {
+    /// What was typed.
+    pub query: String,
+    /// Newest first.
+    pub hits: Vec<proto::SearchHit>,
+    /// Whether there were more than the page shown.
+    pub more: bool,
 }
 
 impl State {
@@ -325,6 +340,7 @@ impl State {
             unseen_notifications: 0,
             scroll: 0,
             overlay: Overlay::None,
+            search: SearchResults::default(),
             away: false,
             members_shown: None,
             time_fmt: crate::term::text::local_hm,
@@ -702,6 +718,22 @@ impl State {
         }
     }
 
+    /// A `/search`'s first page: shown over the messages until Esc.
+    pub fn on_search(&mut self, query: String, page: proto::SearchResponse) {
+        self.search =
+            SearchResults { query, more: !page.next_page_token.is_empty(), hits: page.hits };
+        self.overlay = Overlay::Search;
+    }
+
+    /// The name of a room we know (its id when we do not, e.g. one left since).
+    pub fn room_name(&self, id: &str) -> String {
+        self.known_rooms
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| crate::term::text::clean(&r.name))
+            .unwrap_or_else(|| crate::term::text::clean(id))
+    }
+
     /// A notification of ours.
     pub fn on_notification(&mut self, n: proto::Notification) -> Vec<Action> {
         use proto::NotificationKind as K;
@@ -928,7 +960,10 @@ impl State {
                         self.away = !self.away;
                         vec![Action::SetAway(self.away)]
                     }
-                    Command::Join(_) | Command::Create { .. } | Command::Dm(_) => {
+                    Command::Join(_)
+                    | Command::Create { .. }
+                    | Command::Dm(_)
+                    | Command::Search(_) => {
                         vec![Action::Run(cmd, room)]
                     }
                     other if room.is_none() => {
@@ -1088,6 +1123,15 @@ pub(crate) mod tests {
         assert!(actions.contains(&Action::LoadOlder { room: "r1".into(), before: 6 }));
         assert!(actions.contains(&Action::MarkRead("r1".into(), 5)));
         s
+    }
+
+    #[test]
+    fn search_needs_no_room_and_goes_to_the_server() {
+        let mut s = State::new("ume", "alice", "https://localhost:7443", "HTTP/2", None);
+        type_text(&mut s, "/search deploy friday");
+        let a = s.key(key(KeyCode::Enter), 0);
+        assert_eq!(a, vec![Action::Run(Command::Search("deploy friday".into()), None)]);
+        assert!(s.input.text.is_empty());
     }
 
     #[test]

@@ -172,6 +172,7 @@ pub fn render(f: &mut Frame, s: &State, now_ms: i64) {
         Overlay::None => render_messages(f, s, messages),
         Overlay::Help => render_help(f, messages),
         Overlay::Notifications => render_notifications(f, s, messages),
+        Overlay::Search => render_search(f, s, messages),
     }
     if members_w > 0 {
         render_members(f, s, members);
@@ -436,6 +437,32 @@ fn render_notifications(f: &mut Frame, s: &State, area: Rect) {
     f.render_widget(Paragraph::new(lines), area);
 }
 
+fn render_search(f: &mut Frame, s: &State, area: Rect) {
+    let r = &s.search;
+    let count = match (r.hits.len(), r.more) {
+        (1, _) => "1 message".to_string(),
+        (n, false) => format!("{n} messages"),
+        (n, true) => format!("the newest {n} messages (add words to narrow it)"),
+    };
+    let head = format!("Search \"{}\": {count}, newest first (Esc closes)", clean(&r.query));
+    let mut lines =
+        wrap(&[(head, Style::default().add_modifier(Modifier::BOLD))], area.width as usize, 0);
+    if r.hits.is_empty() {
+        lines.push(Line::styled("no message in your rooms has all of these words", dim()));
+    }
+    for h in &r.hits {
+        let Some(m) = &h.message else { continue };
+        let pieces = [
+            (format!("{} #{} ", (s.time_fmt)(h.at_ms), s.room_name(&h.room_id)), dim()),
+            (s.names.name(&m.sender_id), Style::default().add_modifier(Modifier::BOLD)),
+            (format!(": {}", clean(&m.text)), Style::default()),
+            (format!("  #{}", h.seq), dim()),
+        ];
+        lines.extend(wrap(&pieces, area.width as usize, INDENT));
+    }
+    f.render_widget(Paragraph::new(lines), area);
+}
+
 fn render_members(f: &mut Frame, s: &State, area: Rect) {
     let block = Block::default().borders(Borders::LEFT).border_style(dim());
     let inner = block.inner(area);
@@ -606,7 +633,7 @@ fn render_status(f: &mut Frame, s: &State, area: Rect, now_ms: i64) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::state::tests::{message, two_rooms};
+    use super::super::state::tests::{key, message, two_rooms};
     use super::*;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
@@ -756,6 +783,48 @@ mod tests {
         ] {
             assert!(screen.contains(want), "{want:?} missing:\n{screen}");
         }
+    }
+
+    #[test]
+    fn search_results_cover_the_messages_until_esc() {
+        let mut s = busy();
+        let hit = |room: &str, seq: u64, sender: &str, text: &str| {
+            let Some(Kind::Message(m)) = message(room, seq, sender, text).kind else {
+                unreachable!()
+            };
+            proto::SearchHit {
+                room_id: room.into(),
+                seq,
+                at_ms: 60_000 * seq as i64,
+                message: Some(m),
+            }
+        };
+        s.on_search(
+            "deploy \x1b[2J".into(),
+            proto::SearchResponse {
+                hits: vec![
+                    hit("r2", 7, "ubob", "deploy at five"),
+                    hit("r1", 2, "ume", "deploy\x1b[31m done"),
+                ],
+                next_page_token: "x".into(),
+            },
+        );
+        let screen = draw(&s, 100, 30, 0).join("\n");
+        for want in [
+            "Search \"deploy ^[[2J\": the newest 2 messages",
+            "narrow it), newest first (Esc closes)",
+            "00:07 #random bob: deploy at five  #7",
+            "00:02 #general alice: deploy^[[31m done  #2",
+        ] {
+            assert!(screen.contains(want), "{want:?} missing:\n{screen}");
+        }
+        assert!(!screen.contains("good morning"), "the overlay covers the messages:\n{screen}");
+        s.on_search("nothing".into(), proto::SearchResponse::default());
+        let screen = draw(&s, 100, 30, 0).join("\n");
+        assert!(screen.contains("Search \"nothing\": 0 messages"), "{screen}");
+        assert!(screen.contains("no message in your rooms has all of these words"), "{screen}");
+        s.key(key(crossterm::event::KeyCode::Esc), 0);
+        assert_eq!(s.overlay, Overlay::None);
     }
 
     #[test]

@@ -197,6 +197,33 @@ try {
   await bob.waitForSelector('#status[data-state="connected"]', { timeout: WAIT });
   await waitForTexts(bob, ["hello bob (edited)", "hi alice", "while you were away 1", "while you were away 2", "while you were away 3"], "bob resumes without gaps or repeats");
 
+  // Search: newest first across bob's rooms, a hit opens its room; a query with no word says so.
+  await bob.click('#rooms button:has-text("@alice")');
+  await bob.fill("#search-q", "AWAY while");
+  await bob.press("#search-q", "Enter");
+  try {
+    await bob.waitForFunction(() => document.querySelectorAll("#search-results .hit").length === 3, null, { timeout: WAIT });
+    const hits = await bob.$$eval("#search-results .hit", (els) => els.map((e) => e.textContent));
+    check(
+      JSON.stringify(hits) === JSON.stringify([3, 2, 1].map((n) => `#general · alice: while you were away ${n}`)),
+      `search lists the matches newest first (${JSON.stringify(hits)})`,
+    );
+    await bob.click("#search-results .hit >> nth=0");
+    await bob.waitForFunction(() => document.querySelector("#room-title")?.textContent === "#general", null, { timeout: WAIT });
+    check(true, "a search hit opens its room");
+  } catch (e) {
+    check(false, `search: ${e.message} (${await bob.textContent("#search-results")})`);
+  }
+  await bob.fill("#search-q", "*** --");
+  await bob.press("#search-q", "Enter");
+  try {
+    await bob.waitForFunction(() => /no word/.test(document.querySelector("#notice")?.textContent ?? ""), null, { timeout: WAIT });
+    check(true, "a query with no word says why");
+  } catch {
+    check(false, `a query with no word says why (notice: ${await bob.textContent("#notice")})`);
+  }
+  await bob.fill("#search-q", "");
+
   // Alice types while offline: pending, then delivered exactly once when she is back.
   await desktop.setOffline(true);
   await alice.waitForSelector('#status[data-state="offline"]', { timeout: WAIT });
