@@ -454,5 +454,15 @@ async fn conversation_changes_apply_alike_on_every_node() {
     assert_eq!(on_a, on_b);
     let Some(proto::room_event::Kind::Message(m)) = &on_b[2].kind else { panic!("{on_b:?}") };
     assert_eq!((m.reply_count, m.pinned, m.reactions.len()), (1, true, 1));
-    assert_eq!(audit(alice.clone()).await, audit(alice_b).await);
+    assert_eq!(audit(alice.clone()).await, audit(alice_b.clone()).await);
+    // The search index is written by the same changes on every node: the reply sent on B is
+    // found on A, the root sent on A is found on B.
+    let found = |u: User, query: &'static str| async move {
+        let asked = proto::SearchRequest { query: query.into(), ..Default::default() };
+        let hits = u.chat().search(asked).await.unwrap().into_inner().hits;
+        hits.iter().map(|h| (h.room_id.clone(), h.seq)).collect::<Vec<_>>()
+    };
+    assert_eq!(found(alice.clone(), "go").await, [(room.clone(), root.seq + 1)]);
+    assert_eq!(found(bob_b.clone(), "deploy").await, [(room.clone(), root.seq)]);
+    assert_eq!(found(alice_b, "go deploy").await, Vec::new());
 }
