@@ -270,12 +270,14 @@ mod tests {
                             actor_id: "u1".into(),
                             kind: Some(Kind::Message(Message {
                                 sender_id: "u1".into(),
+                                text: "needle".into(),
                                 mention_user_ids: vec!["u2".into()],
                                 ..Default::default()
                             })),
                             ..Default::default()
                         };
                         events::append(ctx, &mut ev)?;
+                        search::add(ctx, id, seq, &["needle".into()])?;
                         unread::index_message(ctx, id, seq, "u1")?;
                         unread::add_mentions(ctx, id, seq, "u1", &["u2".into()])?;
                     }
@@ -306,6 +308,14 @@ mod tests {
             assert_eq!(events::last_seq(&tx, id).unwrap(), last);
             assert_eq!(unread::unread_count(&tx, id, "u2", 0).unwrap(), 100, "index pruned too");
             assert_eq!(unread::mention_count(&tx, "u2", id, 0).unwrap(), 100, "mentions too");
+            let mut found = search::RoomSearch::new(id, &["needle".into()]);
+            let (mut at_most, mut seqs) = (u64::MAX, Vec::new());
+            while let Some(seq) = found.next(&tx, at_most).unwrap() {
+                seqs.push(seq);
+                at_most = seq - 1;
+            }
+            let kept: Vec<u64> = (last - 99..=last).rev().collect();
+            assert_eq!(seqs, kept, "{id}: the search index pruned too");
         }
     }
 
