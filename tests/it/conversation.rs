@@ -5,7 +5,8 @@ use edgechat::proto::{self, room_event::Kind as E};
 use tonic::Code;
 
 use crate::support::{
-    Conn, TestServer, User, create_room, expect_code, history, room_with, send_rpc, thread_history,
+    Conn, TestServer, User, ban, create_room, expect_code, history, room_with, send_rpc, set_role,
+    thread_history,
 };
 
 async fn server() -> TestServer {
@@ -104,18 +105,6 @@ async fn last_seq(u: &User, room: &str) -> u64 {
         .expect("get room")
         .into_inner()
         .last_seq
-}
-
-async fn set_role(owner: &User, room: &str, u: &User, role: proto::RoomRole) {
-    owner
-        .rooms()
-        .set_member_role(proto::SetMemberRoleRequest {
-            room_id: room.into(),
-            user_id: u.id.clone(),
-            role: role as i32,
-        })
-        .await
-        .expect("set role");
 }
 
 fn counts(m: &proto::Message) -> Vec<(String, u32, bool)> {
@@ -323,16 +312,7 @@ async fn reaction_permissions_readers_read_only_banned_private_direct() {
     // Outsiders of a public room, and the banned: PERMISSION_DENIED.
     let msg = expect_code(react(&outsider, &room, m.seq, "👍").await, Code::PermissionDenied);
     assert!(msg.contains("join"), "{msg}");
-    owner
-        .rooms()
-        .remove_member(proto::RemoveMemberRequest {
-            room_id: room.clone(),
-            user_id: member.id.clone(),
-            ban: true,
-            reason: "spam".into(),
-        })
-        .await
-        .unwrap();
+    ban(&owner, &room, &member, "spam").await;
     let msg = expect_code(react(&member, &room, m.seq, "🎉").await, Code::PermissionDenied);
     assert!(msg.contains("banned"), "{msg}");
     expect_code(pins(&member, &room).await, Code::PermissionDenied);
@@ -559,16 +539,7 @@ async fn moderation_and_admin_acts_are_audited() {
         .delete_message(proto::DeleteMessageRequest { room_id: room.clone(), seq: own.seq })
         .await
         .unwrap();
-    moderator
-        .rooms()
-        .remove_member(proto::RemoveMemberRequest {
-            room_id: room.clone(),
-            user_id: member.id.clone(),
-            ban: true,
-            reason: "spam".into(),
-        })
-        .await
-        .unwrap();
+    ban(&moderator, &room, &member, "spam").await;
     moderator
         .rooms()
         .unban_member(proto::UnbanMemberRequest { room_id: room.clone(), user_id: member.id.clone() })

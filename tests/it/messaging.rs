@@ -11,8 +11,8 @@ use edgechat::proto::{
 use tonic::Code;
 
 use crate::support::{
-    Conn, TestServer, User, all_events, expect_code, fast_server, history, message_text, room_with,
-    send_rpc,
+    Conn, TestServer, User, all_events, ban, expect_code, fast_server, history, message_text,
+    room_with, send_rpc,
 };
 
 /// Waits for `n` acks on a stream, returning the seqs by client_message_id order of arrival.
@@ -343,15 +343,7 @@ async fn removed_banned_and_disabled_users_stop_receiving() {
     let room = room_with(&root, &[&bob, &carol]).await;
     let mut b = Conn::open(&bob).await;
     b.subscribe(&room, None).await;
-    root.rooms()
-        .remove_member(proto::RemoveMemberRequest {
-            room_id: room.clone(),
-            user_id: bob.id.clone(),
-            ban: true,
-            reason: "bye".into(),
-        })
-        .await
-        .unwrap();
+    ban(&root, &room, &bob, "bye").await;
     let ev = b.event().await;
     let Some(E::Member(m)) = ev.kind else { panic!("{ev:?}") };
     assert!(m.removed && m.banned && m.user_id == bob.id && m.reason == "bye");

@@ -5,7 +5,9 @@ use edgechat::proto::{
 };
 use tonic::Code;
 
-use crate::support::{Conn, TestServer, User, expect_code, fast_server, room_with, send_rpc};
+use crate::support::{
+    Conn, TestServer, User, ban, expect_code, fast_server, room_with, send_rpc, set_role,
+};
 
 async fn presence_frame(c: &mut Conn, user: &str) -> proto::Presence {
     c.until(|f| match f {
@@ -124,15 +126,7 @@ async fn typing_reaches_others_at_most_every_two_seconds() {
     let reader = s.user("reader").await;
     let outsider = s.user("outsider").await;
     let room = room_with(&alice, &[&bob, &reader]).await;
-    alice
-        .rooms()
-        .set_member_role(proto::SetMemberRoleRequest {
-            room_id: room.clone(),
-            user_id: reader.id.clone(),
-            role: proto::RoomRole::Reader as i32,
-        })
-        .await
-        .unwrap();
+    set_role(&alice, &room, &reader, proto::RoomRole::Reader).await;
     let mut b = Conn::open(&bob).await;
     b.subscribe(&room, None).await;
     let mut a = Conn::open(&alice).await;
@@ -200,27 +194,10 @@ async fn every_notification_kind_live_and_after_reconnect() {
         (NotificationKind::Invite as i32, private.id.as_str())
     );
     // Role changed.
-    alice
-        .rooms()
-        .set_member_role(proto::SetMemberRoleRequest {
-            room_id: public.clone(),
-            user_id: bob.id.clone(),
-            role: proto::RoomRole::Moderator as i32,
-        })
-        .await
-        .unwrap();
+    set_role(&alice, &public, &bob, proto::RoomRole::Moderator).await;
     assert_eq!(notification(&mut b).await.kind, NotificationKind::RoleChanged as i32);
     // Removed (banned).
-    alice
-        .rooms()
-        .remove_member(proto::RemoveMemberRequest {
-            room_id: public.clone(),
-            user_id: bob.id.clone(),
-            ban: true,
-            reason: "bye".into(),
-        })
-        .await
-        .unwrap();
+    ban(&alice, &public, &bob, "bye").await;
     let n = notification(&mut b).await;
     assert_eq!(n.kind, NotificationKind::Removed as i32);
     assert!(n.text.contains("bye"));

@@ -5,7 +5,9 @@
 use edgechat::proto;
 use tonic::Code;
 
-use crate::support::{TestServer, User, create_room, expect_code, room_with, send_rpc};
+use crate::support::{
+    TestServer, User, ban, create_room, expect_code, room_with, send_rpc, set_role,
+};
 
 async fn server() -> TestServer {
     TestServer::start_unthrottled().await
@@ -204,15 +206,7 @@ async fn search_permission_rows() {
     let outsider = s.user("outsider").await;
     let admin = s.admin("root").await;
     let room = room_with(&owner, &[&reader, &member]).await;
-    owner
-        .rooms()
-        .set_member_role(proto::SetMemberRoleRequest {
-            room_id: room.clone(),
-            user_id: reader.id.clone(),
-            role: proto::RoomRole::Reader as i32,
-        })
-        .await
-        .unwrap();
+    set_role(&owner, &room, &reader, proto::RoomRole::Reader).await;
     let m = send_rpc(&owner, &room, "1", "needle in the public room").await.unwrap().seq;
     let hit = vec![(room.clone(), m)];
     // Readers search; so does everyone in a read-only room.
@@ -237,16 +231,7 @@ async fn search_permission_rows() {
     assert!(msg.contains("member"), "{msg}");
     assert_eq!(search(&admin, "needle").await, Vec::new());
     // The banned and those who left no longer find it.
-    owner
-        .rooms()
-        .remove_member(proto::RemoveMemberRequest {
-            room_id: room.clone(),
-            user_id: member.id.clone(),
-            ban: true,
-            reason: "spam".into(),
-        })
-        .await
-        .unwrap();
+    ban(&owner, &room, &member, "spam").await;
     assert_eq!(search(&member, "needle").await, Vec::new());
     let msg = expect_code(search_page(&member, "needle", &room, 0, "").await, Code::PermissionDenied);
     assert!(msg.contains("banned"), "{msg}");

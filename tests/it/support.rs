@@ -761,6 +761,31 @@ pub async fn room_with(owner: &User, others: &[&User]) -> String {
     room.id
 }
 
+/// `by` gives `u` the room role `role` in `room`.
+pub async fn set_role(by: &User, room: &str, u: &User, role: proto::RoomRole) {
+    by.rooms()
+        .set_member_role(proto::SetMemberRoleRequest {
+            room_id: room.into(),
+            user_id: u.id.clone(),
+            role: role as i32,
+        })
+        .await
+        .expect("set role");
+}
+
+/// `by` bans `u` from `room`, saying `reason`.
+pub async fn ban(by: &User, room: &str, u: &User, reason: &str) {
+    by.rooms()
+        .remove_member(proto::RemoveMemberRequest {
+            room_id: room.into(),
+            user_id: u.id.clone(),
+            ban: true,
+            reason: reason.into(),
+        })
+        .await
+        .expect("ban");
+}
+
 /// Sends with the unary RPC.
 pub async fn send_rpc(
     u: &User,
