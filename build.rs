@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/edgechat/v1/rooms.proto",
         "proto/edgechat/v1/chat.proto",
         "proto/edgechat/v1/admin.proto",
+        "proto/edgechat/v1/attachments.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -153,6 +153,8 @@ changes! {
     "23" Pin(crate::chat::reactions::Pin),
     "24" Mute(r::Mute),
     "25" CreateInvite(a::CreateInvite),
+    "26" StartUpload(crate::chat::attachments::StartUpload),
+    "27" PutChunk(crate::chat::attachments::PutChunk),
 }
 
 /// A log entry: one change.
@@ -161,7 +163,7 @@ pub struct Entry {
     /// The change.
     #[prost(
         oneof = "Op",
-        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25"
+        tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27"
     )]
     pub op: Option<Op>,
 }

@@ -76,6 +76,8 @@ pub struct RawConfig {
     pub backup: RawBackup,
     /// How long room events are kept.
     pub retention: RawRetention,
+    /// Files attached to messages.
+    pub attachments: RawAttachments,
     /// Prometheus metrics.
     pub metrics: RawMetrics,
     /// HTTP/3 over QUIC.
@@ -97,6 +99,7 @@ impl Default for RawConfig {
             store: RawStore::default(),
             backup: RawBackup::default(),
             retention: RawRetention::default(),
+            attachments: RawAttachments::default(),
             metrics: RawMetrics::default(),
             quic: RawQuic::default(),
             cluster: RawCluster::default(),
@@ -394,6 +397,46 @@ pub struct RawRetention {
     pub max_events_per_room: u64,
 }
 
+/// `[attachments]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAttachments {
+    /// Largest file, in bytes.
+    pub max_bytes: u64,
+    /// Bytes one user's uploads and attachments may take together.
+    pub per_user_bytes: u64,
+    /// Unfinished uploads and attachments on no message are deleted after this long.
+    pub unposted_secs: u64,
+}
+
+impl Default for RawAttachments {
+    fn default() -> Self {
+        RawAttachments { max_bytes: 10 << 20, per_user_bytes: 1 << 30, unposted_secs: 86_400 }
+    }
+}
+
+/// Validated `[attachments]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachmentsConfig {
+    /// Largest file.
+    pub max_bytes: u64,
+    /// One user's uploads and attachments together.
+    pub per_user_bytes: u64,
+    /// How long an unfinished upload, or an attachment no message carries, is kept.
+    pub unposted: Duration,
+}
+
+impl Default for AttachmentsConfig {
+    fn default() -> Self {
+        let r = RawAttachments::default();
+        AttachmentsConfig {
+            max_bytes: r.max_bytes,
+            per_user_bytes: r.per_user_bytes,
+            unposted: Duration::from_secs(r.unposted_secs),
+        }
+    }
+}
+
 /// Validated `[retention]`: what the background pruning removes (`retention::Rules`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionConfig {
@@ -588,6 +631,8 @@ pub struct Config {
     pub backup: BackupConfig,
     /// What room history is removed, and when.
     pub retention: RetentionConfig,
+    /// Attachments.
+    pub attachments: AttachmentsConfig,
     /// Where to serve `/metrics`, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
     /// Cluster mode, or `None` for a single node.
@@ -930,6 +975,16 @@ impl RawConfig {
             max_age: (r.max_age_days > 0).then(|| Duration::from_secs(r.max_age_days * 86_400)),
             max_events_per_room: (r.max_events_per_room > 0).then_some(r.max_events_per_room),
         };
+        let a = &self.attachments;
+        // 1 GiB at most: an attachment passes through one write transaction whole.
+        in_range("attachments.max_bytes", a.max_bytes, 1, 1 << 30)?;
+        in_range("attachments.per_user_bytes", a.per_user_bytes, a.max_bytes, 1 << 50)?;
+        in_range("attachments.unposted_secs", a.unposted_secs, 60, 365 * 86_400)?;
+        let attachments = AttachmentsConfig {
+            max_bytes: a.max_bytes,
+            per_user_bytes: a.per_user_bytes,
+            unposted: Duration::from_secs(a.unposted_secs),
+        };
         let q = &self.quic;
         in_range("quic.idle_timeout_secs", q.idle_timeout_secs, 5, 600)?;
         in_range("quic.keep_alive_interval_secs", q.keep_alive_interval_secs, 1, 300)?;
@@ -967,6 +1022,7 @@ impl RawConfig {
             quic,
             backup,
             retention,
+            attachments,
             metrics_listen,
             cluster: self.cluster.validate()?,
         })

@@ -7,6 +7,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod api;
+pub mod attachments;
 pub mod audit;
 pub mod auth;
 pub mod bench;

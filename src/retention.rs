@@ -70,10 +70,15 @@ pub struct Cursors {
     room: String,
 }
 
+/// Attachments (and unfinished uploads) collected per job: each may be a 10 MiB delete.
+const ATTACHMENTS_PER_JOB: usize = 16;
+
 /// Runs one slice of pruning at `now_ms`; returns (records deleted, the cursors to go on from).
+/// Attachments no message has carried for `attachments_idle` go too.
 pub async fn prune_once(
     exec: &Exec,
     rules: Rules,
+    attachments_idle: Duration,
     cursors: Cursors,
     now_ms: i64,
 ) -> Result<(u64, Cursors), StoreError> {
@@ -86,6 +91,7 @@ pub async fn prune_once(
         sent_cmid,
         refresh: cursors.refresh,
         room: cursors.room,
+        attachments_idle_ms: Some(attachments_idle.as_millis().min(i64::MAX as u128) as i64),
     };
     exec.run(change).await
 }
@@ -115,6 +121,9 @@ pub struct Prune {
     /// The room the rooms' pass goes on with.
     #[prost(string, tag = "7")]
     pub room: String,
+    /// Attachments idle (on no message) this long go (`None`: an entry from before them).
+    #[prost(int64, optional, tag = "8")]
+    pub attachments_idle_ms: Option<i64>,
 }
 
 impl Change for Prune {
@@ -131,7 +140,15 @@ impl Change for Prune {
         } else {
             prune_rooms(ctx, rules, self.room, now_ms)?
         };
-        Ok(Ok((a + b + c, Cursors { sent, refresh, room })))
+        let d = match self.attachments_idle_ms {
+            Some(idle) => crate::chat::attachments::collect(
+                ctx,
+                now_ms.saturating_sub(idle),
+                ATTACHMENTS_PER_JOB,
+            )?,
+            None => 0,
+        };
+        Ok(Ok((a + b + c + d, Cursors { sent, refresh, room })))
     }
 }
 
@@ -175,6 +192,9 @@ fn prune_rooms(
                 if m.pinned {
                     pins::set(ctx, room, ev.seq, None)?;
                 }
+                for a in &m.attachments {
+                    crate::store::attachments::release(ctx, &a.id, room, now_ms)?;
+                }
             }
         }
         threads::forget(ctx, room, &thread_rows)?;
@@ -192,7 +212,13 @@ fn prune_rooms(
 /// Prunes a slice every second until `stop`. In cluster mode (`shared`) each slice is an
 /// entry of the shared log that every node applies, so after a slice that removed nothing
 /// the next comes 10 s later, not 1 s.
-pub async fn run(exec: Exec, retention: RetentionConfig, shared: bool, stop: CancellationToken) {
+pub async fn run(
+    exec: Exec,
+    retention: RetentionConfig,
+    attachments_idle: Duration,
+    shared: bool,
+    stop: CancellationToken,
+) {
     let rules = Rules::new(retention);
     let mut cursors = Cursors::default();
     let mut wait = EVERY;
@@ -201,7 +227,8 @@ pub async fn run(exec: Exec, retention: RetentionConfig, shared: bool, stop: Can
             () = tokio::time::sleep(wait) => {}
             () = stop.cancelled() => return,
         }
-        match prune_once(&exec, rules, cursors.clone(), crate::clock::now_ms()).await {
+        let now = crate::clock::now_ms();
+        match prune_once(&exec, rules, attachments_idle, cursors.clone(), now).await {
             Ok((deleted, next)) => {
                 if deleted > 0 {
                     tracing::debug!(deleted, "pruned old events, idempotency records and tokens");
@@ -218,6 +245,8 @@ pub async fn run(exec: Exec, retention: RetentionConfig, shared: bool, stop: Can
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
     use crate::proto::{Message, RoomEvent};
     use crate::store::{RefreshRecord, RoomRecord, SentRecord, Store};
 
@@ -290,7 +319,7 @@ mod tests {
         let rules = Rules { max_events: Some(100), max_age_ms: Some(now / 2) };
         let (mut deleted, mut cursors, mut jobs) = (Vec::new(), Cursors::default(), 0);
         loop {
-            let (d, next) = prune_once(&exec, rules, cursors, now).await.unwrap();
+            let (d, next) = prune_once(&exec, rules, DAY, cursors, now).await.unwrap();
             jobs += 1;
             if d == 0 && next.room.is_empty() {
                 break;
@@ -348,7 +377,7 @@ mod tests {
         let exec = Exec::local(writer);
         let (mut deleted, mut cursors, mut jobs) = (0, Cursors::default(), 0);
         loop {
-            let (d, next) = prune_once(&exec, Rules::default(), cursors, now).await.unwrap();
+            let (d, next) = prune_once(&exec, Rules::default(), DAY, cursors, now).await.unwrap();
             deleted += d;
             jobs += 1;
             cursors = next;

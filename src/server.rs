@@ -354,6 +354,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let storage = store.health().clone();
     let search =
         crate::chat::search::Search::new(store.clone(), l.search_rate_per_sec, l.search_burst);
+    let attachments =
+        crate::chat::attachments::Attachments::new(store.clone(), exec.clone(), config.attachments);
     let notifications = crate::notifications::Notifications::new(store, exec, budget);
     let typing = Arc::new(std::sync::Mutex::new(crate::chat::ratelimit::TypingGate::new(
         Duration::from_secs(2),
@@ -366,6 +368,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         rooms,
         messages,
         search,
+        attachments,
         hub,
         presence,
         notifications,
@@ -407,6 +410,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     tasks.spawn(crate::retention::run(
         api.messages.exec().clone(),
         config.retention,
+        config.attachments.unposted,
         config.cluster.is_some(),
         shutdown.clone(),
     ));

@@ -76,7 +76,18 @@ impl ChatService for ChatApi {
         let m = self
             .0
             .messages
-            .send(&who, &r.room_id, &cmid, &r.text, r.reply_to_seq, now_ms())
+            .submit_send(
+                &who,
+                &proto::Send {
+                    room_id: r.room_id,
+                    client_message_id: cmid,
+                    text: r.text,
+                    reply_to_seq: r.reply_to_seq,
+                    attachment_ids: r.attachment_ids,
+                },
+                now_ms(),
+            )
+            .await?
             .await?;
         Ok(Response::new(m))
     }

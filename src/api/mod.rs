@@ -3,6 +3,7 @@
 //! code mapping) lives in [`layer`] around the whole router, so every transport gets it.
 
 pub mod admin;
+pub mod attachments;
 pub mod auth;
 pub mod chat;
 pub mod connect;
@@ -29,6 +30,8 @@ pub struct Api {
     pub messages: crate::chat::Messages,
     /// Full-text search.
     pub search: crate::chat::search::Search,
+    /// Uploads and attachments.
+    pub attachments: crate::chat::attachments::Attachments,
     /// Live fan-out.
     pub hub: std::sync::Arc<crate::chat::Hub>,
     /// Who is online.
@@ -151,6 +154,13 @@ pub fn routes(api: Api, health: HealthService) -> Routes {
         proto::admin_service_server::AdminServiceServer::new(admin::AdminApi(api.clone()))
             .max_decoding_message_size(limit),
     )
+    .add_service(
+        // A chunk of an upload is up to 256 KiB: this service alone takes that much more.
+        proto::attachment_service_server::AttachmentServiceServer::new(
+            attachments::AttachmentsApi(api.clone()),
+        )
+        .max_decoding_message_size(limit + crate::attachments::MAX_CHUNK_BYTES),
+    )
     .add_service(health)
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha);
@@ -160,7 +170,9 @@ pub fn routes(api: Api, health: HealthService) -> Routes {
         .layer(layer::AuthLayer::new(api.accounts.clone(), api.config.tls.bind_client_cert))
         .layer(layer::StatusMapLayer)
         .layer(layer::ActivityLayer)
-        // Added after the layers, so outside them: the web app's files need no token.
+        // Added after the layers, so outside them: download links and the web app's files
+        // need no token.
+        .route_service(attachments::LINK_PATH, attachments::LinkRoute(api.attachments.clone()))
         .fallback_service(crate::web::StaticFiles);
     Routes::from(router)
 }

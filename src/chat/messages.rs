@@ -168,13 +168,11 @@ impl Messages {
     pub async fn submit_send(
         &self,
         who: &Principal,
-        room_id: &str,
-        client_message_id: &str,
-        text: &str,
-        reply_to_seq: u64,
+        s: &proto::Send,
         now_ms: i64,
     ) -> Result<impl Future<Output = Result<proto::Message, ChatError>> + Send + 'static, ChatError>
     {
+        let (room_id, client_message_id) = (s.room_id.as_str(), s.client_message_id.as_str());
         check_client_message_id(client_message_id)?;
         if room_id.is_empty() {
             return Err(ChatError::InvalidArgument("room_id is empty".into()));
@@ -188,7 +186,11 @@ impl Messages {
         }
         drop(tx);
         {
-            text::check_text(text, self.inner.max_text_bytes)?;
+            super::attachments::check_ids(&s.attachment_ids)?;
+            // A file may go without a caption.
+            if !s.text.is_empty() || s.attachment_ids.is_empty() {
+                text::check_text(&s.text, self.inner.max_text_bytes)?;
+            }
             let mut limiter = self.inner.limiter.lock().expect("limiter lock");
             if let Err(wait) = limiter.take(&who.user_id, now_ms) {
                 return Err(ChatError::ResourceExhausted(format!(
@@ -201,16 +203,17 @@ impl Messages {
             who: Some(who.into()),
             room_id: room_id.to_string(),
             client_message_id: client_message_id.to_string(),
-            text: text.to_string(),
+            text: s.text.clone(),
             now_ms,
             keep: self.inner.keep as u64,
-            reply_to_seq,
+            reply_to_seq: s.reply_to_seq,
+            attachment_ids: s.attachment_ids.clone(),
         };
         let done = self.inner.exec.submit(change).await?;
         Ok(futures_util::future::Either::Right(done))
     }
 
-    /// Sends (a reply when `reply_to_seq` is not 0) and waits for the durable result.
+    /// Sends a text (a reply when `reply_to_seq` is not 0) and waits for the durable result.
     pub async fn send(
         &self,
         who: &Principal,
@@ -220,7 +223,14 @@ impl Messages {
         reply_to_seq: u64,
         now_ms: i64,
     ) -> Result<proto::Message, ChatError> {
-        self.submit_send(who, room_id, client_message_id, text, reply_to_seq, now_ms).await?.await
+        let s = proto::Send {
+            room_id: room_id.into(),
+            client_message_id: client_message_id.into(),
+            text: text.into(),
+            reply_to_seq,
+            attachment_ids: Vec::new(),
+        };
+        self.submit_send(who, &s, now_ms).await?.await
     }
 
     /// Cluster mode: a client may have seen `seq` of the room on another node; waits (at most
@@ -549,7 +559,7 @@ fn send_in(
     room_id: &str,
     cmid: &str,
     text: String,
-    reply_to_seq: u64,
+    (reply_to_seq, attachment_ids): (u64, &[String]),
     now_ms: i64,
 ) -> Result<proto::Message, ChatError> {
     if let Some(earlier) = sent::get(&**ctx, &who.user_id, cmid)? {
@@ -563,6 +573,7 @@ fn send_in(
         seq => Some(reply_target(&**ctx, room_id, seq)?),
     };
     let mention_user_ids = resolve_mentions(&**ctx, room_id, &text)?;
+    let files = super::attachments::resolve(&**ctx, &who.user_id, attachment_ids)?;
     let msg = proto::Message {
         room_id: room_id.to_string(),
         sender_id: who.user_id.clone(),
@@ -572,6 +583,7 @@ fn send_in(
         mention_user_ids,
         reply_to_seq,
         thread_seq: reply.as_ref().map_or(0, |r| r.root_seq),
+        attachments: files.iter().map(|(_, wire)| wire.clone()).collect(),
         ..Default::default()
     };
     let mut ev = proto::RoomEvent {
@@ -590,6 +602,9 @@ fn send_in(
     )?;
     let Some(Kind::Message(msg)) = &ev.kind else { unreachable!("built above as a message") };
     let msg = msg.clone();
+    for (rec, wire) in &files {
+        store::attachments::post(ctx, &wire.id, rec, room_id)?;
+    }
     unread::index_message(ctx, room_id, seq, &who.user_id)?;
     unread::add_mentions(ctx, room_id, seq, &who.user_id, &msg.mention_user_ids)?;
     store::search::add(ctx, room_id, seq, &crate::search::words(&msg.text))?;
@@ -699,6 +714,9 @@ pub struct Post {
     /// The message this one replies to (0: none).
     #[prost(uint64, tag = "7")]
     pub reply_to_seq: u64,
+    /// The sender's attachments it carries (checked for count and repeats).
+    #[prost(string, repeated, tag = "8")]
+    pub attachment_ids: Vec<String>,
 }
 
 impl Change for Post {
@@ -713,7 +731,7 @@ impl Change for Post {
             &self.room_id,
             &self.client_message_id,
             self.text,
-            self.reply_to_seq,
+            (self.reply_to_seq, &self.attachment_ids),
             self.now_ms,
         ))
     }
@@ -800,6 +818,10 @@ impl Change for Delete {
             m.deleted = true;
             m.text.clear();
             m.mention_user_ids.clear();
+            // Its files stop being seen through it (and go once no message carries them).
+            for a in std::mem::take(&mut m.attachments) {
+                store::attachments::release(ctx, &a.id, &room_id, now_ms)?;
+            }
             // A tombstone keeps no reactions and is not pinned (its delete event says so).
             if !m.reactions.is_empty() {
                 m.reactions.clear();

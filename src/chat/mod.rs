@@ -2,6 +2,7 @@
 //! edits and deletes ([`messages`]); reactions and pins ([`reactions`]); the fan-out hub ([`hub`]); one `Connect` stream
 //! ([`stream`]); and the pure rules they use ([`text`], [`ratelimit`]).
 
+pub mod attachments;
 pub mod hub;
 pub mod messages;
 pub mod ratelimit;

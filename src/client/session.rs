@@ -339,7 +339,7 @@ impl ChatSession {
             room_id: room_id.into(),
             client_message_id: cmid.into(),
             text: text.into(),
-            reply_to_seq: 0,
+            ..Default::default()
         });
     }
 
@@ -352,6 +352,7 @@ impl ChatSession {
             client_message_id: cmid.clone(),
             text: text.into(),
             reply_to_seq,
+            ..Default::default()
         });
         cmid
     }

@@ -155,6 +155,9 @@ pub enum Action {
     ViewAudit,
     /// Search the room's messages (`ChatService.Search`).
     Search,
+    /// See an attachment a message of the room carries (`AttachmentService.GetAttachment`,
+    /// `Download`, its download link).
+    Download,
 }
 
 /// Why an action is refused; each variant is the gRPC status the handler returns.
@@ -282,6 +285,10 @@ pub fn may(actor: Actor, action: Action, room: RoomFacts) -> Result<(), Denied> 
         Action::Search => Err(Denied::PermissionDenied(
             "search covers the rooms you are a member of: join this one to search it",
         )),
+        // Members only, a global admin too: an attachment is seen where it was shared, and a
+        // refusal never says that it exists.
+        Action::Download if is_member => Ok(()),
+        Action::Download => Err(Denied::NotFound("attachment not found")),
     }
 }
 
@@ -345,7 +352,12 @@ fn in_direct_room(standing: Standing, action: Action) -> Result<(), Denied> {
     }
     match action {
         // Both users pin: a direct room has nobody above them.
-        Action::Read | Action::Post | Action::React | Action::Pin | Action::Search => Ok(()),
+        Action::Read
+        | Action::Post
+        | Action::React
+        | Action::Pin
+        | Action::Search
+        | Action::Download => Ok(()),
         Action::EditMessage { own } | Action::DeleteMessage { own } if own => Ok(()),
         Action::EditMessage { .. } | Action::DeleteMessage { .. } => {
             Err(Denied::PermissionDenied("in a direct room only its sender may change a message"))
@@ -385,6 +397,7 @@ fn as_non_member(standing: Standing, action: Action, visibility: Visibility) -> 
         Action::Post => Err(Denied::PermissionDenied("join the room to post in it")),
         Action::React => Err(Denied::PermissionDenied("join the room to react in it")),
         Action::Search => Err(Denied::PermissionDenied("join the room to search it")),
+        Action::Download => Err(Denied::NotFound("attachment not found")),
         _ => Err(Denied::PermissionDenied("you are not a member of this room")),
     }
 }
@@ -649,7 +662,13 @@ mod tests {
             actions.push(Action::DeleteMessage { own });
         }
         actions.push(Action::UpdateRoom);
-        actions.extend([Action::React, Action::Pin, Action::ViewAudit, Action::Search]);
+        actions.extend([
+            Action::React,
+            Action::Pin,
+            Action::ViewAudit,
+            Action::Search,
+            Action::Download,
+        ]);
         actions
     }
 
@@ -681,9 +700,13 @@ mod tests {
         }
         match action {
             // "both users can always post": and react, and pin (there is no moderator).
-            Action::Read | Action::Post | Action::React | Action::Pin | Action::Search => {
-                Outcome::Allow
-            }
+            // Attachments: "download by members of a room where it was posted".
+            Action::Read
+            | Action::Post
+            | Action::React
+            | Action::Pin
+            | Action::Search
+            | Action::Download => Outcome::Allow,
             Action::EditMessage { own } => allow_if(own),
             Action::DeleteMessage { own } => allow_if(own),
             _ => Outcome::FailedPrecondition,
@@ -709,6 +732,9 @@ mod tests {
             (Who::Outsider | Who::Invited | Who::Banned, Action::Leave) => {
                 Outcome::FailedPrecondition
             }
+            // "download by members of a room where it was posted (anyone else: NOT_FOUND)":
+            // whoever left or was banned included.
+            (Who::Outsider | Who::Invited | Who::Banned, Action::Download) => Outcome::NotFound,
             (Who::Outsider | Who::Invited | Who::Banned, _) => Outcome::PermissionDenied,
             _ => inside(who, action, false, read_only),
         }
@@ -763,6 +789,10 @@ mod tests {
             // "search over the messages the caller may read (their rooms, public rooms'
             // history only if they are members)": every member; the admin here is none.
             Action::Search => allow_if(who != Who::Admin),
+            // Attachments are seen by members only (readers and read-only rooms included);
+            // the admin here is none, and learns nothing: NOT_FOUND.
+            Action::Download if who == Who::Admin => Outcome::NotFound,
+            Action::Download => Outcome::Allow,
         }
     }
 
@@ -807,10 +837,10 @@ mod tests {
     fn matrix_covers_every_cell() {
         // actions: Join, Leave, Read, Post; Invite, Remove, Ban, Unban x 7 targets;
         // SetRole x 7 targets x 4 roles; EditMessage, DeleteMessage x own; UpdateRoom;
-        // React, Pin, ViewAudit, Search.
-        const ACTIONS: usize = 4 + 4 * 7 + 7 * 4 + 2 * 2 + 1 + 4;
+        // React, Pin, ViewAudit, Search, Download.
+        const ACTIONS: usize = 4 + 4 * 7 + 7 * 4 + 2 * 2 + 1 + 5;
         const CELLS: usize = 9 * 4 * ACTIONS;
-        assert_eq!(CELLS, 2484);
+        assert_eq!(CELLS, 2520);
 
         let mut cells = 0;
         let mut wrong = Vec::new();

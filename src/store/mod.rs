@@ -9,6 +9,7 @@
 //! Reads take a [`redb::ReadTransaction`] from [`Store::read`] and call the typed functions in
 //! the submodules.
 
+pub mod attachments;
 pub mod audit;
 mod check;
 pub mod cluster;
@@ -38,8 +39,8 @@ use redb::{ReadableDatabase, ReadableTable};
 pub use check::{CheckReport, SizeReport, TableSize};
 pub use health::StorageHealth;
 pub use records::{
-    BanRecord, FamilyRecord, InviteRecord, MemberRecord, PinRecord, RefreshRecord, RoomRecord,
-    SentRecord, UserRecord,
+    AttachmentRecord, BanRecord, FamilyRecord, InviteRecord, MemberRecord, PinRecord,
+    RefreshRecord, RoomRecord, SentRecord, UserRecord,
 };
 pub use users::Snapshot;
 pub use writer::{Committed, JobResult, Mark, Publisher, WriteCtx, Writer};

@@ -187,3 +187,44 @@ pub struct InviteRecord {
     #[prost(string, tag = "5")]
     pub used_by: String,
 }
+
+/// An upload, finished or not (`attachments`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AttachmentRecord {
+    /// The uploader.
+    #[prost(string, tag = "1")]
+    pub owner_id: String,
+    /// The file name the uploader gave.
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// Declared size, bytes.
+    #[prost(uint64, tag = "3")]
+    pub size: u64,
+    /// Declared SHA-256 (checked when the last byte arrives).
+    #[prost(bytes = "vec", tag = "4")]
+    pub sha256: Vec<u8>,
+    /// Bytes stored so far.
+    #[prost(uint64, tag = "5")]
+    pub received: u64,
+    /// When the upload was started.
+    #[prost(int64, tag = "6")]
+    pub created_at_ms: i64,
+    /// Since when no message carries it (its key in `attachments_idle`); 0 while one does.
+    #[prost(int64, tag = "7")]
+    pub idle_since_ms: i64,
+    /// When it was finished; 0 while unfinished.
+    #[prost(int64, tag = "8")]
+    pub finished_at_ms: i64,
+    /// The media type the server decided.
+    #[prost(string, tag = "9")]
+    pub media_type: String,
+    /// Image size in pixels (0: not an image, or unreadable).
+    #[prost(uint32, tag = "10")]
+    pub width: u32,
+    /// Image height.
+    #[prost(uint32, tag = "11")]
+    pub height: u32,
+    /// Live messages carrying it, all rooms.
+    #[prost(uint64, tag = "12")]
+    pub posts: u64,
+}

@@ -13,8 +13,10 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Db, StoreError, events, search, tables, unread};
 
-/// Entries copied per write transaction of the new file (bounds its dirty state).
+/// Entries copied per write transaction of the new file (bounds its dirty state) ...
 const BATCH: usize = 50_000;
+/// ... and bytes of values (attachments' chunks are up to 256 KiB each).
+const BATCH_BYTES: usize = 32 << 20;
 /// The new file's page cache.
 const COPY_CACHE: usize = 16 << 20;
 
@@ -44,8 +46,13 @@ pub(super) fn write(db: &Db, out: &Path) -> Result<SnapshotInfo, StoreError> {
             .create(&temp)
             .map_err(|e| StoreError::Db(format!("snapshot {}: {e}", temp.display())))?;
         let mut info = SnapshotInfo::default();
-        let mut copier =
-            Copier { copy: &copy, tx: None, in_batch: 0, cancelled: &db.snapshots_cancelled };
+        let mut copier = Copier {
+            copy: &copy,
+            tx: None,
+            in_batch: 0,
+            bytes_in_batch: 0,
+            cancelled: &db.snapshots_cancelled,
+        };
         // Every table the file has, by name: one this version does not know is an error, not
         // a table silently left out of every backup (threads, reactions, pins, the audit log
         // and invite codes were, until a test compared the two files' tables).
@@ -83,6 +90,14 @@ pub(super) fn write(db: &Db, out: &Path) -> Result<SnapshotInfo, StoreError> {
                 AUDIT,
                 AUDIT_BY_ROOM,
                 INVITE_CODES,
+                ATTACHMENTS,
+                UPLOAD_CHUNKS,
+                BLOBS,
+                BLOB_CHUNKS,
+                ATTACHMENT_ROOMS,
+                USER_UPLOADS,
+                ATTACHMENT_USAGE,
+                ATTACHMENTS_IDLE,
                 // A cluster node's applied position: a restored or compacted view must resume
                 // the log after what it holds, not apply it all again.
                 CLUSTER_META,
@@ -125,6 +140,8 @@ struct Copier<'a> {
     copy: &'a redb::Database,
     tx: Option<redb::WriteTransaction>,
     in_batch: usize,
+    /// Value bytes copied in the open transaction.
+    bytes_in_batch: usize,
     /// `Db::snapshots_cancelled`, checked before each batch.
     cancelled: &'a std::sync::atomic::AtomicBool,
 }
@@ -150,12 +167,13 @@ impl Copier<'_> {
             let mut done = false;
             {
                 let mut dst = tx.open_table(def)?;
-                while self.in_batch < BATCH {
+                while self.in_batch < BATCH && self.bytes_in_batch < BATCH_BYTES {
                     let Some(entry) = entries.next() else {
                         done = true;
                         break;
                     };
                     let (k, v) = entry?;
+                    self.bytes_in_batch += V::as_bytes(&v.value()).as_ref().len();
                     dst.insert(k.value(), v.value())?;
                     self.in_batch += 1;
                     copied += 1;
@@ -167,6 +185,7 @@ impl Copier<'_> {
             }
             tx.commit()?;
             self.in_batch = 0;
+            self.bytes_in_batch = 0;
         }
     }
 

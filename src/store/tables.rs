@@ -78,6 +78,31 @@ pub(super) const AUDIT_BY_ROOM: TableDefinition<(&str, u64), ()> =
 /// `invite_codes`: SHA-256 of the code -> `InviteRecord` (`invites`).
 pub(super) const INVITE_CODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("invite_codes");
 
+/// `attachments`: attachment id -> `AttachmentRecord`: an upload, finished or not
+/// (`attachments`).
+pub(super) const ATTACHMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("attachments");
+/// `upload_chunks`: (attachment id, offset) -> bytes of an unfinished upload.
+pub(super) const UPLOAD_CHUNKS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("upload_chunks");
+/// `blobs`: SHA-256 -> how many finished attachments have these bytes.
+pub(super) const BLOBS: TableDefinition<&[u8], u64> = TableDefinition::new("blobs");
+/// `blob_chunks`: (SHA-256, offset) -> bytes: each content stored once.
+pub(super) const BLOB_CHUNKS: TableDefinition<(&[u8], u64), &[u8]> =
+    TableDefinition::new("blob_chunks");
+/// `attachment_rooms`: (attachment id, room id) -> live messages of the room carrying it.
+pub(super) const ATTACHMENT_ROOMS: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("attachment_rooms");
+/// `user_uploads`: (user id, attachment id) -> () for the user's unfinished uploads.
+pub(super) const USER_UPLOADS: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("user_uploads");
+/// `attachment_usage`: user id -> bytes of the user's uploads and attachments.
+pub(super) const ATTACHMENT_USAGE: TableDefinition<&str, u64> =
+    TableDefinition::new("attachment_usage");
+/// `attachments_idle`: (since ms, attachment id) -> () for every attachment no message
+/// carries, by when that began (its last chunk, its finish, its last message's delete).
+pub(super) const ATTACHMENTS_IDLE: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("attachments_idle");
+
 /// Opens every fixed table once so that later read transactions find them all (a room's own
 /// tables are created by its first write; readers take a missing one as empty).
 pub(super) fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::TableError> {
@@ -103,6 +128,14 @@ pub(super) fn create_all(tx: &redb::WriteTransaction) -> Result<(), redb::TableE
     tx.open_table(AUDIT)?;
     tx.open_table(AUDIT_BY_ROOM)?;
     tx.open_table(INVITE_CODES)?;
+    tx.open_table(ATTACHMENTS)?;
+    tx.open_table(UPLOAD_CHUNKS)?;
+    tx.open_table(BLOBS)?;
+    tx.open_table(BLOB_CHUNKS)?;
+    tx.open_table(ATTACHMENT_ROOMS)?;
+    tx.open_table(USER_UPLOADS)?;
+    tx.open_table(ATTACHMENT_USAGE)?;
+    tx.open_table(ATTACHMENTS_IDLE)?;
     Ok(())
 }
 

@@ -427,6 +427,7 @@ async fn conversation_changes_apply_alike_on_every_node() {
         client_message_id: "r".into(),
         text: "go".into(),
         reply_to_seq: root.seq,
+        ..Default::default()
     };
     bob_b.chat().send_message(asked).await.unwrap();
     let react =

@@ -26,6 +26,7 @@ async fn reply(
             client_message_id: cmid.into(),
             text: text.into(),
             reply_to_seq: to,
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
@@ -132,6 +133,7 @@ async fn replies_form_threads_that_page_and_notify() {
         client_message_id: "r2".into(),
         text: "sure".into(),
         reply_to_seq: 6,
+        ..Default::default()
     }))
     .await;
     let ev = a.event().await;

@@ -23,7 +23,16 @@ async fn prune_until(s: &TestServer, u: &User, room: &str, want: u64) -> proto::
             return h;
         }
         let now = edgechat::clock::now_ms();
-        cursors = retention::prune_once(&exec, rules, cursors, now).await.unwrap().1;
+        cursors = retention::prune_once(
+            &exec,
+            rules,
+            std::time::Duration::from_secs(86_400),
+            cursors,
+            now,
+        )
+        .await
+        .unwrap()
+        .1;
     }
     panic!("first_seq did not reach {want}");
 }

@@ -133,6 +133,7 @@ async fn search_finds_current_text_newest_first_across_rooms_and_pages() {
             client_message_id: "7".into(),
             text: "rollback the deploy".into(),
             reply_to_seq: m3,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -321,12 +321,7 @@ impl Session {
     /// `SendAck` or `StreamError` in the order the sends came.
     async fn send(&mut self, s: proto::Send) -> bool {
         let now = crate::clock::now_ms();
-        match self
-            .deps
-            .messages
-            .submit_send(&self.who, &s.room_id, &s.client_message_id, &s.text, s.reply_to_seq, now)
-            .await
-        {
+        match self.deps.messages.submit_send(&self.who, &s, now).await {
             Ok(done) => {
                 let (room_id, cmid) = (s.room_id, s.client_message_id);
                 self.pending.push_back(done.map(move |r| (room_id, cmid, r)).boxed());

@@ -609,8 +609,13 @@ async fn run_command(cmd: Command, ctx: Context) -> Result<(String, Option<Strin
             let room_id = ctx.room()?;
             let mut chat = ctx.client.chat().await.map_err(c)?;
             let client_message_id = crate::store::new_id('m');
-            let req =
-                proto::SendMessageRequest { room_id, client_message_id, text, reply_to_seq: seq };
+            let req = proto::SendMessageRequest {
+                room_id,
+                client_message_id,
+                text,
+                reply_to_seq: seq,
+                ..Default::default()
+            };
             chat.send_message(req).await.map_err(e)?;
             Ok((String::new(), None))
         }

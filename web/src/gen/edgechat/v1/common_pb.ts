@@ -19,7 +19,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file edgechat/v1/common.proto.
  */
 export const file_edgechat_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChhlZGdlY2hhdC92MS9jb21tb24ucHJvdG8SC2VkZ2VjaGF0LnYxIooBCgRVc2VyEgoKAmlkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIlCgRyb2xlGAQgASgOMhcuZWRnZWNoYXQudjEuR2xvYmFsUm9sZRIQCghkaXNhYmxlZBgFIAEoCBIVCg1jcmVhdGVkX2F0X21zGAYgASgDIqUCCgRSb29tEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFdG9waWMYAyABKAkSKwoKdmlzaWJpbGl0eRgEIAEoDjIXLmVkZ2VjaGF0LnYxLlZpc2liaWxpdHkSEQoJcmVhZF9vbmx5GAUgASgIEiYKB215X3JvbGUYBiABKA4yFS5lZGdlY2hhdC52MS5Sb29tUm9sZRIQCghsYXN0X3NlcRgHIAEoBBIUCgx1bnJlYWRfY291bnQYCCABKAQSFAoMbWVtYmVyX2NvdW50GAkgASgNEhUKDWNyZWF0ZWRfYXRfbXMYCiABKAMSFQoNbWVudGlvbl9jb3VudBgLIAEoBBIRCglmaXJzdF9zZXEYDCABKAQSDQoFbXV0ZWQYDSABKAgikwEKBk1lbWJlchIfCgR1c2VyGAEgASgLMhEuZWRnZWNoYXQudjEuVXNlchIjCgRyb2xlGAIgASgOMhUuZWRnZWNoYXQudjEuUm9vbVJvbGUSLQoIcHJlc2VuY2UYAyABKA4yGy5lZGdlY2hhdC52MS5QcmVzZW5jZVN0YXR1cxIUCgxsYXN0X3NlZW5fbXMYBCABKAMiywIKB01lc3NhZ2USDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQSEQoJc2VuZGVyX2lkGAMgASgJEgwKBHRleHQYBCABKAkSEgoKc2VudF9hdF9tcxgFIAEoAxIZChFjbGllbnRfbWVzc2FnZV9pZBgGIAEoCRIYChBtZW50aW9uX3VzZXJfaWRzGAcgAygJEhQKDGVkaXRlZF9hdF9tcxgIIAEoAxIPCgdkZWxldGVkGAkgASgIEhQKDHJlcGx5X3RvX3NlcRgKIAEoBBISCgp0aHJlYWRfc2VxGAsgASgEEhMKC3JlcGx5X2NvdW50GAwgASgNEhgKEGxhc3RfcmVwbHlfYXRfbXMYDSABKAMSKAoJcmVhY3Rpb25zGA4gAygLMhUuZWRnZWNoYXQudjEuUmVhY3Rpb24SDgoGcGlubmVkGA8gASgIIjYKCFJlYWN0aW9uEg0KBWVtb2ppGAEgASgJEg0KBWNvdW50GAIgASgNEgwKBG1pbmUYAyABKAgikwMKCVJvb21FdmVudBIPCgdyb29tX2lkGAEgASgJEgsKA3NlcRgCIAEoBBINCgVhdF9tcxgDIAEoAxIQCghhY3Rvcl9pZBgEIAEoCRInCgdtZXNzYWdlGAUgASgLMhQuZWRnZWNoYXQudjEuTWVzc2FnZUgAEiwKBmVkaXRlZBgGIAEoCzIaLmVkZ2VjaGF0LnYxLk1lc3NhZ2VFZGl0ZWRIABIuCgdkZWxldGVkGAcgASgLMhsuZWRnZWNoYXQudjEuTWVzc2FnZURlbGV0ZWRIABIsCgZtZW1iZXIYCCABKAsyGi5lZGdlY2hhdC52MS5NZW1iZXJDaGFuZ2VkSAASMAoMcm9vbV91cGRhdGVkGAkgASgLMhguZWRnZWNoYXQudjEuUm9vbVVwZGF0ZWRIABIwCghyZWFjdGlvbhgKIAEoCzIcLmVkZ2VjaGF0LnYxLlJlYWN0aW9uQ2hhbmdlZEgAEiYKA3BpbhgLIAEoCzIXLmVkZ2VjaGF0LnYxLlBpbkNoYW5nZWRIAEIGCgRraW5kIkMKD1JlYWN0aW9uQ2hhbmdlZBISCgp0YXJnZXRfc2VxGAEgASgEEg0KBWVtb2ppGAIgASgJEg0KBWFkZGVkGAMgASgIIjAKClBpbkNoYW5nZWQSEgoKdGFyZ2V0X3NlcRgBIAEoBBIOCgZwaW5uZWQYAiABKAgiMQoNTWVzc2FnZUVkaXRlZBISCgp0YXJnZXRfc2VxGAEgASgEEgwKBHRleHQYAiABKAkiJAoOTWVzc2FnZURlbGV0ZWQSEgoKdGFyZ2V0X3NlcRgBIAEoBCKmAQoNTWVtYmVyQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEiMKBHJvbGUYAiABKA4yFS5lZGdlY2hhdC52MS5Sb29tUm9sZRIOCgZqb2luZWQYAyABKAgSDAoEbGVmdBgEIAEoCBIPCgdyZW1vdmVkGAUgASgIEg4KBmJhbm5lZBgGIAEoCBIOCgZyZWFzb24YByABKAkSEAoIdW5iYW5uZWQYCCABKAgiLgoLUm9vbVVwZGF0ZWQSHwoEcm9vbRgBIAEoCzIRLmVkZ2VjaGF0LnYxLlJvb20ipgEKDE5vdGlmaWNhdGlvbhIKCgJpZBgBIAEoBBIrCgRraW5kGAIgASgOMh0uZWRnZWNoYXQudjEuTm90aWZpY2F0aW9uS2luZBIPCgdyb29tX2lkGAMgASgJEgsKA3NlcRgEIAEoBBIUCgxmcm9tX3VzZXJfaWQYBSABKAkSDAoEdGV4dBgGIAEoCRINCgVhdF9tcxgHIAEoAxIMCgRyZWFkGAggASgIIl4KCFByZXNlbmNlEg8KB3VzZXJfaWQYASABKAkSKwoGc3RhdHVzGAIgASgOMhsuZWRnZWNoYXQudjEuUHJlc2VuY2VTdGF0dXMSFAoMbGFzdF9zZWVuX21zGAMgASgDIsABCgpBdWRpdEVudHJ5EgoKAmlkGAEgASgEEg0KBWF0X21zGAIgASgDEhAKCGFjdG9yX2lkGAMgASgJEigKBmFjdGlvbhgEIAEoDjIYLmVkZ2VjaGF0LnYxLkF1ZGl0QWN0aW9uEg8KB3Jvb21faWQYBSABKAkSFgoOdGFyZ2V0X3VzZXJfaWQYBiABKAkSEgoKdGFyZ2V0X3NlcRgHIAEoBBIOCgZyZWFzb24YCCABKAkSDgoGZGV0YWlsGAkgASgJKm8KCkdsb2JhbFJvbGUSGwoXR0xPQkFMX1JPTEVfVU5TUEVDSUZJRUQQABIVChFHTE9CQUxfUk9MRV9HVUVTVBABEhYKEkdMT0JBTF9ST0xFX01FTUJFUhACEhUKEUdMT0JBTF9ST0xFX0FETUlOEAMqbgoKVmlzaWJpbGl0eRIaChZWSVNJQklMSVRZX1VOU1BFQ0lGSUVEEAASFQoRVklTSUJJTElUWV9QVUJMSUMQARIWChJWSVNJQklMSVRZX1BSSVZBVEUQAhIVChFWSVNJQklMSVRZX0RJUkVDVBADKn8KCFJvb21Sb2xlEhkKFVJPT01fUk9MRV9VTlNQRUNJRklFRBAAEhQKEFJPT01fUk9MRV9SRUFERVIQARIUChBST09NX1JPTEVfTUVNQkVSEAISFwoTUk9PTV9ST0xFX01PREVSQVRPUhADEhMKD1JPT01fUk9MRV9PV05FUhAEKoQBCg5QcmVzZW5jZVN0YXR1cxIfChtQUkVTRU5DRV9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZQUkVTRU5DRV9TVEFUVVNfT05MSU5FEAESGAoUUFJFU0VOQ0VfU1RBVFVTX0FXQVkQAhIbChdQUkVTRU5DRV9TVEFUVVNfT0ZGTElORRADKvgBChBOb3RpZmljYXRpb25LaW5kEiEKHU5PVElGSUNBVElPTl9LSU5EX1VOU1BFQ0lGSUVEEAASHQoZTk9USUZJQ0FUSU9OX0tJTkRfTUVOVElPThABEiQKIE5PVElGSUNBVElPTl9LSU5EX0RJUkVDVF9NRVNTQUdFEAISHAoYTk9USUZJQ0FUSU9OX0tJTkRfSU5WSVRFEAMSHQoZTk9USUZJQ0FUSU9OX0tJTkRfUkVNT1ZFRBAEEiIKHk5PVElGSUNBVElPTl9LSU5EX1JPTEVfQ0hBTkdFRBAFEhsKF05PVElGSUNBVElPTl9LSU5EX1JFUExZEAYq2gMKC0F1ZGl0QWN0aW9uEhwKGEFVRElUX0FDVElPTl9VTlNQRUNJRklFRBAAEh0KGUFVRElUX0FDVElPTl9ST0xFX0NIQU5HRUQQARIfChtBVURJVF9BQ1RJT05fTUVNQkVSX1JFTU9WRUQQAhIeChpBVURJVF9BQ1RJT05fTUVNQkVSX0JBTk5FRBADEiAKHEFVRElUX0FDVElPTl9NRU1CRVJfVU5CQU5ORUQQBBIgChxBVURJVF9BQ1RJT05fTUVTU0FHRV9ERUxFVEVEEAUSHwobQVVESVRfQUNUSU9OX01FU1NBR0VfUElOTkVEEAYSIQodQVVESVRfQUNUSU9OX01FU1NBR0VfVU5QSU5ORUQQBxIdChlBVURJVF9BQ1RJT05fUk9PTV9VUERBVEVEEAgSHgoaQVVESVRfQUNUSU9OX1VTRVJfRElTQUJMRUQQCRIdChlBVURJVF9BQ1RJT05fVVNFUl9FTkFCTEVEEAoSIgoeQVVESVRfQUNUSU9OX1VTRVJfUk9MRV9DSEFOR0VEEAsSJAogQVVESVRfQUNUSU9OX0lOVklURV9DT0RFX0NSRUFURUQQDBIdChlBVURJVF9BQ1RJT05fVVNFUl9DUkVBVEVEEA1iBnByb3RvMw");
+  fileDesc("ChhlZGdlY2hhdC92MS9jb21tb24ucHJvdG8SC2VkZ2VjaGF0LnYxIooBCgRVc2VyEgoKAmlkGAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIlCgRyb2xlGAQgASgOMhcuZWRnZWNoYXQudjEuR2xvYmFsUm9sZRIQCghkaXNhYmxlZBgFIAEoCBIVCg1jcmVhdGVkX2F0X21zGAYgASgDIqUCCgRSb29tEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDQoFdG9waWMYAyABKAkSKwoKdmlzaWJpbGl0eRgEIAEoDjIXLmVkZ2VjaGF0LnYxLlZpc2liaWxpdHkSEQoJcmVhZF9vbmx5GAUgASgIEiYKB215X3JvbGUYBiABKA4yFS5lZGdlY2hhdC52MS5Sb29tUm9sZRIQCghsYXN0X3NlcRgHIAEoBBIUCgx1bnJlYWRfY291bnQYCCABKAQSFAoMbWVtYmVyX2NvdW50GAkgASgNEhUKDWNyZWF0ZWRfYXRfbXMYCiABKAMSFQoNbWVudGlvbl9jb3VudBgLIAEoBBIRCglmaXJzdF9zZXEYDCABKAQSDQoFbXV0ZWQYDSABKAgikwEKBk1lbWJlchIfCgR1c2VyGAEgASgLMhEuZWRnZWNoYXQudjEuVXNlchIjCgRyb2xlGAIgASgOMhUuZWRnZWNoYXQudjEuUm9vbVJvbGUSLQoIcHJlc2VuY2UYAyABKA4yGy5lZGdlY2hhdC52MS5QcmVzZW5jZVN0YXR1cxIUCgxsYXN0X3NlZW5fbXMYBCABKAMi+QIKB01lc3NhZ2USDwoHcm9vbV9pZBgBIAEoCRILCgNzZXEYAiABKAQSEQoJc2VuZGVyX2lkGAMgASgJEgwKBHRleHQYBCABKAkSEgoKc2VudF9hdF9tcxgFIAEoAxIZChFjbGllbnRfbWVzc2FnZV9pZBgGIAEoCRIYChBtZW50aW9uX3VzZXJfaWRzGAcgAygJEhQKDGVkaXRlZF9hdF9tcxgIIAEoAxIPCgdkZWxldGVkGAkgASgIEhQKDHJlcGx5X3RvX3NlcRgKIAEoBBISCgp0aHJlYWRfc2VxGAsgASgEEhMKC3JlcGx5X2NvdW50GAwgASgNEhgKEGxhc3RfcmVwbHlfYXRfbXMYDSABKAMSKAoJcmVhY3Rpb25zGA4gAygLMhUuZWRnZWNoYXQudjEuUmVhY3Rpb24SDgoGcGlubmVkGA8gASgIEiwKC2F0dGFjaG1lbnRzGBAgAygLMhcuZWRnZWNoYXQudjEuQXR0YWNobWVudCKkAQoKQXR0YWNobWVudBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEgwKBHNpemUYAyABKAQSEgoKbWVkaWFfdHlwZRgEIAEoCRIOCgZzaGEyNTYYBSABKAwSDQoFd2lkdGgYBiABKA0SDgoGaGVpZ2h0GAcgASgNEhMKC3VwbG9hZGVyX2lkGAggASgJEhYKDnVwbG9hZGVkX2F0X21zGAkgASgDIjYKCFJlYWN0aW9uEg0KBWVtb2ppGAEgASgJEg0KBWNvdW50GAIgASgNEgwKBG1pbmUYAyABKAgikwMKCVJvb21FdmVudBIPCgdyb29tX2lkGAEgASgJEgsKA3NlcRgCIAEoBBINCgVhdF9tcxgDIAEoAxIQCghhY3Rvcl9pZBgEIAEoCRInCgdtZXNzYWdlGAUgASgLMhQuZWRnZWNoYXQudjEuTWVzc2FnZUgAEiwKBmVkaXRlZBgGIAEoCzIaLmVkZ2VjaGF0LnYxLk1lc3NhZ2VFZGl0ZWRIABIuCgdkZWxldGVkGAcgASgLMhsuZWRnZWNoYXQudjEuTWVzc2FnZURlbGV0ZWRIABIsCgZtZW1iZXIYCCABKAsyGi5lZGdlY2hhdC52MS5NZW1iZXJDaGFuZ2VkSAASMAoMcm9vbV91cGRhdGVkGAkgASgLMhguZWRnZWNoYXQudjEuUm9vbVVwZGF0ZWRIABIwCghyZWFjdGlvbhgKIAEoCzIcLmVkZ2VjaGF0LnYxLlJlYWN0aW9uQ2hhbmdlZEgAEiYKA3BpbhgLIAEoCzIXLmVkZ2VjaGF0LnYxLlBpbkNoYW5nZWRIAEIGCgRraW5kIkMKD1JlYWN0aW9uQ2hhbmdlZBISCgp0YXJnZXRfc2VxGAEgASgEEg0KBWVtb2ppGAIgASgJEg0KBWFkZGVkGAMgASgIIjAKClBpbkNoYW5nZWQSEgoKdGFyZ2V0X3NlcRgBIAEoBBIOCgZwaW5uZWQYAiABKAgiMQoNTWVzc2FnZUVkaXRlZBISCgp0YXJnZXRfc2VxGAEgASgEEgwKBHRleHQYAiABKAkiJAoOTWVzc2FnZURlbGV0ZWQSEgoKdGFyZ2V0X3NlcRgBIAEoBCKmAQoNTWVtYmVyQ2hhbmdlZBIPCgd1c2VyX2lkGAEgASgJEiMKBHJvbGUYAiABKA4yFS5lZGdlY2hhdC52MS5Sb29tUm9sZRIOCgZqb2luZWQYAyABKAgSDAoEbGVmdBgEIAEoCBIPCgdyZW1vdmVkGAUgASgIEg4KBmJhbm5lZBgGIAEoCBIOCgZyZWFzb24YByABKAkSEAoIdW5iYW5uZWQYCCABKAgiLgoLUm9vbVVwZGF0ZWQSHwoEcm9vbRgBIAEoCzIRLmVkZ2VjaGF0LnYxLlJvb20ipgEKDE5vdGlmaWNhdGlvbhIKCgJpZBgBIAEoBBIrCgRraW5kGAIgASgOMh0uZWRnZWNoYXQudjEuTm90aWZpY2F0aW9uS2luZBIPCgdyb29tX2lkGAMgASgJEgsKA3NlcRgEIAEoBBIUCgxmcm9tX3VzZXJfaWQYBSABKAkSDAoEdGV4dBgGIAEoCRINCgVhdF9tcxgHIAEoAxIMCgRyZWFkGAggASgIIl4KCFByZXNlbmNlEg8KB3VzZXJfaWQYASABKAkSKwoGc3RhdHVzGAIgASgOMhsuZWRnZWNoYXQudjEuUHJlc2VuY2VTdGF0dXMSFAoMbGFzdF9zZWVuX21zGAMgASgDIsABCgpBdWRpdEVudHJ5EgoKAmlkGAEgASgEEg0KBWF0X21zGAIgASgDEhAKCGFjdG9yX2lkGAMgASgJEigKBmFjdGlvbhgEIAEoDjIYLmVkZ2VjaGF0LnYxLkF1ZGl0QWN0aW9uEg8KB3Jvb21faWQYBSABKAkSFgoOdGFyZ2V0X3VzZXJfaWQYBiABKAkSEgoKdGFyZ2V0X3NlcRgHIAEoBBIOCgZyZWFzb24YCCABKAkSDgoGZGV0YWlsGAkgASgJKm8KCkdsb2JhbFJvbGUSGwoXR0xPQkFMX1JPTEVfVU5TUEVDSUZJRUQQABIVChFHTE9CQUxfUk9MRV9HVUVTVBABEhYKEkdMT0JBTF9ST0xFX01FTUJFUhACEhUKEUdMT0JBTF9ST0xFX0FETUlOEAMqbgoKVmlzaWJpbGl0eRIaChZWSVNJQklMSVRZX1VOU1BFQ0lGSUVEEAASFQoRVklTSUJJTElUWV9QVUJMSUMQARIWChJWSVNJQklMSVRZX1BSSVZBVEUQAhIVChFWSVNJQklMSVRZX0RJUkVDVBADKn8KCFJvb21Sb2xlEhkKFVJPT01fUk9MRV9VTlNQRUNJRklFRBAAEhQKEFJPT01fUk9MRV9SRUFERVIQARIUChBST09NX1JPTEVfTUVNQkVSEAISFwoTUk9PTV9ST0xFX01PREVSQVRPUhADEhMKD1JPT01fUk9MRV9PV05FUhAEKoQBCg5QcmVzZW5jZVN0YXR1cxIfChtQUkVTRU5DRV9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZQUkVTRU5DRV9TVEFUVVNfT05MSU5FEAESGAoUUFJFU0VOQ0VfU1RBVFVTX0FXQVkQAhIbChdQUkVTRU5DRV9TVEFUVVNfT0ZGTElORRADKvgBChBOb3RpZmljYXRpb25LaW5kEiEKHU5PVElGSUNBVElPTl9LSU5EX1VOU1BFQ0lGSUVEEAASHQoZTk9USUZJQ0FUSU9OX0tJTkRfTUVOVElPThABEiQKIE5PVElGSUNBVElPTl9LSU5EX0RJUkVDVF9NRVNTQUdFEAISHAoYTk9USUZJQ0FUSU9OX0tJTkRfSU5WSVRFEAMSHQoZTk9USUZJQ0FUSU9OX0tJTkRfUkVNT1ZFRBAEEiIKHk5PVElGSUNBVElPTl9LSU5EX1JPTEVfQ0hBTkdFRBAFEhsKF05PVElGSUNBVElPTl9LSU5EX1JFUExZEAYq2gMKC0F1ZGl0QWN0aW9uEhwKGEFVRElUX0FDVElPTl9VTlNQRUNJRklFRBAAEh0KGUFVRElUX0FDVElPTl9ST0xFX0NIQU5HRUQQARIfChtBVURJVF9BQ1RJT05fTUVNQkVSX1JFTU9WRUQQAhIeChpBVURJVF9BQ1RJT05fTUVNQkVSX0JBTk5FRBADEiAKHEFVRElUX0FDVElPTl9NRU1CRVJfVU5CQU5ORUQQBBIgChxBVURJVF9BQ1RJT05fTUVTU0FHRV9ERUxFVEVEEAUSHwobQVVESVRfQUNUSU9OX01FU1NBR0VfUElOTkVEEAYSIQodQVVESVRfQUNUSU9OX01FU1NBR0VfVU5QSU5ORUQQBxIdChlBVURJVF9BQ1RJT05fUk9PTV9VUERBVEVEEAgSHgoaQVVESVRfQUNUSU9OX1VTRVJfRElTQUJMRUQQCRIdChlBVURJVF9BQ1RJT05fVVNFUl9FTkFCTEVEEAoSIgoeQVVESVRfQUNUSU9OX1VTRVJfUk9MRV9DSEFOR0VEEAsSJAogQVVESVRfQUNUSU9OX0lOVklURV9DT0RFX0NSRUFURUQQDBIdChlBVURJVF9BQ1RJT05fVVNFUl9DUkVBVEVEEA1iBnByb3RvMw");
 
 /**
  * A user account.
@@ -316,6 +316,14 @@ export type Message = Message$1<"edgechat.v1.Message"> & {
    * @generated from field: bool pinned = 15;
    */
   pinned: boolean;
+
+  /**
+   * Addition: the files attached to the message (AttachmentService), at most
+   * 10, in the order the sender gave. Empty once the message is deleted.
+   *
+   * @generated from field: repeated edgechat.v1.Attachment attachments = 16;
+   */
+  attachments: Attachment[];
 };
 
 /**
@@ -324,6 +332,81 @@ export type Message = Message$1<"edgechat.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_edgechat_v1_common, 3);
+
+/**
+ * Addition: a file uploaded with AttachmentService and attached to messages.
+ * The bytes are stored once per content (by SHA-256) in the database file.
+ *
+ * @generated from message edgechat.v1.Attachment
+ */
+export type Attachment = Message$1<"edgechat.v1.Attachment"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The file name the uploader gave (1-255 bytes, no / \\ or control
+   * characters).
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Bytes.
+   *
+   * @generated from field: uint64 size = 3;
+   */
+  size: bigint;
+
+  /**
+   * Decided by the server, never taken from the client: from the bytes for
+   * images (image/png, image/jpeg, image/gif, image/webp, image/bmp,
+   * image/heic) and PDF, else from the name's extension for a few plain
+   * kinds (text/plain, text/csv, application/json, audio and video types),
+   * else application/octet-stream.
+   *
+   * @generated from field: string media_type = 4;
+   */
+  mediaType: string;
+
+  /**
+   * SHA-256 of the bytes (32 bytes).
+   *
+   * @generated from field: bytes sha256 = 5;
+   */
+  sha256: Uint8Array;
+
+  /**
+   * Pixels, for images whose header the server could read (0 otherwise).
+   *
+   * @generated from field: uint32 width = 6;
+   */
+  width: number;
+
+  /**
+   * @generated from field: uint32 height = 7;
+   */
+  height: number;
+
+  /**
+   * @generated from field: string uploader_id = 8;
+   */
+  uploaderId: string;
+
+  /**
+   * @generated from field: int64 uploaded_at_ms = 9;
+   */
+  uploadedAtMs: bigint;
+};
+
+/**
+ * Describes the message edgechat.v1.Attachment.
+ * Use `create(AttachmentSchema)` to create a new message.
+ */
+export const AttachmentSchema: GenMessage<Attachment> = /*@__PURE__*/
+  messageDesc(file_edgechat_v1_common, 4);
 
 /**
  * Addition: one distinct reaction on a message.
@@ -360,7 +443,7 @@ export type Reaction = Message$1<"edgechat.v1.Reaction"> & {
  * Use `create(ReactionSchema)` to create a new message.
  */
 export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 4);
+  messageDesc(file_edgechat_v1_common, 5);
 
 /**
  * One change in a room, with the room's next seq. Every change (message,
@@ -453,7 +536,7 @@ export type RoomEvent = Message$1<"edgechat.v1.RoomEvent"> & {
  * Use `create(RoomEventSchema)` to create a new message.
  */
 export const RoomEventSchema: GenMessage<RoomEvent> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 5);
+  messageDesc(file_edgechat_v1_common, 6);
 
 /**
  * Addition: a reaction of the event's actor to the message at target_seq was
@@ -483,7 +566,7 @@ export type ReactionChanged = Message$1<"edgechat.v1.ReactionChanged"> & {
  * Use `create(ReactionChangedSchema)` to create a new message.
  */
 export const ReactionChangedSchema: GenMessage<ReactionChanged> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 6);
+  messageDesc(file_edgechat_v1_common, 7);
 
 /**
  * Addition: the message at target_seq was pinned (pinned = true) or unpinned.
@@ -507,7 +590,7 @@ export type PinChanged = Message$1<"edgechat.v1.PinChanged"> & {
  * Use `create(PinChangedSchema)` to create a new message.
  */
 export const PinChangedSchema: GenMessage<PinChanged> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 7);
+  messageDesc(file_edgechat_v1_common, 8);
 
 /**
  * The message at target_seq got new text.
@@ -535,7 +618,7 @@ export type MessageEdited = Message$1<"edgechat.v1.MessageEdited"> & {
  * Use `create(MessageEditedSchema)` to create a new message.
  */
 export const MessageEditedSchema: GenMessage<MessageEdited> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 8);
+  messageDesc(file_edgechat_v1_common, 9);
 
 /**
  * The message at target_seq was deleted (it is now a tombstone).
@@ -554,7 +637,7 @@ export type MessageDeleted = Message$1<"edgechat.v1.MessageDeleted"> & {
  * Use `create(MessageDeletedSchema)` to create a new message.
  */
 export const MessageDeletedSchema: GenMessage<MessageDeleted> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 9);
+  messageDesc(file_edgechat_v1_common, 10);
 
 /**
  * A membership change of user_id. Exactly one of joined, left, removed or
@@ -621,7 +704,7 @@ export type MemberChanged = Message$1<"edgechat.v1.MemberChanged"> & {
  * Use `create(MemberChangedSchema)` to create a new message.
  */
 export const MemberChangedSchema: GenMessage<MemberChanged> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 10);
+  messageDesc(file_edgechat_v1_common, 11);
 
 /**
  * The room's topic or read-only flag changed; room is the new state.
@@ -640,7 +723,7 @@ export type RoomUpdated = Message$1<"edgechat.v1.RoomUpdated"> & {
  * Use `create(RoomUpdatedSchema)` to create a new message.
  */
 export const RoomUpdatedSchema: GenMessage<RoomUpdated> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 11);
+  messageDesc(file_edgechat_v1_common, 12);
 
 /**
  * A stored per-user notification.
@@ -707,7 +790,7 @@ export type Notification = Message$1<"edgechat.v1.Notification"> & {
  * Use `create(NotificationSchema)` to create a new message.
  */
 export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 12);
+  messageDesc(file_edgechat_v1_common, 13);
 
 /**
  * A user's presence.
@@ -738,7 +821,7 @@ export type Presence = Message$1<"edgechat.v1.Presence"> & {
  * Use `create(PresenceSchema)` to create a new message.
  */
 export const PresenceSchema: GenMessage<Presence> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 13);
+  messageDesc(file_edgechat_v1_common, 14);
 
 /**
  * Addition: one moderation or admin act.
@@ -812,7 +895,7 @@ export type AuditEntry = Message$1<"edgechat.v1.AuditEntry"> & {
  * Use `create(AuditEntrySchema)` to create a new message.
  */
 export const AuditEntrySchema: GenMessage<AuditEntry> = /*@__PURE__*/
-  messageDesc(file_edgechat_v1_common, 14);
+  messageDesc(file_edgechat_v1_common, 15);
 
 /**
  * A user's global (server-wide) role.

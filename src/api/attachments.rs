@@ -1,0 +1,191 @@
+//! `AttachmentService`, thin over [`crate::chat::attachments`], and the download links'
+//! HTTP route (`GET /attachments/<id>?t=...`), which browsers fetch without a token.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+
+use super::{Api, principal};
+use crate::attachments::{MAX_CHUNK_BYTES, browser_headers};
+use crate::chat::attachments::Attachments;
+use crate::clock::now_ms;
+use crate::proto::{self, attachment_service_server::AttachmentService};
+
+/// The `AttachmentService` handlers.
+pub struct AttachmentsApi(pub Api);
+
+#[tonic::async_trait]
+impl AttachmentService for AttachmentsApi {
+    async fn start_upload(
+        &self,
+        req: GrpcRequest<proto::StartUploadRequest>,
+    ) -> Result<GrpcResponse<proto::Upload>, Status> {
+        let who = principal(&req)?;
+        let u = self.0.attachments.start(&who, req.get_ref(), now_ms()).await?;
+        Ok(GrpcResponse::new(u))
+    }
+
+    async fn upload_chunk(
+        &self,
+        req: GrpcRequest<proto::UploadChunkRequest>,
+    ) -> Result<GrpcResponse<proto::Upload>, Status> {
+        let who = principal(&req)?;
+        let u = self.0.attachments.chunk(&who, req.into_inner(), now_ms()).await?;
+        Ok(GrpcResponse::new(u))
+    }
+
+    async fn get_upload(
+        &self,
+        req: GrpcRequest<proto::GetUploadRequest>,
+    ) -> Result<GrpcResponse<proto::Upload>, Status> {
+        let who = principal(&req)?;
+        Ok(GrpcResponse::new(self.0.attachments.upload(&who, &req.get_ref().upload_id)?))
+    }
+
+    async fn get_attachment(
+        &self,
+        req: GrpcRequest<proto::GetAttachmentRequest>,
+    ) -> Result<GrpcResponse<proto::AttachmentAccess>, Status> {
+        let who = principal(&req)?;
+        let a = self.0.attachments.access(&who, &req.get_ref().attachment_id, now_ms())?;
+        Ok(GrpcResponse::new(a))
+    }
+
+    async fn download(
+        &self,
+        req: GrpcRequest<proto::DownloadRequest>,
+    ) -> Result<GrpcResponse<tonic::codegen::BoxStream<proto::DownloadChunk>>, Status> {
+        let who = principal(&req)?;
+        let r = req.into_inner();
+        let svc = self.0.attachments.clone();
+        // Refused before the stream starts (NOT_FOUND as a status, not a broken stream).
+        let (rec, first) = svc.read(&who, &r.attachment_id, r.offset, MAX_CHUNK_BYTES)?;
+        let size = rec.size;
+        let id = r.attachment_id;
+        // One chunk read per item, each from a fresh snapshot, produced only as the client
+        // takes them (HTTP/2 and QUIC flow control): a slow phone holds one chunk, no read
+        // transaction.
+        let stream =
+            futures_util::stream::unfold((r.offset, Some(first)), move |(offset, ready)| {
+                let (svc, who, id) = (svc.clone(), who.clone(), id.clone());
+                async move {
+                    if offset >= size {
+                        return None;
+                    }
+                    let data = match ready {
+                        Some(d) => d,
+                        None => match svc.read(&who, &id, offset, MAX_CHUNK_BYTES) {
+                            Ok((_, d)) => d,
+                            Err(e) => return Some((Err(Status::from(e)), (size, None))),
+                        },
+                    };
+                    if data.is_empty() {
+                        return None;
+                    }
+                    let next = offset + data.len() as u64;
+                    Some((Ok(proto::DownloadChunk { offset, data }), (next, None)))
+                }
+            });
+        Ok(GrpcResponse::new(Box::pin(stream)))
+    }
+}
+
+/// The route of download links (`/attachments/<id>`), outside the auth layers: the link's
+/// `t` is the proof, checked with the user's current standing (`Attachments::link_user`).
+#[derive(Clone)]
+pub struct LinkRoute(pub Attachments);
+
+/// The route's path pattern.
+pub const LINK_PATH: &str = "/attachments/{id}";
+
+impl<B: Send + 'static> tower::Service<Request<B>> for LinkRoute {
+    type Response = Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let svc = self.0.clone();
+        Box::pin(async move { Ok(serve_link(&svc, req.method(), req.uri())) })
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<tonic::body::Body> {
+    let mut r = Response::new(tonic::body::Body::new(http_body_util::Full::new(
+        bytes::Bytes::from_static(text.as_bytes()),
+    )));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    r
+}
+
+/// The answer to one link request: the file, streamed chunk by chunk, or a plain 404 that is
+/// the same for a bad link, an expired one, an unknown file and a file the user may no
+/// longer see.
+fn serve_link(svc: &Attachments, method: &Method, uri: &http::Uri) -> Response<tonic::body::Body> {
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are served here\n");
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let id = uri.path().trim_start_matches("/attachments/");
+    let t = uri.query().unwrap_or("").split('&').find_map(|kv| kv.strip_prefix("t="));
+    let now = now_ms();
+    let Some(who) = t.and_then(|t| svc.link_user(id, t, now)) else {
+        return plain(StatusCode::NOT_FOUND, "no such file, or the link has expired\n");
+    };
+    let Ok((rec, first)) = svc.read(&who, id, 0, MAX_CHUNK_BYTES) else {
+        return plain(StatusCode::NOT_FOUND, "no such file, or the link has expired\n");
+    };
+    let (content_type, disposition) = browser_headers(&rec.media_type, &rec.name);
+    let body = if method == Method::HEAD {
+        tonic::body::Body::empty()
+    } else {
+        let (svc, id, size) = (svc.clone(), id.to_string(), rec.size);
+        let chunks = futures_util::stream::unfold((0u64, Some(first)), move |(offset, ready)| {
+            let (svc, who, id) = (svc.clone(), who.clone(), id.clone());
+            async move {
+                if offset >= size {
+                    return None;
+                }
+                let data = match ready {
+                    Some(d) => d,
+                    // Gone meanwhile (deleted, banned): the response ends short, and the
+                    // browser sees a failed download (Content-Length says so).
+                    None => svc.read(&who, &id, offset, MAX_CHUNK_BYTES).ok()?.1,
+                };
+                if data.is_empty() {
+                    return None;
+                }
+                let next = offset + data.len() as u64;
+                let frame = http_body::Frame::data(bytes::Bytes::from(data));
+                Some((Ok::<_, Infallible>(frame), (next, None)))
+            }
+        });
+        tonic::body::Body::new(http_body_util::StreamBody::new(chunks))
+    };
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    let value = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(""));
+    h.insert(header::CONTENT_TYPE, value(content_type));
+    h.insert(header::CONTENT_DISPOSITION, value(disposition));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(rec.size));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // Nothing in an uploaded file may run, even if a browser is talked into rendering it.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox; frame-ancestors 'none'"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=300"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));
+    r
+}
