@@ -271,6 +271,102 @@ pub fn admin_client(
     proto::admin_service_client::AdminServiceClient::with_interceptor(ch, BearerAuth::new(token))
 }
 
+/// `AttachmentService` client.
+pub fn attachments_client(
+    ch: GrpcChannel,
+    token: Option<&str>,
+) -> proto::attachment_service_client::AttachmentServiceClient<Authed> {
+    proto::attachment_service_client::AttachmentServiceClient::with_interceptor(
+        ch,
+        BearerAuth::new(token),
+    )
+}
+
+/// Uploads `bytes` as a file named `name` and returns the attachment: declares it, then sends
+/// it in chunks of at most 256 KiB from wherever the server says it stands, so a chunk whose
+/// answer was lost (an `UNAVAILABLE`, a dropped connection) is asked about and the upload goes
+/// on from there, up to 5 times in a row, 100 ms apart and doubling. Refusals (bad name, too
+/// large, a hash that does not match) are returned as they are.
+pub async fn upload(
+    c: &mut proto::attachment_service_client::AttachmentServiceClient<Authed>,
+    name: &str,
+    bytes: &[u8],
+) -> Result<proto::Attachment, tonic::Status> {
+    use sha2::Digest;
+    let sha256 = sha2::Sha256::digest(bytes).to_vec();
+    let start = proto::StartUploadRequest { name: name.into(), size: bytes.len() as u64, sha256 };
+    let mut up = c.start_upload(start).await?.into_inner();
+    let (mut failures, mut pause) = (0, std::time::Duration::from_millis(100));
+    loop {
+        if let Some(a) = up.attachment {
+            return Ok(a);
+        }
+        let from = (up.received as usize).min(bytes.len());
+        let to = (from + crate::attachments::MAX_CHUNK_BYTES).min(bytes.len());
+        let chunk = proto::UploadChunkRequest {
+            upload_id: up.upload_id.clone(),
+            offset: from as u64,
+            data: bytes[from..to].to_vec(),
+        };
+        match c.upload_chunk(chunk).await {
+            Ok(r) => {
+                up = r.into_inner();
+                failures = 0;
+            }
+            Err(e) if e.code() == tonic::Code::Unavailable && failures < 5 => {
+                failures += 1;
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                let ask = proto::GetUploadRequest { upload_id: up.upload_id.clone() };
+                if let Ok(r) = c.get_upload(ask).await {
+                    up = r.into_inner();
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Downloads attachment `id` whole (`Download`, resumed from where a broken stream stopped,
+/// up to 5 times in a row).
+pub async fn download(
+    c: &mut proto::attachment_service_client::AttachmentServiceClient<Authed>,
+    id: &str,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut out = Vec::new();
+    let mut failures = 0;
+    loop {
+        let ask = proto::DownloadRequest { attachment_id: id.into(), offset: out.len() as u64 };
+        let broken = match c.download(ask).await {
+            Ok(r) => {
+                let mut chunks = r.into_inner();
+                loop {
+                    match chunks.message().await {
+                        Ok(Some(chunk)) if chunk.offset == out.len() as u64 => {
+                            out.extend_from_slice(&chunk.data);
+                        }
+                        Ok(Some(chunk)) => {
+                            return Err(tonic::Status::data_loss(format!(
+                                "chunk at offset {}, expected {}",
+                                chunk.offset,
+                                out.len()
+                            )));
+                        }
+                        Ok(None) => return Ok(out),
+                        Err(e) => break e,
+                    }
+                }
+            }
+            Err(e) => e,
+        };
+        if broken.code() != tonic::Code::Unavailable || failures >= 5 {
+            return Err(broken);
+        }
+        failures += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100 << failures)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,7 @@ macro_rules! both_transports {
     )+};
 }
 
+mod attachments;
 mod auth;
 mod backup;
 mod bounds;
