@@ -253,6 +253,15 @@ impl Client {
         Ok(super::chat_client(self.channel().await?, Some(&token)))
     }
 
+    /// An `AttachmentService` client with the current token.
+    pub async fn attachments(
+        &self,
+    ) -> Result<proto::attachment_service_client::AttachmentServiceClient<super::Authed>, ClientError>
+    {
+        let token = self.access_token().await?;
+        Ok(super::attachments_client(self.channel().await?, Some(&token)))
+    }
+
     /// A `RoomService` client with the current token.
     pub async fn rooms(
         &self,

@@ -34,6 +34,67 @@ pub struct Described {
     /// A message deleted since (a tombstone).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// A message's files.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<File>,
+}
+
+/// A file a message carries, as `--json` gives it (`edgechat save ID` fetches it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct File {
+    /// The attachment id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// The media type the server decided.
+    pub media_type: String,
+    /// Pixels, for images (0 otherwise).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub width: u32,
+    /// Pixels.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub height: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+impl File {
+    /// The file of an attachment.
+    pub fn of(a: &proto::Attachment) -> File {
+        File {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            size: a.size,
+            media_type: a.media_type.clone(),
+            width: a.width,
+            height: a.height,
+        }
+    }
+}
+
+/// A file as one line: `📎 name (1.2 MB, 640x480) id` (the name cleaned by the caller).
+pub fn file_line(f: &File) -> String {
+    let dims = if f.width != 0 { format!(", {}x{}", f.width, f.height) } else { String::new() };
+    format!("📎 {} ({}{dims}) {}", f.name, human_size(f.size), f.id)
+}
+
+/// Bytes the way people read them: 512 B, 1.2 KB, 10.0 MB (powers of 1000, one decimal).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while v >= 999.95 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// The user ids an event mentions by id (actor, member), to look up before describing it.
@@ -63,6 +124,7 @@ pub fn describe(room: &proto::Room, e: &proto::RoomEvent, names: &Names) -> Desc
         target_seq: None,
         edited: false,
         deleted: false,
+        attachments: Vec::new(),
     };
     match &e.kind {
         Some(Kind::Message(m)) => {
@@ -71,6 +133,7 @@ pub fn describe(room: &proto::Room, e: &proto::RoomEvent, names: &Names) -> Desc
             d.text = m.text.clone();
             d.edited = m.edited_at_ms != 0;
             d.deleted = m.deleted;
+            d.attachments = m.attachments.iter().map(File::of).collect();
         }
         Some(Kind::Edited(x)) => {
             d.kind = "edited";
@@ -139,7 +202,12 @@ pub fn plain(d: &Described) -> String {
         "message" if d.deleted => format!("{time} {}: (deleted)", d.sender),
         "message" => {
             let edited = if d.edited { " (edited)" } else { "" };
-            format!("{time} {}: {text}{edited}", d.sender)
+            let mut line = format!("{time} {}: {text}{edited}", d.sender);
+            for f in &d.attachments {
+                line.push_str("\n      ");
+                line.push_str(&super::text::clean_lines(&file_line(f)).join(" "));
+            }
+            line
         }
         "edited" => {
             format!("{time} * {} edited #{}: {text}", d.sender, d.target_seq.unwrap_or_default())
@@ -152,6 +220,25 @@ pub fn plain(d: &Described) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_files_read_as_people_say_them() {
+        let table = [(0, "0 B"), (999, "999 B"), (1000, "1.0 KB"), (1234, "1.2 KB")];
+        for (bytes, want) in table {
+            assert_eq!(human_size(bytes), want);
+        }
+        assert_eq!(human_size(10 << 20), "10.5 MB");
+        assert_eq!(human_size(999_999), "1.0 MB");
+        let a = proto::Attachment {
+            id: "f1".into(),
+            name: "cat.png".into(),
+            size: 2048,
+            width: 640,
+            height: 480,
+            ..Default::default()
+        };
+        assert_eq!(file_line(&File::of(&a)), "📎 cat.png (2.0 KB, 640x480) f1");
+    }
 
     fn names() -> Names {
         let mut n = Names::default();

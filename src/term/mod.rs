@@ -91,8 +91,13 @@ pub struct LogoutArgs {
 pub struct SendArgs {
     /// Room name or id.
     pub room: String,
-    /// The message [default: standard input, all of it]; `-` also reads standard input.
+    /// The message [default: standard input, all of it, unless files are attached]; `-` also
+    /// reads standard input.
     pub text: Vec<String>,
+    /// Attach this file (repeatable, at most 10); uploaded first, resuming after a dropped
+    /// connection.
+    #[arg(long, value_name = "FILE")]
+    pub attach: Vec<std::path::PathBuf>,
     /// Which profile to use.
     #[command(flatten)]
     pub profile: ProfileArg,
@@ -445,6 +450,9 @@ fn send_text(args: &SendArgs) -> anyhow::Result<String> {
     if !args.text.is_empty() && args.text != ["-"] {
         return Ok(args.text.join(" "));
     }
+    if args.text.is_empty() && !args.attach.is_empty() {
+        return Ok(String::new());
+    }
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
         .context("reading the message from standard input")?;
@@ -465,6 +473,16 @@ const SEND_PATIENCE: Duration = Duration::from_secs(30);
 pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     let text = send_text(&args)?;
     let o = open(&args.profile)?;
+    let mut attachment_ids = Vec::new();
+    for path in &args.attach {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut files = o.client.attachments().await?;
+        let a = crate::client::upload(&mut files, &name, &bytes)
+            .await
+            .with_context(|| format!("uploading {}", path.display()))?;
+        attachment_ids.push(a.id);
+    }
     let cmid = crate::store::new_id('m');
     let started = tokio::time::Instant::now();
     let mut backoff = Duration::from_millis(200);
@@ -486,6 +504,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
                 room_id,
                 client_message_id: cmid.clone(),
                 text: text.clone(),
+                attachment_ids: attachment_ids.clone(),
                 ..Default::default()
             };
             Ok::<_, ClientError>(Ok(chat.send_message(req).await?.into_inner()))

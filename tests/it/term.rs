@@ -245,6 +245,27 @@ fn send_tail_rooms_and_history_over_http2_and_http3() {
     assert_eq!(texts, [r#""from stdin""#, r#""ünï\ncode""#]);
     let plain = desk.ok(&["history", "general", "--limit", "1"], b"");
     assert!(plain.contains("alice: ünï"), "{plain}");
+
+    // A file, with a caption and without one (then standard input is not read).
+    let file = desk.home.path().join("notes.txt");
+    std::fs::write(&file, "the minutes").unwrap();
+    let path = file.to_str().unwrap();
+    desk.ok(&["send", "general", "see", "attached", "--attach", path], b"");
+    desk.ok(&["send", "general", "--attach", path], b"");
+    let hist = desk.ok(&["history", "general", "--limit", "2", "--json"], b"");
+    let sent: Vec<serde_json::Value> =
+        hist.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(
+        (sent[0]["text"].as_str(), sent[1]["text"].as_str()),
+        (Some("see attached"), Some(""))
+    );
+    for m in &sent {
+        let f = &m["attachments"][0];
+        assert_eq!((f["name"].as_str(), f["size"].as_u64()), (Some("notes.txt"), Some(11)), "{m}");
+        assert_eq!(f["media_type"], "text/plain");
+    }
+    let plain = desk.ok(&["history", "general", "--limit", "1"], b"");
+    assert!(plain.contains("📎 notes.txt (11 B) f"), "{plain}");
 }
 
 /// `login` without `--server` or `--ca`, where the server's `./data` is: the defaults find

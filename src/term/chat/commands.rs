@@ -44,6 +44,10 @@ pub enum Command {
     Pin(u64, bool),
     /// `/search WORDS`: messages in all your rooms that have every word, newest first.
     Search(String),
+    /// `/attach PATH [CAPTION]`: uploads the file and sends it here.
+    Attach(String, String),
+    /// `/save ID [PATH]`: downloads an attachment (to its own name in the current directory).
+    Save(String, Option<String>),
     /// `/mute` (`true`) and `/unmute`: this room's notifications.
     Mute(bool),
     /// `/away`: toggles away and online.
@@ -71,6 +75,7 @@ pub const HELP: &[&str] = &[
     "/reply #SEQ TEXT     reply to a message, in its thread",
     "/react #SEQ EMOJI    /unreact #SEQ EMOJI   /pin #SEQ   /unpin #SEQ",
     "/search WORDS        messages in your rooms with every word, newest first",
+    "/attach PATH [TEXT]  send a file   /save ID [PATH]   save one (ID after its 📎)",
     "/mute  /unmute       this room's notifications",
     "/away                toggle away / online",
     "/retry (Ctrl+R)      send failed messages again",
@@ -210,6 +215,17 @@ fn command(word: &str, args: &str) -> Result<Command, CommandError> {
         },
         "search" | "find" if !args.is_empty() => Ok(Command::Search(args.to_string())),
         "search" | "find" => Err(CommandError::Usage("/search WORDS")),
+        "attach" | "file" => match user_and_rest(args, "/attach PATH [CAPTION]") {
+            Ok((path, caption)) => Ok(Command::Attach(path, caption)),
+            Err(e) => Err(e),
+        },
+        "save" => {
+            let mut words = args.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some(id), path, None) => Ok(Command::Save(id.into(), path.map(str::to_string))),
+                _ => Err(CommandError::Usage("/save ID [PATH]")),
+            }
+        }
         "mute" => none(Command::Mute(true), "/mute"),
         "unmute" => none(Command::Mute(false), "/unmute"),
         "away" => none(Command::Away, "/away"),
@@ -277,6 +293,15 @@ mod tests {
         assert_eq!((ok("/mute"), ok("/unmute")), (Command::Mute(true), Command::Mute(false)));
         assert_eq!(ok("/search deploy  friday"), Command::Search("deploy  friday".into()));
         assert_eq!(err("/search  "), "usage: /search WORDS");
+        assert_eq!(
+            ok("/attach ./cat.png look at this"),
+            Command::Attach("./cat.png".into(), "look at this".into())
+        );
+        assert_eq!(ok("/attach notes.txt"), Command::Attach("notes.txt".into(), String::new()));
+        assert_eq!(err("/attach"), "usage: /attach PATH [CAPTION]");
+        assert_eq!(ok("/save f12"), Command::Save("f12".into(), None));
+        assert_eq!(ok("/save f12 /tmp/x"), Command::Save("f12".into(), Some("/tmp/x".into())));
+        assert_eq!(err("/save"), "usage: /save ID [PATH]");
         assert_eq!(err("/reply hello"), "usage: /reply #SEQ TEXT");
         assert_eq!(err("/react #4"), "usage: /react #SEQ EMOJI, /unreact #SEQ EMOJI");
         assert_eq!(err("/pin"), "usage: /pin #SEQ, /unpin #SEQ");

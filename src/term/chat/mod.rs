@@ -641,6 +641,38 @@ async fn run_command(cmd: Command, ctx: Context) -> Result<(String, Option<Strin
             }
             Ok((String::new(), None))
         }
+        Command::Attach(path, caption) => {
+            let room_id = ctx.room()?;
+            let bytes = tokio::fs::read(&path).await.map_err(|e| format!("{path}: {e}"))?;
+            let name = std::path::Path::new(&path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| format!("{path} names no file"))?;
+            let mut files = ctx.client.attachments().await.map_err(c)?;
+            let a = crate::client::upload(&mut files, &name, &bytes).await.map_err(e)?;
+            let mut chat = ctx.client.chat().await.map_err(c)?;
+            let req = proto::SendMessageRequest {
+                room_id,
+                client_message_id: crate::store::new_id('m'),
+                text: caption,
+                attachment_ids: vec![a.id],
+                ..Default::default()
+            };
+            chat.send_message(req).await.map_err(e)?;
+            Ok((String::new(), None))
+        }
+        Command::Save(id, path) => {
+            let mut files = ctx.client.attachments().await.map_err(c)?;
+            let ask = proto::GetAttachmentRequest { attachment_id: id.clone() };
+            let a = files.get_attachment(ask).await.map_err(e)?.into_inner();
+            let a = a.attachment.unwrap_or_default();
+            let bytes = crate::client::download(&mut files, &id).await.map_err(e)?;
+            // Its own name, never a path it names: a name is the sender's to choose.
+            let path = path.unwrap_or_else(|| crate::term::text::clean(&a.name).replace('/', "_"));
+            crate::files::create(std::path::Path::new(&path), &bytes, crate::files::Mode::Public)
+                .map_err(|e| format!("{path}: {e}"))?;
+            Ok((format!("saved {path} ({})", crate::term::events::human_size(a.size)), None))
+        }
         Command::Mute(muted) => {
             let room_id = ctx.room()?;
             let mut rooms = ctx.client.rooms().await.map_err(c)?;

@@ -296,6 +296,12 @@ fn event_pieces(
                     .collect();
                 out.push((format!("  [{}]", all.join("  ")), dim()));
             }
+            // Each file on a line of its own, with the id /save takes.
+            for a in &m.attachments {
+                let line = crate::term::events::file_line(&crate::term::events::File::of(a));
+                let style = Style::default().fg(Color::Cyan);
+                out.push((format!("\n{}", clean_lines(&line).join(" ")), style));
+            }
             Some(out)
         }
         // Shown by changing the message they are about.
@@ -677,6 +683,15 @@ mod tests {
         ];
         if let Some(Kind::Message(m)) = &mut events[1].kind {
             m.edited_at_ms = 1;
+            m.attachments = vec![proto::Attachment {
+                id: "f7".into(),
+                name: "plan\u{202e}.png".into(),
+                size: 123_456,
+                media_type: "image/png".into(),
+                width: 640,
+                height: 480,
+                ..Default::default()
+            }];
         }
         if let Some(Kind::Message(m)) = &mut events[3].kind {
             m.deleted = true;
@@ -771,6 +786,7 @@ mod tests {
             "alice: morning! the build is green again (edited)",
             "bob: (deleted)",
             "carol: tabs    and^[[31m escapes",
+            "📎 plan\\u{202e}.png (123.5 KB, 640x480) f7",
             "      and a second line",
             "alice: on its way (sending…)",
             "(not sent: RESOURCE_EXHAUSTED: slow down; Ctrl+R",
