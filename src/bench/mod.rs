@@ -9,6 +9,7 @@
 
 pub mod durable;
 pub mod fanout;
+pub mod files;
 pub mod idle;
 pub mod login;
 pub mod resume;
