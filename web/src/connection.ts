@@ -1,14 +1,18 @@
-// The network side: gRPC-Web clients for this origin, the session's tokens, and one Listen
-// stream that follows every room the user is in, reconnecting by itself. Pure decisions
-// (what a frame does to the state, which sends go again, how long to wait) are in state.ts.
+// The network side: gRPC-Web clients for this origin, the session's tokens, one Listen
+// stream that follows every room the user is in, reconnecting by itself, uploads that resume
+// after a failed call, and short-lived download links. Pure decisions (what a frame does to
+// the state, which sends go again, how long to wait) are in state.ts; those about files
+// (chunks, which errors to resume after, how long a link is used) in attachments.ts.
 
 import { Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { AttachmentService, type Upload } from "./gen/edgechat/v1/attachments_pb.js";
 import { AuthService } from "./gen/edgechat/v1/auth_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { ChatService, type ClientFrameSchema, type ServerFrame } from "./gen/edgechat/v1/chat_pb.js";
-import type { Notification, RoomEvent } from "./gen/edgechat/v1/common_pb.js";
+import type { Attachment, Notification, RoomEvent } from "./gen/edgechat/v1/common_pb.js";
 import { RoomService } from "./gen/edgechat/v1/rooms_pb.js";
+import * as files from "./attachments.js";
 import * as st from "./state.js";
 
 const REFRESH_KEY = "edgechat.refresh";
@@ -34,6 +38,7 @@ export class Api {
   readonly auth = createClient(AuthService, this.transport);
   readonly rooms = createClient(RoomService, this.transport);
   readonly chat = createClient(ChatService, this.transport);
+  readonly attachments = createClient(AttachmentService, this.transport);
 }
 
 /** The signed-in user and the tokens that keep them signed in. */
@@ -158,6 +163,11 @@ export type Status =
   /** `retryAt` null: the browser has no network; the stream reconnects when it is back. */
   | { state: "offline"; retryAt: number | null };
 
+/** A message's attachments in the state's terms. */
+export function attachmentRefs(list: Attachment[]): st.AttachmentRef[] {
+  return list.map((a) => ({ id: a.id, name: a.name, size: Number(a.size), mediaType: a.mediaType, width: a.width, height: a.height }));
+}
+
 /** Decodes a RoomEvent into the state's terms. */
 export function change(ev: RoomEvent, me: string): st.Change {
   switch (ev.kind.case) {
@@ -173,6 +183,7 @@ export function change(ev: RoomEvent, me: string): st.Change {
         mentionsMe: m.mentionUserIds.includes(me),
         replyTo: Number(m.replyToSeq),
         threadSeq: Number(m.threadSeq),
+        attachments: attachmentRefs(m.attachments),
       };
     }
     case "reaction": {
@@ -340,7 +351,8 @@ export class Stream {
 
   /** Sends a message (already recorded as pending); it goes out once a stream is open. */
   async sendFrame(p: st.Pending): Promise<boolean> {
-    return this.send({ case: "send", value: { roomId: p.roomId, clientMessageId: p.cmid, text: p.text } });
+    const attachmentIds = p.attachments.map((a) => a.id);
+    return this.send({ case: "send", value: { roomId: p.roomId, clientMessageId: p.cmid, text: p.text, attachmentIds } });
   }
 
   /** Tells the room's other members that the user is typing (the server throttles too). */
@@ -368,5 +380,128 @@ export class Stream {
       // The stream is going or gone: the loop reconnects and pending sends go again.
       return false;
     }
+  }
+}
+
+/**
+ * Uploads a file and returns the attachment it became (to name in a send). The file is read
+ * whole (at most the server's [attachments] max_bytes, 10 MiB by default) to hash it, then
+ * sent in chunks of 256 KiB from where the server says it stands. A call that fails on the
+ * way (network, restarting server; `files.resumable`) is followed, after a backoff, by
+ * GetUpload and the chunks from there: at most `files.UPLOAD_RETRIES` failures in a row. A
+ * refusal (too large, over quota, bad name) is thrown as is. Every call carries the access
+ * token current when it is made (the Api's interceptor), so the session's refresh timer keeps
+ * a long upload signed in.
+ */
+export async function upload(api: Api, file: File, onProgress: (stored: number) => void = () => {}): Promise<Attachment> {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  const sha256 = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  const size = bytes.length;
+  let up: Upload | undefined;
+  /** An answer may have been lost: ask where the upload stands before the next chunk. */
+  let ask = false;
+  let failures = 0;
+  for (;;) {
+    try {
+      // StartUpload again for the same file answers the same unfinished upload.
+      if (!up) up = await api.attachments.startUpload({ name: file.name, size: BigInt(size), sha256 });
+      else if (ask) up = await api.attachments.getUpload({ uploadId: up.uploadId });
+      ask = false;
+      if (up.attachment) {
+        onProgress(size);
+        return up.attachment;
+      }
+      const received = Number(up.received);
+      onProgress(received);
+      const [next] = files.chunkPlan(size, received);
+      // Every byte stored and yet no attachment: ask again (it counts as a failure).
+      if (!next) throw new ConnectError(`the server has all of ${file.name} but no attachment of it`, Code.FailedPrecondition);
+      const data = bytes.subarray(next.offset, next.end);
+      up = await api.attachments.uploadChunk({ uploadId: up.uploadId, offset: BigInt(next.offset), data });
+      failures = 0;
+    } catch (e) {
+      const err = ConnectError.from(e);
+      if (!files.resumable(err.code) || ++failures > files.UPLOAD_RETRIES) throw err;
+      ask = up !== undefined;
+      await new Promise((r) => setTimeout(r, st.backoffMs(failures - 1, Math.random())));
+    }
+  }
+}
+
+/**
+ * Download links by attachment id, asked for (GetAttachment) when an attachment is first
+ * shown and used until shortly before they expire (`files.linkUsableUntil`). One question per id
+ * at a time, and a refusal is remembered for `FAILED_KEPT_MS` (a page redraws on every event:
+ * it must not ask again each time). Links are the signed-in user's, so a new session starts
+ * with `clear()`. Holds only links not yet expired (pruned as new ones come), so it stays as
+ * small as what was shown in the last few minutes.
+ */
+export class Links {
+  private readonly known = new Map<string, { path: string; untilMs: number; askedAtMs: number }>();
+  private readonly asking = new Map<string, Promise<string>>();
+  private readonly failed = new Map<string, { atMs: number; error: unknown }>();
+  static readonly FAILED_KEPT_MS = 10_000;
+  /** Bumped by `clear()`: an answer asked for in the previous session is not kept. */
+  private epoch = 0;
+
+  constructor(private readonly api: Api) {}
+
+  /** A usable link already known, or undefined (then `get` it). */
+  cached(id: string, nowMs = Date.now()): string | undefined {
+    const l = this.known.get(id);
+    return l && nowMs < l.untilMs ? l.path : undefined;
+  }
+
+  /** When the link now known for `id` was asked for (0: none). */
+  askedAt(id: string): number {
+    return this.known.get(id)?.askedAtMs ?? 0;
+  }
+
+  /** A usable link, asked for if none is known. */
+  get(id: string): Promise<string> {
+    const now = Date.now();
+    const have = this.cached(id, now);
+    if (have !== undefined) return Promise.resolve(have);
+    const failed = this.failed.get(id);
+    if (failed && now - failed.atMs < Links.FAILED_KEPT_MS) return Promise.reject(failed.error);
+    let p = this.asking.get(id);
+    if (!p) {
+      const epoch = this.epoch;
+      p = this.api.attachments
+        .getAttachment({ attachmentId: id })
+        .then(
+          (a) => {
+            if (epoch !== this.epoch) return a.downloadPath;
+            for (const [k, l] of this.known) if (l.untilMs <= now) this.known.delete(k);
+            const untilMs = files.linkUsableUntil(Number(a.downloadExpiresAtMs), now);
+            this.known.set(id, { path: a.downloadPath, untilMs, askedAtMs: now });
+            this.failed.delete(id);
+            return a.downloadPath;
+          },
+          (error: unknown) => {
+            if (epoch !== this.epoch) throw error;
+            for (const [k, f] of this.failed) if (now - f.atMs >= Links.FAILED_KEPT_MS) this.failed.delete(k);
+            this.failed.set(id, { atMs: now, error });
+            throw error;
+          },
+        )
+        .finally(() => {
+          if (this.asking.get(id) === p) this.asking.delete(id);
+        });
+      this.asking.set(id, p);
+    }
+    return p;
+  }
+
+  /** Drops a link that did not work (the server restarted: links are signed per run). */
+  forget(id: string): void {
+    this.known.delete(id);
+  }
+
+  clear(): void {
+    this.epoch++;
+    this.known.clear();
+    this.failed.clear();
+    this.asking.clear();
   }
 }

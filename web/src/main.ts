@@ -1,11 +1,14 @@
 // The page: a login form, then rooms on the left (or on top on a phone), the open room's
-// messages and a composer. Everything a server or user sent is put in as text
-// (textContent), never as HTML. No framework: the whole view is a few lists redrawn from
-// state.ts on each change, which at chat sizes costs less than a framework's runtime.
+// messages and a composer with an "Attach" file picker. Everything a server or user sent is
+// put in as text (textContent) or as an attribute, never as HTML; attachments are images
+// (img src) or download links, both to a same-origin link the server signs. No framework:
+// the whole view is a few lists redrawn from state.ts on each change, which at chat sizes
+// costs less than a framework's runtime.
 
 import { Code, ConnectError } from "@connectrpc/connect";
 import { NotificationKind, PresenceStatus, RoomRole, Visibility, type Member, type Notification } from "./gen/edgechat/v1/common_pb.js";
-import { Api, Session, Stream, change, type Status } from "./connection.js";
+import { Api, Links, Session, Stream, attachmentRefs, change, upload, type Status } from "./connection.js";
+import * as files from "./attachments.js";
 import * as st from "./state.js";
 
 type Child = Node | string | null | false;
@@ -29,6 +32,7 @@ function describe(e: unknown): string {
 
 const api = new Api();
 const session = new Session(api);
+const links = new Links(api);
 let state = st.newState("");
 let stream: Stream | undefined;
 let status: Status = { state: "connecting" };
@@ -247,6 +251,7 @@ function applyHistory(roomId: string, events: import("./gen/edgechat/v1/common_p
         replies: m.replyCount,
         pinned: m.pinned,
         reactions: m.reactions.map((r) => ({ emoji: r.emoji, count: r.count, mine: r.mine })),
+        ...(c.attachments?.length && !c.deleted ? { attachments: c.attachments } : {}),
       });
     }
   }
@@ -269,6 +274,7 @@ async function start(): Promise<void> {
   // user's): state, names, members, notifications and every per-room note.
   state = st.newState(session.userId);
   notes = [];
+  links.clear();
   for (const m of [names, members, presence, roles, readUpTo, typing]) m.clear();
   for (const x of [namesLoading, older, readOnlyRooms, direct]) x.clear();
   names.set(session.userId, session.username);
@@ -365,7 +371,16 @@ function renderShell(): void {
   composer = el("textarea", { id: "composer", rows: "2", "aria-label": "Message", placeholder: "Write a message", maxlength: "4096" });
   composer.value = draft;
   const send = el("button", { type: "submit" }, "Send");
-  const form = el("form", { id: "send" }, composer, send);
+  // A real file input (keyboard and screen readers reach it), drawn as its label.
+  attachInput = el("input", { id: "attach", type: "file", multiple: "" });
+  attachInput.disabled = uploading;
+  attachInput.addEventListener("change", () => {
+    const chosen = [...(attachInput?.files ?? [])];
+    if (attachInput) attachInput.value = ""; // the same file chosen again is a new change
+    void sendFiles(chosen);
+  });
+  const attach = el("label", { for: "attach", class: "attach" }, "Attach");
+  const form = el("form", { id: "send" }, composer, attachInput, attach, send);
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
     sendMessage();
@@ -437,6 +452,7 @@ function renderShell(): void {
         el("ol", { id: "messages", "aria-live": "polite" }),
         el("p", { id: "typing", "aria-live": "polite" }),
         el("p", { id: "editing", hidden: "" }, "Editing a message: Enter saves, Escape cancels"),
+        el("p", { id: "upload", "aria-live": "polite" }),
         form,
       ),
     ),
@@ -593,6 +609,127 @@ function sendMessage(): void {
   const p = st.addPending(state, state.current, text, crypto.randomUUID());
   render();
   void stream?.sendFrame(p);
+}
+
+let attachInput: HTMLInputElement | undefined;
+/** Files of one message are being uploaded (one batch at a time: the picker is disabled). */
+let uploading = false;
+
+/** The line above the composer that tells how an upload goes, or why it failed. */
+function uploadLine(text: string, error = false): void {
+  const line = document.getElementById("upload");
+  if (!line) return;
+  line.textContent = text;
+  line.classList.toggle("error", error);
+  if (error) line.setAttribute("role", "alert");
+  else line.removeAttribute("role");
+}
+
+/**
+ * Uploads the chosen files one after another, saying how far each is, then sends one message
+ * with them through the same pending path as typed text: recorded first, re-sent on every new
+ * stream with its id and the same attachment ids until acked. Its text is what the composer
+ * holds when the last upload is done (it may be empty), unless the user went to another room
+ * or is editing a message meanwhile: then the files go alone. A failed upload sends nothing.
+ */
+async function sendFiles(chosen: File[]): Promise<void> {
+  const roomId = state.current;
+  if (!roomId || chosen.length === 0 || uploading) return;
+  const why = files.checkFiles(chosen);
+  if (why) {
+    uploadLine(why, true);
+    return;
+  }
+  const mine = state;
+  const done: st.AttachmentRef[] = [];
+  uploading = true;
+  if (attachInput) attachInput.disabled = true;
+  let current = chosen[0];
+  try {
+    for (const f of chosen) {
+      current = f;
+      uploadLine(`uploading ${f.name} 0%`);
+      const a = await upload(api, f, (stored) => uploadLine(`uploading ${f.name} ${files.percent(stored, f.size)}%`));
+      done.push(...attachmentRefs([a]));
+    }
+  } catch (e) {
+    uploadLine(`could not upload ${current.name}: ${describe(e)}`, true);
+    return;
+  } finally {
+    uploading = false;
+    if (attachInput) attachInput.disabled = false;
+  }
+  if (state !== mine) return; // Logged out meanwhile: the next session is not this one.
+  uploadLine("");
+  const caption = state.current === roomId && !editing ? composer : undefined;
+  const text = caption?.value ?? "";
+  if (caption) {
+    caption.value = "";
+    lastTypingSent = 0;
+  }
+  const p = st.addPending(state, roomId, text, crypto.randomUUID(), done);
+  render();
+  void stream?.sendFrame(p);
+}
+
+/** A message's attachments, under its text. */
+function attachmentList(list: st.AttachmentRef[]): HTMLElement {
+  return el("div", { class: "attachments" }, ...list.map(attachmentView));
+}
+
+/**
+ * One attachment: an image for the types the server serves inline, else a download link
+ * showing name and size. Either gets its link from `links` (asked for when first shown);
+ * until then the image has no source and the link no target.
+ */
+function attachmentView(a: st.AttachmentRef): HTMLElement {
+  if (files.shownInline(a.mediaType)) {
+    const img = el("img", { class: "attachment", alt: a.name, "data-attachment": a.id });
+    // The size known up front keeps the list from jumping when the image arrives.
+    if (a.width > 0) img.width = a.width;
+    if (a.height > 0) img.height = a.height;
+    withLink(img, a.id, (path) => (img.src = path));
+    let retried = false;
+    img.addEventListener("error", () => {
+      // A link the server no longer takes (it restarted: links are signed per run): ask for
+      // a new one, once, unless this one is fresh (then the file itself is the trouble).
+      if (retried || Date.now() - links.askedAt(a.id) < 10_000) return;
+      retried = true;
+      links.forget(a.id);
+      withLink(img, a.id, (path) => (img.src = path));
+    });
+    return img;
+  }
+  const link = el("a", { class: "attachment file", download: a.name, "data-attachment": a.id }, `${a.name} (${files.humanSize(a.size)})`);
+  withLink(link, a.id, (path) => (link.href = path));
+  let fresh = false;
+  link.addEventListener("click", (ev) => {
+    // A page left open longer than a link lives: get a fresh one, then download.
+    if (fresh || links.cached(a.id) === link.getAttribute("href")) {
+      fresh = false;
+      return;
+    }
+    ev.preventDefault();
+    withLink(link, a.id, (path) => {
+      link.href = path;
+      fresh = true;
+      link.click();
+    });
+  });
+  return link;
+}
+
+/** Applies the attachment's link to its element now if known, else once it is. */
+function withLink(e: HTMLElement, id: string, apply: (path: string) => void): void {
+  const known = links.cached(id);
+  if (known !== undefined) {
+    apply(known);
+    return;
+  }
+  links.get(id).then(apply, (err: unknown) => {
+    e.classList.add("unavailable");
+    e.title = `cannot be shown: ${describe(err)}`;
+  });
 }
 
 /** Reads the room list again; a newly joined room is followed from a fresh stream. */
@@ -764,6 +901,7 @@ function render(): void {
         !!l.replies && el("span", { class: "mark replies" }, `${l.replies} ${l.replies === 1 ? "reply" : "replies"}`),
         !l.deleted && reactionButtons(room.id, l),
         actions,
+        !l.deleted && !!l.attachments?.length && attachmentList(l.attachments),
       ),
     );
   }
@@ -778,6 +916,7 @@ function render(): void {
       { class: `line ${p.state}`, "data-cmid": p.cmid },
       el("span", { class: "who" }, session.username),
       el("span", { class: "text" }, p.text),
+      p.attachments.length > 0 && el("span", { class: "mark files" }, `📎 ${p.attachments.map((a) => a.name).join(", ")}`),
       el("span", { class: "mark" }, p.state === "pending" ? "sending…" : `not sent (${p.error ?? ""})`),
     );
     if (p.state === "failed") {

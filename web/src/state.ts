@@ -17,6 +17,20 @@ export interface Line {
   pinned?: boolean;
   /** Distinct reactions in first-added order; `mine`: the user's own. */
   reactions?: Reaction[];
+  /** Files attached, in the order sent (none once the message is deleted). */
+  attachments?: AttachmentRef[];
+}
+
+/** An attachment as a message carries it (the bytes are fetched by id when shown). */
+export interface AttachmentRef {
+  id: string;
+  name: string;
+  size: number;
+  /** Decided by the server from the bytes or the name. */
+  mediaType: string;
+  /** Pixels, for images the server could read; 0 when unknown. */
+  width: number;
+  height: number;
 }
 
 export interface Reaction {
@@ -45,6 +59,8 @@ export interface Pending {
   cmid: string;
   roomId: string;
   text: string;
+  /** Uploaded files the message carries: every re-send names them again. */
+  attachments: AttachmentRef[];
   state: "pending" | "failed";
   error?: string;
 }
@@ -61,6 +77,7 @@ export type Change =
       mentionsMe: boolean;
       replyTo?: number;
       threadSeq?: number;
+      attachments?: AttachmentRef[];
     }
   | { kind: "reaction"; targetSeq: number; emoji: string; added: boolean; mine: boolean }
   | { kind: "pin"; targetSeq: number; pinned: boolean }
@@ -123,6 +140,7 @@ export function applyEvent(s: State, roomId: string, seq: number, c: Change): "n
         edited: c.editedAtMs !== 0,
         deleted: c.deleted,
         ...(c.replyTo ? { replyTo: c.replyTo } : {}),
+        ...(c.attachments?.length && !c.deleted ? { attachments: c.attachments } : {}),
       });
       if (c.threadSeq) {
         const root = room.lines.find((x) => x.seq === c.threadSeq);
@@ -147,6 +165,7 @@ export function applyEvent(s: State, roomId: string, seq: number, c: Change): "n
         l.deleted = true;
         l.text = "";
         if (l.reactions) l.reactions = [];
+        if (l.attachments) l.attachments = [];
         if (l.pinned) l.pinned = false;
       }
       break;
@@ -209,9 +228,12 @@ export function openRoom(s: State, roomId: string): void {
   }
 }
 
-/** Records a send before it goes out; its id makes every re-send the same message. */
-export function addPending(s: State, roomId: string, text: string, cmid: string): Pending {
-  const p: Pending = { cmid, roomId, text, state: "pending" };
+/**
+ * Records a send before it goes out; its id makes every re-send the same message, with the
+ * same attachments.
+ */
+export function addPending(s: State, roomId: string, text: string, cmid: string, attachments: AttachmentRef[] = []): Pending {
+  const p: Pending = { cmid, roomId, text, attachments, state: "pending" };
   s.pending.push(p);
   return p;
 }

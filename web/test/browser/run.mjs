@@ -267,6 +267,93 @@ try {
   await alice.screenshot({ path: join(shots, "desktop.png") });
   console.log(`screenshots in ${shots}`);
 
+  // Attachments. Alice picks a picture and a text file, with a caption: bob's page shows the
+  // picture loaded through its download link (same origin, so the CSP's img-src 'self'
+  // allows it) and the text file as a download link with its size, which the server serves
+  // as a download. Bob sends a file of two chunks with no text; a delete takes the files away.
+  const png = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==", "base64");
+  await alice.fill("#composer", "see attached");
+  await alice.setInputFiles("#attach", [
+    { name: "dot.png", mimeType: "image/png", buffer: png },
+    { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("twelve bytes") },
+  ]);
+  const withFiles = '#messages li.line:has(.text:text-is("see attached"))';
+  for (const [page, who] of [[bob, "the other side"], [alice, "the sender's side"]]) {
+    try {
+      await page.waitForFunction(
+        () => {
+          const line = [...document.querySelectorAll("#messages li.line")].find((li) => li.querySelector(".text")?.textContent === "see attached");
+          const img = line?.querySelector("img.attachment");
+          return img instanceof HTMLImageElement && img.complete && img.naturalWidth > 0 && !!line.querySelector("a.attachment[href]");
+        },
+        null,
+        { timeout: WAIT },
+      );
+      const img = await page.$eval(`${withFiles} img.attachment`, (i) => ({ alt: i.alt, w: i.getAttribute("width"), h: i.getAttribute("height"), src: i.getAttribute("src") }));
+      check(
+        img.alt === "dot.png" && img.w === "1" && img.h === "1" && img.src.startsWith("/attachments/"),
+        `a picture shows on ${who}, loaded through its download link (${JSON.stringify(img)})`,
+      );
+    } catch (e) {
+      check(false, `a picture shows on ${who}: ${e.message} (${await page.textContent("#upload")})`);
+    }
+  }
+  try {
+    const link = await bob.$eval(`${withFiles} a.attachment`, (a) => ({ text: a.textContent, download: a.getAttribute("download"), href: a.getAttribute("href") }));
+    check(
+      link.text === "notes.txt (12 B)" && link.download === "notes.txt" && link.href.startsWith("/attachments/"),
+      `a file that is not a picture is a download link with its size (${JSON.stringify(link)})`,
+    );
+    check((await bob.$$(`${withFiles} img`)).length === 1, "and is not shown inline");
+    const got = await bob.evaluate(async (href) => {
+      const r = await fetch(href);
+      return { status: r.status, disposition: r.headers.get("content-disposition") ?? "", body: await r.text() };
+    }, link.href);
+    check(got.status === 200 && got.disposition.startsWith("attachment") && got.body === "twelve bytes", `the link downloads the file (${JSON.stringify(got)})`);
+  } catch (e) {
+    check(false, `a file that is not a picture is a download link: ${e.message}`);
+  }
+  check((await alice.inputValue("#composer")) === "" && (await alice.textContent("#upload")) === "", "the caption went with the files");
+
+  // The answer to bob's first chunk is lost on the way (the chunk is stored): his page asks
+  // where the upload stands and sends only the rest.
+  let chunks = 0;
+  let asked = 0;
+  const chunkRoute = "**/edgechat.v1.AttachmentService/UploadChunk";
+  await bob.route(chunkRoute, async (route) => {
+    if (++chunks > 1) return route.continue();
+    await route.fetch();
+    await route.abort("connectionreset");
+  });
+  const countAsks = (req) => void (req.url().endsWith("/edgechat.v1.AttachmentService/GetUpload") && asked++);
+  bob.on("request", countAsks);
+  await bob.setInputFiles("#attach", { name: "big.bin", mimeType: "application/octet-stream", buffer: Buffer.alloc(300 * 1024, 7) });
+  try {
+    await alice.waitForSelector('#messages li.line a.attachment[download="big.bin"][href]', { timeout: WAIT });
+    const line = await alice.$eval('#messages li.line:has(a.attachment[download="big.bin"])', (li) => ({
+      text: li.querySelector(".text")?.textContent,
+      link: li.querySelector("a.attachment")?.textContent,
+      who: li.querySelector(".who")?.textContent,
+    }));
+    check(JSON.stringify(line) === JSON.stringify({ text: "", link: "big.bin (300 KB)", who: "bob" }), `a file of two chunks goes alone, with no text (${JSON.stringify(line)})`);
+  } catch (e) {
+    check(false, `a file of two chunks goes alone: ${e.message} (bob: ${await bob.textContent("#upload")})`);
+  }
+  await bob.unroute(chunkRoute);
+  bob.off("request", countAsks);
+  check(chunks === 2 && asked === 1, `an upload whose answer was lost resumes from where it stands (${chunks} chunks sent, ${asked} GetUpload)`);
+  await bob.screenshot({ path: join(shots, "phone-attachments.png") });
+  await alice.screenshot({ path: join(shots, "desktop-attachments.png") });
+
+  alice.once("dialog", (d) => void d.accept());
+  await alice.click(`${withFiles} button:text-is("Delete")`);
+  try {
+    await bob.waitForFunction(() => document.querySelectorAll('#messages img, #messages a.attachment:not([download="big.bin"])').length === 0, null, { timeout: WAIT });
+    check(true, "a deleted message shows no attachments");
+  } catch {
+    check(false, "a deleted message shows no attachments");
+  }
+
   // A 4 KiB message of one long word wraps on the phone.
   const long = "x".repeat(4096);
   await send(alice, long);

@@ -117,3 +117,29 @@ test("reactions, pins and replies change the lines they are about", () => {
   assert.deepEqual(root.reactions, [], "a tombstone keeps no reactions");
   assert.equal(root.pinned, false);
 });
+
+test("attachments ride on their line and go with a delete; a pending send keeps its ids", () => {
+  const s = twoRooms();
+  const cat: st.AttachmentRef = { id: "f1", name: "cat.png", size: 70, mediaType: "image/png", width: 1, height: 1 };
+  st.applyEvent(s, "a", 1, { ...msg("u", ""), attachments: [cat] } as st.Change);
+  st.applyEvent(s, "a", 2, { ...msg("u", "plain"), attachments: [] } as st.Change);
+  const [withFile, plain] = s.rooms.get("a")!.lines;
+  assert.deepEqual(withFile.attachments, [cat]);
+  assert.equal("attachments" in plain, false, "no attachments, no key");
+  st.applyEvent(s, "a", 3, { kind: "edited", targetSeq: 1, text: "a cat" });
+  assert.deepEqual(withFile.attachments, [cat], "an edit changes the text only");
+  st.applyEvent(s, "a", 4, { kind: "deleted", targetSeq: 1 });
+  assert.deepEqual(withFile.attachments, [], "a tombstone shows no files");
+  st.applyEvent(s, "a", 5, { ...msg("u", ""), deleted: true, attachments: [cat] } as st.Change);
+  assert.equal(s.rooms.get("a")!.lines[2].attachments, undefined, "nor does a message that arrives deleted");
+
+  st.addPending(s, "a", "", "c1", [cat]);
+  st.addPending(s, "a", "text only", "c2");
+  st.refused(s, "c1", "NOT_FOUND", "no such attachment");
+  st.retry(s, "c1");
+  assert.deepEqual(
+    st.toResend(s).map((p) => [p.cmid, p.attachments.map((a) => a.id)]),
+    [["c1", ["f1"]], ["c2", []]],
+    "a re-send names the same files",
+  );
+});
