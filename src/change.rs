@@ -191,6 +191,12 @@ impl Exec {
         Exec { writer, cluster: Some(replicator) }
     }
 
+    /// Whether changes go through the cluster's log (whose entries are at most
+    /// `cluster::log::MAX_ENTRY_BYTES`).
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
     /// The node's writer (for flushing and for local housekeeping that is no change).
     pub fn writer(&self) -> &Writer {
         &self.writer

@@ -22,6 +22,10 @@ use crate::rooms::permissions::{self, Action};
 use crate::rooms::service::{check_current, facts, load};
 use crate::store::{self, AttachmentRecord, JobResult, Snapshot, WriteCtx, attachments};
 
+/// Bytes of an upload per change in cluster mode, under the log's 64 KiB entry limit with
+/// room for the rest of the change.
+const LOG_PIECE_BYTES: usize = 48 << 10;
+
 /// The message of every refusal to show an attachment: the same whether it exists or not.
 const NOT_FOUND: &str = "attachment not found";
 
@@ -94,16 +98,42 @@ impl Attachments {
                 rules::MAX_CHUNK_BYTES
             )));
         }
-        let change = PutChunk {
-            who: Some(who.into()),
-            id: r.upload_id.clone(),
-            offset: r.offset,
-            data: r.data,
-            now_ms,
-        };
-        match self.exec.run(change).await? {
-            Chunked::Stored(rec) => Ok(upload_of(&r.upload_id, &rec, self.keep_ms())),
-            Chunked::Mismatch(why) => Err(ChatError::InvalidArgument(why)),
+        // In cluster mode a change is a log entry of at most 64 KiB: a chunk goes as several
+        // changes, in order. If one fails the client sends the chunk again, and what was
+        // stored already is skipped (`PutChunk` stores only the bytes past `received`).
+        let piece = if self.exec.is_cluster() { LOG_PIECE_BYTES } else { rules::MAX_CHUNK_BYTES };
+        let mut offset = r.offset;
+        let mut last = None;
+        for data in r.data.chunks(piece.max(1)) {
+            let change = PutChunk {
+                who: Some(who.into()),
+                id: r.upload_id.clone(),
+                offset,
+                data: data.to_vec(),
+                now_ms,
+            };
+            offset += data.len() as u64;
+            match self.exec.run(change).await? {
+                Chunked::Stored(rec) => last = Some(rec),
+                Chunked::Mismatch(why) => return Err(ChatError::InvalidArgument(why)),
+            }
+        }
+        match last {
+            Some(rec) => Ok(upload_of(&r.upload_id, &rec, self.keep_ms())),
+            // No data: the change says why (or answers a finished upload as it is).
+            None => {
+                let change = PutChunk {
+                    who: Some(who.into()),
+                    id: r.upload_id.clone(),
+                    offset: r.offset,
+                    data: Vec::new(),
+                    now_ms,
+                };
+                match self.exec.run(change).await? {
+                    Chunked::Stored(rec) => Ok(upload_of(&r.upload_id, &rec, self.keep_ms())),
+                    Chunked::Mismatch(why) => Err(ChatError::InvalidArgument(why)),
+                }
+            }
         }
     }
 
@@ -397,7 +427,15 @@ impl Change for PutChunk {
             if self.data.is_empty() {
                 return Err(ChatError::InvalidArgument("data is empty".into()));
             }
-            if self.offset != rec.received {
+            // A chunk sent again over what is stored (a retry after a partial store): only its
+            // bytes past `received` are new. (The hash checks the rest at the end.)
+            let (offset, data) = if self.offset < rec.received {
+                let skip = (rec.received - self.offset) as usize;
+                (rec.received, &self.data[skip..])
+            } else {
+                (self.offset, &self.data[..])
+            };
+            if offset != rec.received {
                 return Err(ChatError::FailedPrecondition(format!(
                     "upload {id} has {} of {} bytes: send the chunk at offset {}",
                     rec.received, rec.size, rec.received
@@ -412,7 +450,7 @@ impl Change for PutChunk {
             let now = self.now_ms.max(1);
             let next = AttachmentRecord { received: end, idle_since_ms: now, ..rec.clone() };
             if end < rec.size {
-                attachments::put_chunk(ctx, id, &rec, &next, self.offset, &self.data)?;
+                attachments::put_chunk(ctx, id, &rec, &next, offset, data)?;
                 return Ok(Chunked::Stored(next));
             }
             // The last chunk: the whole file is here; is it the one declared?
@@ -424,7 +462,7 @@ impl Change for PutChunk {
                 head.extend_from_slice(&b[..room.min(b.len())]);
             };
             attachments::upload_bytes(&**ctx, id, &mut take)?;
-            take(&self.data);
+            take(data);
             let got: [u8; 32] = hash.finalize().into();
             if got[..] != rec.sha256[..] {
                 attachments::remove(ctx, id, &rec)?;
@@ -443,7 +481,7 @@ impl Change for PutChunk {
                 height: d.height,
                 ..next.clone()
             };
-            attachments::put_chunk(ctx, id, &rec, &next, self.offset, &self.data)?;
+            attachments::put_chunk(ctx, id, &rec, &next, offset, data)?;
             attachments::finish(ctx, id, &next, &done)?;
             Ok(Chunked::Stored(done))
         })())

@@ -268,7 +268,10 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
     let first = chunk(&alice, &up.upload_id, 0, &bytes[..200_000]).await.unwrap();
     assert_eq!(first.received, 200_000);
     assert_eq!(chunk(&alice, &up.upload_id, 0, &bytes[..200_000]).await.unwrap(), first, "a retry");
-    chunk(&alice, &up.upload_id, 200_000, &bytes[200_000..450_000]).await.unwrap();
+    // Overlapping what is stored: only the new bytes count.
+    let grown = chunk(&alice, &up.upload_id, 100_000, &bytes[100_000..300_000]).await.unwrap();
+    assert_eq!(grown.received, 300_000);
+    chunk(&alice, &up.upload_id, 300_000, &bytes[300_000..450_000]).await.unwrap();
     let past = [&bytes[450_000..], &[1, 2, 3][..]].concat();
     expect_code(chunk(&alice, &up.upload_id, 450_000, &past).await, Code::InvalidArgument);
     // Someone else's upload does not exist for them.

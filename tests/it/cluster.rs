@@ -467,3 +467,40 @@ async fn conversation_changes_apply_alike_on_every_node() {
     assert_eq!(found(bob_b.clone(), "deploy").await, [(room.clone(), root.seq)]);
     assert_eq!(found(alice_b, "go deploy").await, Vec::new());
 }
+
+/// An upload through one node (its chunks split into log entries under the 64 KiB limit)
+/// is on every node: downloaded from the other one, bytes and all.
+#[tokio::test]
+async fn attachments_uploaded_on_one_node_download_from_another() {
+    let Some(c) = Cluster::start(1) else { return };
+    let (a, b) = pair(&c, |_| {}).await;
+    let alice = User::register(a.channel().await, "alice").await;
+    let bob = User::register(a.channel().await, "bob").await;
+    let bob_b = login(&b, "bob").await;
+    let room = public_room(&alice, "files").await;
+    bob.rooms().join_room(proto::JoinRoomRequest { room_id: room.clone() }).await.unwrap();
+    let bytes: Vec<u8> = (0..600_000u32).map(|i| (i % 239) as u8).collect();
+    let mut files = edgechat::client::attachments_client(alice.ch.clone(), Some(&alice.token));
+    let att = edgechat::client::upload(&mut files, "big.bin", &bytes).await.unwrap();
+    let asked = proto::SendMessageRequest {
+        room_id: room.clone(),
+        client_message_id: "f".into(),
+        attachment_ids: vec![att.id.clone()],
+        ..Default::default()
+    };
+    let sent = alice.chat().send_message(asked).await.unwrap().into_inner();
+    // Bob on the other node sees the message once its view has it, and downloads the file.
+    let theirs = edgechat::client::attachments_client(bob_b.ch.clone(), Some(&bob_b.token));
+    let got = eventually(WAIT, "the file on the other node", || async {
+        match edgechat::client::download(&mut theirs.clone(), &att.id).await {
+            Ok(b) => Some(b),
+            Err(st) if st.code() == tonic::Code::NotFound => None,
+            Err(st) => panic!("{st}"),
+        }
+    })
+    .await;
+    assert_eq!(got, bytes);
+    let seen = history(&bob_b, &room).await;
+    assert!(seen.iter().any(|e| matches!(&e.kind,
+        Some(proto::room_event::Kind::Message(m)) if m.seq == sent.seq && m.attachments == [att.clone()])));
+}

@@ -282,7 +282,9 @@ export const AttachmentService: GenService<{
   /**
    * Stores `data` at `offset`, which must be where the upload stands
    * (Upload.received). A chunk wholly below it is a retry: nothing is
-   * written and the upload is answered as it is. Data past the declared size
+   * written and the upload is answered as it is; one that starts below it
+   * and ends past it has only its bytes past `received` stored (the hash
+   * checks the rest). Data past the declared size
    * is INVALID_ARGUMENT; an offset past `received` is FAILED_PRECONDITION
    * (the message names the offset to send from). At most 256 KiB a chunk.
    * The chunk that completes the file answers with Upload.attachment set;
