@@ -354,8 +354,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let storage = store.health().clone();
     let search =
         crate::chat::search::Search::new(store.clone(), l.search_rate_per_sec, l.search_burst);
-    let attachments =
-        crate::chat::attachments::Attachments::new(store.clone(), exec.clone(), config.attachments);
+    let attachments = crate::chat::attachments::Attachments::new(
+        store.clone(),
+        exec.clone(),
+        config.attachments,
+        budget.clone(),
+    );
     let notifications = crate::notifications::Notifications::new(store, exec, budget);
     let typing = Arc::new(std::sync::Mutex::new(crate::chat::ratelimit::TypingGate::new(
         Duration::from_secs(2),

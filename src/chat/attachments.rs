@@ -13,6 +13,7 @@ use std::sync::Arc;
 use sha2::Digest;
 
 use super::messages::{ChatError, job};
+use super::ratelimit::Budget;
 use crate::attachments::{self as rules, Links};
 use crate::auth::Principal;
 use crate::change::{Caller, Change, Exec};
@@ -36,12 +37,21 @@ pub struct Attachments {
     exec: Exec,
     config: AttachmentsConfig,
     links: Arc<Links>,
+    /// The per-user budget of every change but sends: each `StartUpload` spends from it, so
+    /// a client that uploads files with a wrong hash (deleted at once, freeing its quota)
+    /// cannot make the server write without bound. Chunks are bounded by the quota.
+    budget: Budget,
 }
 
 impl Attachments {
     /// The service; download links are signed with a key made here.
-    pub fn new(store: store::Store, exec: Exec, config: AttachmentsConfig) -> Attachments {
-        Attachments { store, exec, config, links: Arc::new(Links::default()) }
+    pub fn new(
+        store: store::Store,
+        exec: Exec,
+        config: AttachmentsConfig,
+        budget: Budget,
+    ) -> Attachments {
+        Attachments { store, exec, config, links: Arc::new(Links::default()), budget }
     }
 
     fn keep_ms(&self) -> i64 {
@@ -71,6 +81,7 @@ impl Attachments {
                 r.sha256.len()
             )));
         }
+        self.budget.take(&who.user_id, now_ms).map_err(ChatError::ResourceExhausted)?;
         let change = StartUpload {
             who: Some(who.into()),
             id: store::new_id('f'),
@@ -97,6 +108,20 @@ impl Attachments {
                 r.data.len(),
                 rules::MAX_CHUNK_BYTES
             )));
+        }
+        // A retry of a stored chunk (its answer lost) is answered from a snapshot: retries
+        // cost no commit.
+        {
+            let tx = self.store.read()?;
+            if let Some(rec) = attachments::get(&tx, &r.upload_id)?
+                && rec.owner_id == who.user_id
+                && (rec.finished_at_ms != 0
+                    || (!r.data.is_empty()
+                        && r.offset.saturating_add(r.data.len() as u64) <= rec.received))
+            {
+                check_current(&tx, who)?;
+                return Ok(upload_of(&r.upload_id, &rec, self.keep_ms()));
+            }
         }
         // In cluster mode a change is a log entry of at most 64 KiB: a chunk goes as several
         // changes, in order. If one fails the client sends the chunk again, and what was

@@ -458,3 +458,22 @@ async fn a_backup_holds_the_attachments() {
     let alice = User { token, ch, ..alice };
     assert_eq!(download(&alice, &a.id).await.unwrap(), bytes);
 }
+
+/// Starting an upload spends the per-user budget every change but a send spends, so a client
+/// cannot make the server write without bound by uploading files that fail their hash (each
+/// deleted at once, freeing its quota).
+#[tokio::test]
+async fn starting_uploads_spends_the_action_budget() {
+    let s = TestServer::start_with(|c| {
+        c.limits.action_burst = 3;
+        c.limits.action_rate_per_sec = 0.1;
+    })
+    .await;
+    let alice = s.user("alice").await;
+    let mut f = files(&alice);
+    for i in 0..3u8 {
+        f.start_upload(start_req(&format!("f{i}"), &[i; 10])).await.unwrap();
+    }
+    let m = expect_code(f.start_upload(start_req("f3", &[3; 10])).await, Code::ResourceExhausted);
+    assert!(m.contains("retry"), "{m}");
+}
