@@ -292,6 +292,69 @@ pub fn release(
     put(tx, id, Some(&rec), &next)
 }
 
+/// `edgechat check`'s part: every finished attachment's content is stored, each content's
+/// count of attachments is right, its pieces add up to its size and hash to its key (so every
+/// page of every file is read and checksummed too), and each unfinished upload holds the bytes
+/// it says it received. One line per problem.
+pub fn check(s: &impl Snapshot) -> Result<Vec<String>, StoreError> {
+    use sha2::Digest;
+    let mut problems = Vec::new();
+    // Content -> (attachments with it, their size).
+    let mut wanted: std::collections::BTreeMap<Vec<u8>, (u64, u64)> = Default::default();
+    for row in s.table(ATTACHMENTS)?.iter()? {
+        let (id, v) = row?;
+        let id = id.value();
+        let rec: AttachmentRecord = match decode("attachments", v.value()) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("attachment {id}: {e}"));
+                continue;
+            }
+        };
+        if rec.finished_at_ms != 0 {
+            let w = wanted.entry(rec.sha256.clone()).or_insert((0, rec.size));
+            w.0 += 1;
+            continue;
+        }
+        let mut got = 0u64;
+        upload_bytes(s, id, |b| got += b.len() as u64)?;
+        if got != rec.received {
+            problems.push(format!("upload {id}: {got} bytes stored, {} received", rec.received));
+        }
+    }
+    for row in s.table(BLOBS)?.iter()? {
+        let (sha, refs) = row?;
+        let (sha, refs) = (sha.value().to_vec(), refs.value());
+        let name = sha.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        match wanted.remove(&sha) {
+            None => problems.push(format!("content {name}: stored, but no attachment has it")),
+            Some((n, _)) if n != refs => {
+                problems.push(format!("content {name}: counts {refs} attachments, {n} have it"))
+            }
+            Some((_, size)) => {
+                let mut hash = sha2::Sha256::new();
+                let mut len = 0u64;
+                for piece in
+                    s.table(BLOB_CHUNKS)?.range((sha.as_slice(), 0)..=(sha.as_slice(), u64::MAX))?
+                {
+                    let (_, v) = piece?;
+                    hash.update(v.value());
+                    len += v.value().len() as u64;
+                }
+                let got: [u8; 32] = hash.finalize().into();
+                if len != size || got[..] != sha[..] {
+                    problems.push(format!("content {name}: {len} bytes of {size}, or damaged"));
+                }
+            }
+        }
+    }
+    for (sha, (n, _)) in wanted {
+        let name = sha.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        problems.push(format!("content {name}: {n} attachments have it, but it is not stored"));
+    }
+    Ok(problems)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,6 +447,37 @@ mod tests {
             read(&tx, &[5; 32], at, 200_000).unwrap(),
             bytes[at as usize..at as usize + 200_000]
         );
+    }
+
+    #[test]
+    fn check_finds_missing_counted_and_damaged_content() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), 1 << 20).unwrap();
+        let tx = store.db.begin_write().unwrap();
+        let bytes = vec![3u8; 1000];
+        let sha = sha2::Sha256::digest(&bytes).to_vec();
+        let r = AttachmentRecord { sha256: sha.clone(), ..rec("u1", 0, 1000) };
+        upload(&tx, "a1", &r, &bytes);
+        upload(&tx, "a2", &r, &bytes);
+        let half = rec("u1", 9, 100);
+        create(&tx, "a3", &half).unwrap();
+        let next = AttachmentRecord { received: 3, ..half.clone() };
+        put_chunk(&tx, "a3", &half, &next, 0, b"abc").unwrap();
+        assert_eq!(check(&tx).unwrap(), Vec::<String>::new());
+
+        tx.open_table(BLOBS).unwrap().insert(sha.as_slice(), 3).unwrap();
+        let found = check(&tx).unwrap();
+        assert!(found[0].contains("counts 3 attachments, 2 have it"), "{found:?}");
+        tx.open_table(BLOBS).unwrap().insert(sha.as_slice(), 2).unwrap();
+        tx.open_table(BLOB_CHUNKS).unwrap().insert((sha.as_slice(), 500), b"x".as_slice()).unwrap();
+        let found = check(&tx).unwrap();
+        assert!(found[0].contains("or damaged"), "{found:?}");
+        tx.open_table(BLOBS).unwrap().remove(sha.as_slice()).unwrap();
+        tx.open_table(UPLOAD_CHUNKS).unwrap().remove(("a3", 0)).unwrap();
+        let found = check(&tx).unwrap();
+        assert!(found.iter().any(|p| p.contains("0 bytes stored, 3 received")), "{found:?}");
+        assert!(found.iter().any(|p| p.contains("2 attachments have it, but it is not stored")));
     }
 
     #[test]

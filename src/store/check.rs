@@ -2,8 +2,9 @@
 //!
 //! Checked: the schema version; every room event decodes and belongs to a known room; each
 //! room's seqs are gapless from its first retained one to its last; each room's member count
-//! matches its member records. Reading every event also makes redb verify the checksum of
-//! every page of the log.
+//! matches its member records; attachments' contents are all there, counted right and hash to
+//! their keys (`attachments::check`). Reading every event and every file also makes redb
+//! verify the checksum of every page of the log and of the files.
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
@@ -179,6 +180,9 @@ impl Store {
                     room.member_count
                 ));
             }
+        }
+        for p in super::attachments::check(&tx)? {
+            r.problem(p);
         }
         if r.problems.len() > MAX_LISTED {
             let more = r.problems.len() - MAX_LISTED;

@@ -447,6 +447,10 @@ async fn a_backup_holds_the_attachments() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("backup.redb");
     s.api().messages.store().snapshot_to(&out).unwrap();
+    // `edgechat check` reads the files too: every piece there, hashing to its content.
+    let check =
+        crate::support::edgechat_bin().args(["check", "--file"]).arg(&out).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
     s.stop().await;
     std::fs::copy(&out, s.data_dir().join(edgechat::store::DB_FILE_NAME)).unwrap();
     s.restart().await;
