@@ -469,6 +469,16 @@ fn marker_target(
 }
 
 /// The start of a message for a notification (the whole message is one History call away).
+/// What a notification of `msg` says: its text, or for files sent without one, their names
+/// (`📎 cat.png`, `📎 cat.png and 2 more`).
+fn notice_text(msg: &proto::Message) -> String {
+    match (msg.text.is_empty(), msg.attachments.as_slice()) {
+        (true, [only]) => format!("📎 {}", only.name),
+        (true, [first, rest @ ..]) => format!("📎 {} and {} more", first.name, rest.len()),
+        _ => msg.text.clone(),
+    }
+}
+
 fn preview(text: &str) -> String {
     const MAX_CHARS: usize = 200;
     match text.char_indices().nth(MAX_CHARS) {
@@ -642,7 +652,7 @@ fn send_in(
             room_id,
             seq,
             from_user_id: &who.user_id,
-            text: preview(&msg.text),
+            text: preview(&notice_text(&msg)),
             at_ms: now_ms,
         };
         notify(ctx, keep, &user, cause)?;

@@ -206,6 +206,15 @@ async fn who_may_see_an_attachment() {
     let d = upload(&owner, "dm.txt", b"just for you").await;
     post(&owner, &direct, "d1", &[&d.id]).await.unwrap();
     assert_eq!(download(&member, &d.id).await.unwrap(), b"just for you");
+    // A file sent without a word is notified by its name.
+    let n = member
+        .chat()
+        .list_notifications(proto::ListNotificationsRequest { after_id: 0, limit: 100 })
+        .await
+        .unwrap()
+        .into_inner()
+        .notifications;
+    assert!(n.iter().any(|n| n.text == "📎 dm.txt"), "{n:?}");
     for u in [&reader, &outsider, &root] {
         expect_code(get(u, &d.id).await, Code::NotFound);
     }
