@@ -82,16 +82,17 @@ pub fn file_line(f: &File) -> String {
     format!("📎 {} ({}{dims}) {}", f.name, human_size(f.size), f.id)
 }
 
-/// Bytes the way people read them: 512 B, 1.2 KB, 10.0 MB (powers of 1000, one decimal).
+/// Bytes the way people read them: 512 B, 1.2 KB, 10.0 MB (powers of 1024, as the browser
+/// app and the server's limits count them; one decimal).
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
-    if bytes < 1000 {
+    if bytes < 1024 {
         return format!("{bytes} B");
     }
-    let mut v = bytes as f64 / 1000.0;
+    let mut v = bytes as f64 / 1024.0;
     let mut unit = 0;
-    while v >= 999.95 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
+    while v >= 1023.95 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
         unit += 1;
     }
     format!("{v:.1} {}", UNITS[unit])
@@ -223,12 +224,12 @@ mod tests {
 
     #[test]
     fn sizes_and_files_read_as_people_say_them() {
-        let table = [(0, "0 B"), (999, "999 B"), (1000, "1.0 KB"), (1234, "1.2 KB")];
+        let table = [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KB"), (1260, "1.2 KB")];
         for (bytes, want) in table {
             assert_eq!(human_size(bytes), want);
         }
-        assert_eq!(human_size(10 << 20), "10.5 MB");
-        assert_eq!(human_size(999_999), "1.0 MB");
+        assert_eq!(human_size(10 << 20), "10.0 MB");
+        assert_eq!(human_size((1 << 20) - 1), "1.0 MB");
         let a = proto::Attachment {
             id: "f1".into(),
             name: "cat.png".into(),

@@ -786,7 +786,7 @@ mod tests {
             "alice: morning! the build is green again (edited)",
             "bob: (deleted)",
             "carol: tabs    and^[[31m escapes",
-            "📎 plan\\u{202e}.png (123.5 KB, 640x480) f7",
+            "📎 plan\\u{202e}.png (120.6 KB, 640x480) f7",
             "      and a second line",
             "alice: on its way (sending…)",
             "(not sent: RESOURCE_EXHAUSTED: slow down; Ctrl+R",
