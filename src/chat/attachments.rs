@@ -137,7 +137,7 @@ impl Attachments {
                 data: data.to_vec(),
                 now_ms,
             };
-            offset += data.len() as u64;
+            offset = offset.saturating_add(data.len() as u64);
             match self.exec.run(change).await? {
                 Chunked::Stored(rec) => last = Some(rec),
                 Chunked::Mismatch(why) => return Err(ChatError::InvalidArgument(why)),
