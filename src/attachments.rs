@@ -21,7 +21,7 @@ pub const SNIFF_BYTES: usize = 256 << 10;
 /// Checks a file name: 1-255 bytes, no path separators, no control or bidi characters (a
 /// name is shown to others and becomes a download's file name), not `.` or `..`.
 pub fn check_name(name: &str) -> Result<(), String> {
-    let bidi = |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    let bidi = |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}');
     if name.trim().is_empty() {
         return Err("name is empty".into());
     }
@@ -124,10 +124,12 @@ pub fn browser_headers(media_type: &str, name: &str) -> (String, String) {
     (content_type.to_string(), disposition)
 }
 
-/// Signs and checks download links: `/attachments/<id>?t=<user>.<expiry>.<mac>`, an HMAC-SHA256
-/// under a key made at start, so a link works on the process that gave it, until it expires
-/// (and, checked when it is used, while its user may still see the attachment). No token in a
-/// URL: a link that leaks lets someone fetch one file for five minutes, not act as the user.
+/// Signs and checks download links: `/attachments/<id>?t=<user>.<version>.<expiry>.<mac>`, an
+/// HMAC-SHA256 under a key made at start, so a link works on the process that gave it, until it
+/// expires, and (checked when it is used) while its user may still see the attachment and
+/// their token version is the one it was given at (logging out everywhere, a role change or
+/// disabling the user end it). No token in a URL: a link that leaks lets someone fetch one file
+/// for five minutes, not act as the user.
 pub struct Links {
     key: ring::hmac::Key,
 }
@@ -144,36 +146,36 @@ impl Links {
         Links { key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key) }
     }
 
-    fn signed(user: &str, id: &str, expires_ms: i64) -> String {
-        format!("{user}\n{id}\n{expires_ms}")
+    fn signed(user: &str, version: u64, id: &str, expires_ms: i64) -> String {
+        format!("{user}\n{version}\n{id}\n{expires_ms}")
     }
 
-    fn mac(&self, user: &str, id: &str, expires_ms: i64) -> String {
+    /// The path a browser fetches attachment `id` from, for `user` at token version
+    /// `version`, until `expires_ms`.
+    pub fn path(&self, user: &str, version: u64, id: &str, expires_ms: i64) -> String {
         use base64::Engine;
-        let tag = ring::hmac::sign(&self.key, Links::signed(user, id, expires_ms).as_bytes());
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+        let signed = Links::signed(user, version, id, expires_ms);
+        let tag = ring::hmac::sign(&self.key, signed.as_bytes());
+        let mac = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref());
+        format!("/attachments/{id}?t={user}.{version}.{expires_ms}.{mac}")
     }
 
-    /// The path a browser fetches attachment `id` from, for `user`, until `expires_ms`.
-    pub fn path(&self, user: &str, id: &str, expires_ms: i64) -> String {
-        format!("/attachments/{id}?t={user}.{expires_ms}.{}", self.mac(user, id, expires_ms))
-    }
-
-    /// The user a link's token `t` was given to, if it is this process's, for `id`, and has
-    /// not expired at `now_ms`.
-    pub fn check(&self, id: &str, t: &str, now_ms: i64) -> Option<String> {
-        let mut parts = t.splitn(3, '.');
-        let (user, expires, mac) = (parts.next()?, parts.next()?, parts.next()?);
-        let expires_ms: i64 = expires.parse().ok()?;
+    /// The user and token version a link's token `t` was given for, if it is this process's,
+    /// for `id`, and has not expired at `now_ms`.
+    pub fn check(&self, id: &str, t: &str, now_ms: i64) -> Option<(String, u64)> {
+        let mut parts = t.splitn(4, '.');
+        let (user, version, expires, mac) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let (version, expires_ms): (u64, i64) = (version.parse().ok()?, expires.parse().ok()?);
         if expires_ms < now_ms {
             return None;
         }
         use base64::Engine;
         let tag = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(mac).ok()?;
         // `verify` compares in constant time: the MAC is the secret here.
-        let signed = Links::signed(user, id, expires_ms);
+        let signed = Links::signed(user, version, id, expires_ms);
         ring::hmac::verify(&self.key, signed.as_bytes(), &tag).ok()?;
-        Some(user.to_string())
+        Some((user.to_string(), version))
     }
 }
 
@@ -187,7 +189,11 @@ mod tests {
             assert_eq!(check_name(ok), Ok(()), "{ok}");
         }
         let long = "x".repeat(256);
-        for bad in ["", "  ", "a/b", "a\\b", "a\nb", "\u{202E}gpj.exe", ".", "..", &long] {
+        let marks = ["\u{200E}a", "a\u{200F}", "\u{061C}a"];
+        for bad in ["", "  ", "a/b", "a\\b", "a\nb", "\u{202E}gpj.exe", ".", "..", &long]
+            .iter()
+            .chain(&marks)
+        {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
     }
@@ -237,13 +243,14 @@ mod tests {
     #[test]
     fn links_work_for_their_file_until_they_expire() {
         let links = Links::new([1; 32]);
-        let path = links.path("u1", "a1", 1000);
+        let path = links.path("u1", 7, "a1", 1000);
         let t = path.split_once("?t=").unwrap().1;
         assert_eq!(path.split_once('?').unwrap().0, "/attachments/a1");
-        assert_eq!(links.check("a1", t, 1000).as_deref(), Some("u1"));
+        assert_eq!(links.check("a1", t, 1000), Some(("u1".to_string(), 7)));
         assert_eq!(links.check("a1", t, 1001), None, "expired");
         assert_eq!(links.check("a2", t, 0), None, "another file");
         assert_eq!(links.check("a1", &t.replace("u1", "u2"), 0), None, "another user");
+        assert_eq!(links.check("a1", &t.replace(".7.", ".8."), 0), None, "another version");
         assert_eq!(links.check("a1", &t.replace("1000", "9999"), 0), None, "a later expiry");
         assert_eq!(Links::new([2; 32]).check("a1", t, 0), None, "another process");
         assert_eq!(links.check("a1", "junk", 0), None);

@@ -976,8 +976,9 @@ impl RawConfig {
             max_events_per_room: (r.max_events_per_room > 0).then_some(r.max_events_per_room),
         };
         let a = &self.attachments;
-        // 1 GiB at most: an attachment passes through one write transaction whole.
-        in_range("attachments.max_bytes", a.max_bytes, 1, 1 << 30)?;
+        // 100 MiB at most: the chunk that completes a file hashes it and moves it in one write
+        // transaction, which holds the writer for about 20 ms per 10 MiB (PERFORMANCE.md).
+        in_range("attachments.max_bytes", a.max_bytes, 1, 100 << 20)?;
         in_range("attachments.per_user_bytes", a.per_user_bytes, a.max_bytes, 1 << 50)?;
         in_range("attachments.unposted_secs", a.unposted_secs, 60, 365 * 86_400)?;
         let attachments = AttachmentsConfig {

@@ -112,7 +112,9 @@ impl<B: Send + 'static> tower::Service<Request<B>> for LinkRoute {
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let svc = self.0.clone();
-        Box::pin(async move { Ok(serve_link(&svc, req.method(), req.uri())) })
+        let activity =
+            req.extensions().get::<crate::transport::PeerInfo>().and_then(|p| p.activity.clone());
+        Box::pin(async move { Ok(serve_link(&svc, req.method(), req.uri(), activity)) })
     }
 }
 
@@ -124,13 +126,24 @@ fn plain(status: StatusCode, text: &'static str) -> Response<tonic::body::Body> 
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(SANDBOX));
     r
 }
 
+/// Nothing in an uploaded file may run, even if a browser is talked into rendering it.
+const SANDBOX: &str = "default-src 'none'; sandbox; frame-ancestors 'none'";
+
 /// The answer to one link request: the file, streamed chunk by chunk, or a plain 404 that is
 /// the same for a bad link, an expired one, an unknown file and a file the user may no
-/// longer see.
-fn serve_link(svc: &Attachments, method: &Method, uri: &http::Uri) -> Response<tonic::body::Body> {
+/// longer see. A good link counts for the connection's idle rule as an authenticated request
+/// that is open until its body is sent, so a slow download on a connection that carried
+/// nothing else is not cut at `auth_timeout_secs`.
+fn serve_link(
+    svc: &Attachments,
+    method: &Method,
+    uri: &http::Uri,
+    activity: Option<std::sync::Arc<crate::transport::guard::Activity>>,
+) -> Response<tonic::body::Body> {
     if method != Method::GET && method != Method::HEAD {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are served here\n");
         r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
@@ -145,6 +158,10 @@ fn serve_link(svc: &Attachments, method: &Method, uri: &http::Uri) -> Response<t
     let Ok((rec, first)) = svc.read(&who, id, 0, MAX_CHUNK_BYTES) else {
         return plain(StatusCode::NOT_FOUND, "no such file, or the link has expired\n");
     };
+    let open = activity.map(|a| {
+        a.authenticated();
+        a.request()
+    });
     let (content_type, disposition) = browser_headers(&rec.media_type, &rec.name);
     let body = if method == Method::HEAD {
         tonic::body::Body::empty()
@@ -152,6 +169,8 @@ fn serve_link(svc: &Attachments, method: &Method, uri: &http::Uri) -> Response<t
         let (svc, id, size) = (svc.clone(), id.to_string(), rec.size);
         let chunks = futures_util::stream::unfold((0u64, Some(first)), move |(offset, ready)| {
             let (svc, who, id) = (svc.clone(), who.clone(), id.clone());
+            // Held by the stream: the request is open until the last chunk is taken.
+            let _open = &open;
             async move {
                 if offset >= size {
                     return None;
@@ -179,11 +198,7 @@ fn serve_link(svc: &Attachments, method: &Method, uri: &http::Uri) -> Response<t
     h.insert(header::CONTENT_DISPOSITION, value(disposition));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(rec.size));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    // Nothing in an uploaded file may run, even if a browser is talked into rendering it.
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; sandbox; frame-ancestors 'none'"),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(SANDBOX));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=300"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));

@@ -18,7 +18,7 @@ use crate::proto;
 #[derive(Debug, Clone, clap::Args)]
 pub struct FilesArgs {
     /// Size of each file, KiB.
-    #[arg(long, default_value_t = 10_240, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    #[arg(long, default_value_t = 10_240, value_parser = clap::value_parser!(u32).range(1..=102_400))]
     pub size_kib: u32,
     /// Files uploaded (and downloaded), all different (no content is stored twice).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]

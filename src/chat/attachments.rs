@@ -10,8 +10,6 @@
 
 use std::sync::Arc;
 
-use sha2::Digest;
-
 use super::messages::{ChatError, job};
 use super::ratelimit::Budget;
 use crate::attachments::{self as rules, Links};
@@ -41,6 +39,61 @@ pub struct Attachments {
     /// a client that uploads files with a wrong hash (deleted at once, freeing its quota)
     /// cannot make the server write without bound. Chunks are bounded by the quota.
     budget: Budget,
+    /// Chunks being stored, whose bytes the server holds meanwhile.
+    in_flight: Arc<InFlight>,
+}
+
+/// Chunks being stored at once, all users together; past it a chunk is refused at once with
+/// `RESOURCE_EXHAUSTED` (its buffer dropped), and the client retries. 64 x 256 KiB = 16 MiB.
+const MAX_CHUNKS_IN_FLIGHT: usize = 64;
+/// ... and per user: a client sends one chunk after another, so more is a client that
+/// pipelines or floods.
+const MAX_CHUNKS_IN_FLIGHT_PER_USER: u32 = 4;
+
+/// Who has chunks in flight (the map holds only users with one, at most
+/// [`MAX_CHUNKS_IN_FLIGHT`] entries).
+#[derive(Default)]
+struct InFlight {
+    per_user: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+/// A chunk in flight; counted out when dropped.
+struct ChunkSlot {
+    of: Arc<InFlight>,
+    user: String,
+}
+
+impl InFlight {
+    fn take(self: &Arc<Self>, user: &str) -> Result<ChunkSlot, ChatError> {
+        let mut m = self.per_user.lock().expect("in-flight lock");
+        let total: u32 = m.values().sum();
+        let mine = m.get(user).copied().unwrap_or(0);
+        if total as usize >= MAX_CHUNKS_IN_FLIGHT {
+            return Err(ChatError::ResourceExhausted(
+                "the server is storing as many chunks as it takes at once; retry in a moment"
+                    .into(),
+            ));
+        }
+        if mine >= MAX_CHUNKS_IN_FLIGHT_PER_USER {
+            return Err(ChatError::ResourceExhausted(format!(
+                "{mine} of your chunks are being stored; send the next when one is answered"
+            )));
+        }
+        m.insert(user.to_string(), mine + 1);
+        Ok(ChunkSlot { of: self.clone(), user: user.to_string() })
+    }
+}
+
+impl Drop for ChunkSlot {
+    fn drop(&mut self) {
+        let mut m = self.of.per_user.lock().expect("in-flight lock");
+        if let Some(n) = m.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl Attachments {
@@ -51,7 +104,14 @@ impl Attachments {
         config: AttachmentsConfig,
         budget: Budget,
     ) -> Attachments {
-        Attachments { store, exec, config, links: Arc::new(Links::default()), budget }
+        Attachments {
+            store,
+            exec,
+            config,
+            links: Arc::new(Links::default()),
+            budget,
+            in_flight: Default::default(),
+        }
     }
 
     fn keep_ms(&self) -> i64 {
@@ -109,20 +169,18 @@ impl Attachments {
                 rules::MAX_CHUNK_BYTES
             )));
         }
-        // A retry of a stored chunk (its answer lost) is answered from a snapshot: retries
-        // cost no commit.
+        // Decided first on a snapshot: a retry of a stored chunk (its answer lost) is answered
+        // from it, and a chunk the change would refuse never becomes a change (in cluster
+        // mode, a log entry kept forever). The change decides again.
         {
             let tx = self.store.read()?;
-            if let Some(rec) = attachments::get(&tx, &r.upload_id)?
-                && rec.owner_id == who.user_id
-                && (rec.finished_at_ms != 0
-                    || (!r.data.is_empty()
-                        && r.offset.saturating_add(r.data.len() as u64) <= rec.received))
-            {
-                check_current(&tx, who)?;
+            check_current(&tx, who)?;
+            let rec = owned_upload(&tx, who, &r.upload_id)?;
+            if let Step::AsItIs = step(&rec, &r.upload_id, r.offset, r.data.len())? {
                 return Ok(upload_of(&r.upload_id, &rec, self.keep_ms()));
             }
         }
+        let _slot = self.in_flight.take(&who.user_id)?;
         // In cluster mode a change is a log entry of at most 64 KiB: a chunk goes as several
         // changes, in order. If one fails the client sends the chunk again, and what was
         // stored already is skipped (`PutChunk` stores only the bytes past `received`).
@@ -185,7 +243,7 @@ impl Attachments {
         let expires = now_ms + rules::LINK_TTL_MS;
         Ok(proto::AttachmentAccess {
             attachment: Some(attachment_of(id, &rec)),
-            download_path: self.links.path(&who.user_id, id, expires),
+            download_path: self.links.path(&who.user_id, who.token_version, id, expires),
             download_expires_at_ms: expires,
         })
     }
@@ -209,10 +267,10 @@ impl Attachments {
     /// The user a download link `t` for `id` was given to, as they are now, if the link is
     /// good at `now_ms` and they may still see the attachment; `None` otherwise.
     pub fn link_user(&self, id: &str, t: &str, now_ms: i64) -> Option<Principal> {
-        let user_id = self.links.check(id, t, now_ms)?;
+        let (user_id, version) = self.links.check(id, t, now_ms)?;
         let tx = self.store.read().ok()?;
         let user = store::users::user(&tx, &user_id).ok()??;
-        if user.disabled {
+        if user.disabled || user.token_version != version {
             return None;
         }
         let role = crate::auth::accounts::role_from_proto(user.role)?;
@@ -277,6 +335,7 @@ pub(super) fn resolve(
     sender: &str,
     ids: &[String],
 ) -> Result<Vec<(AttachmentRecord, proto::Attachment)>, ChatError> {
+    check_ids(ids)?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let rec = attachments::get(s, id)?
@@ -404,6 +463,57 @@ impl Change for StartUpload {
     }
 }
 
+/// The caller's upload `id` (finished or not); anyone else's is `NOT_FOUND`.
+fn owned_upload(
+    s: &impl Snapshot,
+    who: &Principal,
+    id: &str,
+) -> Result<AttachmentRecord, ChatError> {
+    attachments::get(s, id)?
+        .filter(|r| r.owner_id == who.user_id)
+        .ok_or_else(|| ChatError::NotFound(format!("upload {id} not found")))
+}
+
+/// What a chunk of `len` bytes at `offset` does to upload `id` as `rec` stands.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Nothing: a retry of bytes stored already (its answer was lost), or the upload is
+    /// finished.
+    AsItIs,
+    /// Store the chunk's bytes from `skip` on at `offset` (a chunk sent again over what is
+    /// stored, after a partial store, adds only its new bytes; the hash checks the rest).
+    Store {
+        /// Where they go: the upload's `received`.
+        offset: u64,
+        /// Bytes of the chunk already stored.
+        skip: usize,
+    },
+}
+
+/// The chunk rules, the same for the service's snapshot check and the change (pure).
+fn step(rec: &AttachmentRecord, id: &str, offset: u64, len: usize) -> Result<Step, ChatError> {
+    let end = offset.saturating_add(len as u64);
+    if rec.finished_at_ms != 0 || (len != 0 && end <= rec.received) {
+        return Ok(Step::AsItIs);
+    }
+    if len == 0 {
+        return Err(ChatError::InvalidArgument("data is empty".into()));
+    }
+    if offset > rec.received {
+        return Err(ChatError::FailedPrecondition(format!(
+            "upload {id} has {} of {} bytes: send the chunk at offset {}",
+            rec.received, rec.size, rec.received
+        )));
+    }
+    if end > rec.size {
+        return Err(ChatError::InvalidArgument(format!(
+            "the chunk ends at byte {end}, past the declared size of {} bytes",
+            rec.size
+        )));
+    }
+    Ok(Step::Store { offset: rec.received, skip: (rec.received - offset) as usize })
+}
+
 /// What a chunk did.
 pub enum Chunked {
     /// Stored (or already there): the upload as it is now.
@@ -441,37 +551,12 @@ impl Change for PutChunk {
         job((|| {
             check_current(&**ctx, &who)?;
             let id = self.id.as_str();
-            let rec = attachments::get(&**ctx, id)?
-                .filter(|r| r.owner_id == who.user_id)
-                .ok_or_else(|| ChatError::NotFound(format!("upload {id} not found")))?;
-            let end = self.offset.saturating_add(self.data.len() as u64);
-            // A retry of a chunk already stored (its answer was lost), the last one included.
-            if rec.finished_at_ms != 0 || (!self.data.is_empty() && end <= rec.received) {
-                return Ok(Chunked::Stored(rec));
-            }
-            if self.data.is_empty() {
-                return Err(ChatError::InvalidArgument("data is empty".into()));
-            }
-            // A chunk sent again over what is stored (a retry after a partial store): only its
-            // bytes past `received` are new. (The hash checks the rest at the end.)
-            let (offset, data) = if self.offset < rec.received {
-                let skip = (rec.received - self.offset) as usize;
-                (rec.received, &self.data[skip..])
-            } else {
-                (self.offset, &self.data[..])
+            let rec = owned_upload(&**ctx, &who, id)?;
+            let (offset, data) = match step(&rec, id, self.offset, self.data.len())? {
+                Step::AsItIs => return Ok(Chunked::Stored(rec)),
+                Step::Store { offset, skip } => (offset, &self.data[skip..]),
             };
-            if offset != rec.received {
-                return Err(ChatError::FailedPrecondition(format!(
-                    "upload {id} has {} of {} bytes: send the chunk at offset {}",
-                    rec.received, rec.size, rec.received
-                )));
-            }
-            if end > rec.size {
-                return Err(ChatError::InvalidArgument(format!(
-                    "the chunk ends at byte {end}, past the declared size of {} bytes",
-                    rec.size
-                )));
-            }
+            let end = offset + data.len() as u64;
             let now = self.now_ms.max(1);
             let next = AttachmentRecord { received: end, idle_since_ms: now, ..rec.clone() };
             if end < rec.size {
@@ -479,7 +564,9 @@ impl Change for PutChunk {
                 return Ok(Chunked::Stored(next));
             }
             // The last chunk: the whole file is here; is it the one declared?
-            let mut hash = sha2::Sha256::new();
+            // ring's SHA-256 (assembly, SHA extensions where the CPU has them): this runs on
+            // the writer thread, which nothing else uses meanwhile.
+            let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
             let mut head = Vec::new();
             let mut take = |b: &[u8]| {
                 hash.update(b);
@@ -488,13 +575,14 @@ impl Change for PutChunk {
             };
             attachments::upload_bytes(&**ctx, id, &mut take)?;
             take(data);
-            let got: [u8; 32] = hash.finalize().into();
-            if got[..] != rec.sha256[..] {
+            let got = hash.finish();
+            let got = got.as_ref();
+            if got != rec.sha256.as_slice() {
                 attachments::remove(ctx, id, &rec)?;
                 return Ok(Chunked::Mismatch(format!(
                     "the file's SHA-256 is {}, not the declared {}: the upload is dropped; \
                      start it again",
-                    hex(&got),
+                    hex(got),
                     hex(&rec.sha256)
                 )));
             }
@@ -515,4 +603,52 @@ impl Change for PutChunk {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_steps() {
+        let rec = AttachmentRecord { size: 100, received: 40, ..Default::default() };
+        let done = AttachmentRecord { finished_at_ms: 1, received: 100, ..rec.clone() };
+        // The step, or the refusal's kind.
+        let run = |rec: &AttachmentRecord, offset, len| match step(rec, "f", offset, len) {
+            Ok(Step::AsItIs) => "as it is".to_string(),
+            Ok(Step::Store { offset, skip }) => format!("store at {offset} from {skip}"),
+            Err(ChatError::InvalidArgument(_)) => "invalid".into(),
+            Err(ChatError::FailedPrecondition(m)) if m.contains("offset 40") => "from 40".into(),
+            Err(e) => panic!("{e}"),
+        };
+        let table: &[(u64, usize, &str)] = &[
+            (40, 10, "store at 40 from 0"),
+            (40, 60, "store at 40 from 0"),  // exactly to the end
+            (30, 20, "store at 40 from 10"), // overlapping what is stored
+            (0, 40, "as it is"),             // a retry
+            (10, 5, "as it is"),             // inside what is stored
+            (41, 10, "from 40"),
+            (u64::MAX, 10, "from 40"),
+            (40, 61, "invalid"), // past the size
+            (40, 0, "invalid"),  // empty
+        ];
+        for (offset, len, want) in table {
+            assert_eq!(run(&rec, *offset, *len), *want, "{offset} {len}");
+        }
+        assert_eq!(run(&done, 0, 0), "as it is", "finished: answered as it is");
+    }
+
+    #[test]
+    fn chunks_in_flight_are_bounded_per_user_and_in_all() {
+        let f = Arc::new(InFlight::default());
+        let mine: Vec<ChunkSlot> = (0..4).map(|_| f.take("u1").unwrap()).collect();
+        assert!(matches!(f.take("u1"), Err(ChatError::ResourceExhausted(_))));
+        drop(mine);
+        assert!(f.per_user.lock().unwrap().is_empty(), "forgotten at zero");
+        let all: Vec<ChunkSlot> =
+            (0..MAX_CHUNKS_IN_FLIGHT).map(|i| f.take(&format!("u{}", i / 4)).unwrap()).collect();
+        assert!(matches!(f.take("someone"), Err(ChatError::ResourceExhausted(_))));
+        drop(all);
+        f.take("someone").unwrap();
+    }
 }

@@ -284,8 +284,9 @@ pub fn attachments_client(
 
 /// Uploads `bytes` as a file named `name` and returns the attachment: declares it, then sends
 /// it in chunks of at most 256 KiB from wherever the server says it stands, so a chunk whose
-/// answer was lost (an `UNAVAILABLE`, a dropped connection) is asked about and the upload goes
-/// on from there, up to 5 times in a row, 100 ms apart and doubling. Refusals (bad name, too
+/// answer was lost (an `UNAVAILABLE`, a dropped connection) or that the server had no room
+/// for (`RESOURCE_EXHAUSTED`) is asked about and the upload goes on from there, up to 5 times
+/// in a row, 100 ms apart and doubling. Refusals (bad name, too
 /// large, a hash that does not match) are returned as they are.
 pub async fn upload(
     c: &mut proto::attachment_service_client::AttachmentServiceClient<Authed>,
@@ -313,7 +314,14 @@ pub async fn upload(
                 up = r.into_inner();
                 failures = 0;
             }
-            Err(e) if e.code() == tonic::Code::Unavailable && failures < 5 => {
+            // UNAVAILABLE: lost on the way; RESOURCE_EXHAUSTED on a chunk: the server stores as
+            // many as it takes at once.
+            Err(e)
+                if matches!(
+                    e.code(),
+                    tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                ) && failures < 5 =>
+            {
                 failures += 1;
                 tokio::time::sleep(pause).await;
                 pause *= 2;
