@@ -442,6 +442,13 @@ async fn download_links_serve_browsers_safely() {
     ban(&alice, &room, &bob, "gone").await;
     let (status, _, _) = http_get(&s, &link).await;
     assert!(status.contains("404"), "{status}");
+    // Alice logs out everywhere: hers too (a link is bound to the token version it was given at).
+    let hers = get(&alice, &img.id).await.unwrap().download_path;
+    assert!(http_get(&s, &hers).await.0.contains("200"));
+    let out = proto::LogoutRequest { refresh_token: String::new(), all_devices: true };
+    alice.auth().logout(out).await.unwrap();
+    let (status, _, _) = http_get(&s, &hers).await;
+    assert!(status.contains("404"), "{status}");
 }
 
 /// A backup holds the attachments' bytes: restored, the file downloads as it was.
