@@ -381,10 +381,17 @@ async fn uploads_no_message_carries_are_collected() {
     assert_eq!(edgechat::store::attachments::usage(&usage, &alice.id).unwrap(), 0);
 }
 
-/// A plain HTTP/1.1 request for `path` over TLS; the status line, headers and body.
+/// A plain HTTP/1.1 GET of `path` over TLS; the status line, headers and body.
 async fn http_get(s: &TestServer, path: &str) -> (String, String, Vec<u8>) {
+    http(s, "GET", path).await
+}
+
+/// A plain HTTP/1.1 request over TLS; the status line, headers (lowercased) and body.
+async fn http(s: &TestServer, method: &str, path: &str) -> (String, String, Vec<u8>) {
     let mut tls = s.raw_tls(b"http/1.1").await;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     tls.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tls.read_to_end(&mut raw).await.ok();
@@ -428,6 +435,12 @@ async fn download_links_serve_browsers_safely() {
         assert!(headers.contains("content-disposition: attachment;"), "{headers}");
         assert_eq!(body, page);
     }
+    // HEAD says what GET would send, without it; anything else is refused.
+    let (status, headers, body) = http(&s, "HEAD", &link).await;
+    assert!(status.contains("200") && body.is_empty(), "{status}");
+    assert!(headers.contains(&format!("content-length: {}", image.len())), "{headers}");
+    let (status, headers, _) = http(&s, "POST", &link).await;
+    assert!(status.contains("405") && headers.contains("allow: get, head"), "{status} {headers}");
     // Altered: another file with the same token, a later expiry, no token.
     let t = link.split_once("?t=").unwrap().1;
     let other = format!("/attachments/{}?t={t}", html.id);
