@@ -1185,7 +1185,8 @@ mod tests {
         assert!(raw.validate().unwrap_err().to_string().contains("limits.send_rate_per_sec"));
         // Attachments: a file too large for one transaction, a quota below one file, a
         // collection delay too short for an upload to finish in.
-        let bad: [(&str, fn(&mut RawAttachments)); 3] = [
+        type Set = fn(&mut RawAttachments);
+        let bad: [(&str, Set); 3] = [
             ("attachments.max_bytes", |a| a.max_bytes = (100 << 20) + 1),
             ("attachments.per_user_bytes", |a| a.per_user_bytes = a.max_bytes - 1),
             ("attachments.unposted_secs", |a| a.unposted_secs = 59),
