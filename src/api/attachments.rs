@@ -9,7 +9,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 use super::{Api, principal};
-use crate::attachments::{MAX_CHUNK_BYTES, browser_headers};
+use crate::attachments::browser_headers;
 use crate::chat::attachments::Attachments;
 use crate::clock::now_ms;
 use crate::proto::{self, attachment_service_server::AttachmentService};
@@ -60,35 +60,11 @@ impl AttachmentService for AttachmentsApi {
     ) -> Result<GrpcResponse<tonic::codegen::BoxStream<proto::DownloadChunk>>, Status> {
         let who = principal(&req)?;
         let r = req.into_inner();
-        let svc = self.0.attachments.clone();
         // Refused before the stream starts (NOT_FOUND as a status, not a broken stream).
-        let (rec, first) = svc.read(&who, &r.attachment_id, r.offset, MAX_CHUNK_BYTES)?;
-        let size = rec.size;
-        let id = r.attachment_id;
-        // One chunk read per item, each from a fresh snapshot, produced only as the client
-        // takes them (HTTP/2 and QUIC flow control): a slow phone holds one chunk, no read
-        // transaction.
-        let stream =
-            futures_util::stream::unfold((r.offset, Some(first)), move |(offset, ready)| {
-                let (svc, who, id) = (svc.clone(), who.clone(), id.clone());
-                async move {
-                    if offset >= size {
-                        return None;
-                    }
-                    let data = match ready {
-                        Some(d) => d,
-                        None => match svc.read(&who, &id, offset, MAX_CHUNK_BYTES) {
-                            Ok((_, d)) => d,
-                            Err(e) => return Some((Err(Status::from(e)), (size, None))),
-                        },
-                    };
-                    if data.is_empty() {
-                        return None;
-                    }
-                    let next = offset + data.len() as u64;
-                    Some((Ok(proto::DownloadChunk { offset, data }), (next, None)))
-                }
-            });
+        let (_, chunks) = self.0.attachments.open(&who, &r.attachment_id, r.offset)?;
+        let stream = futures_util::StreamExt::map(chunks, |c| {
+            c.map(|(offset, data)| proto::DownloadChunk { offset, data }).map_err(Status::from)
+        });
         Ok(GrpcResponse::new(Box::pin(stream)))
     }
 }
@@ -155,7 +131,7 @@ fn serve_link(
     let Some(who) = t.and_then(|t| svc.link_user(id, t, now)) else {
         return plain(StatusCode::NOT_FOUND, "no such file, or the link has expired\n");
     };
-    let Ok((rec, first)) = svc.read(&who, id, 0, MAX_CHUNK_BYTES) else {
+    let Ok((rec, chunks)) = svc.open(&who, id, 0) else {
         return plain(StatusCode::NOT_FOUND, "no such file, or the link has expired\n");
     };
     let open = activity.map(|a| {
@@ -166,30 +142,16 @@ fn serve_link(
     let body = if method == Method::HEAD {
         tonic::body::Body::empty()
     } else {
-        let (svc, id, size) = (svc.clone(), id.to_string(), rec.size);
-        let chunks = futures_util::stream::unfold((0u64, Some(first)), move |(offset, ready)| {
-            let (svc, who, id) = (svc.clone(), who.clone(), id.clone());
-            // Held by the stream: the request is open until the last chunk is taken.
+        use futures_util::StreamExt;
+        // A file gone meanwhile (deleted, banned) ends the response short: the browser sees a
+        // failed download (Content-Length says so). The stream holds `open`: the request is
+        // open until its last chunk is taken.
+        let frames = chunks.take_while(|c| std::future::ready(c.is_ok())).map(move |c| {
             let _open = &open;
-            async move {
-                if offset >= size {
-                    return None;
-                }
-                let data = match ready {
-                    Some(d) => d,
-                    // Gone meanwhile (deleted, banned): the response ends short, and the
-                    // browser sees a failed download (Content-Length says so).
-                    None => svc.read(&who, &id, offset, MAX_CHUNK_BYTES).ok()?.1,
-                };
-                if data.is_empty() {
-                    return None;
-                }
-                let next = offset + data.len() as u64;
-                let frame = http_body::Frame::data(bytes::Bytes::from(data));
-                Some((Ok::<_, Infallible>(frame), (next, None)))
-            }
+            let data = c.map(|(_, d)| d).unwrap_or_default();
+            Ok::<_, Infallible>(http_body::Frame::data(bytes::Bytes::from(data)))
         });
-        tonic::body::Body::new(http_body_util::StreamBody::new(chunks))
+        tonic::body::Body::new(http_body_util::StreamBody::new(frames))
     };
     let mut r = Response::new(body);
     let h = r.headers_mut();

@@ -27,6 +27,9 @@ use crate::store::{self, AttachmentRecord, JobResult, Snapshot, WriteCtx, attach
 /// room for the rest of the change.
 const LOG_PIECE_BYTES: usize = 48 << 10;
 
+/// An attachment's bytes as `(offset, chunk)` ([`Attachments::open`]).
+pub type Chunks = futures_util::stream::BoxStream<'static, Result<(u64, Vec<u8>), ChatError>>;
+
 /// The message of every refusal to show an attachment: the same whether it exists or not.
 const NOT_FOUND: &str = "attachment not found";
 
@@ -203,23 +206,10 @@ impl Attachments {
                 Chunked::Mismatch(why) => return Err(ChatError::InvalidArgument(why)),
             }
         }
-        match last {
-            Some(rec) => Ok(upload_of(&r.upload_id, &rec, self.keep_ms())),
-            // No data: the change says why (or answers a finished upload as it is).
-            None => {
-                let change = PutChunk {
-                    who: Some(who.into()),
-                    id: r.upload_id.clone(),
-                    offset: r.offset,
-                    data: Vec::new(),
-                    now_ms,
-                };
-                match self.exec.run(change).await? {
-                    Chunked::Stored(rec) => Ok(upload_of(&r.upload_id, &rec, self.keep_ms())),
-                    Chunked::Mismatch(why) => Err(ChatError::InvalidArgument(why)),
-                }
-            }
-        }
+        // No pieces: empty data, which the snapshot check refused already (or answered, for a
+        // finished upload).
+        let rec = last.ok_or_else(|| ChatError::InvalidArgument("data is empty".into()))?;
+        Ok(upload_of(&r.upload_id, &rec, self.keep_ms()))
     }
 
     /// `GetUpload`: one of the caller's uploads, finished or not.
@@ -250,20 +240,56 @@ impl Attachments {
         })
     }
 
-    /// Up to `max` bytes of attachment `id` from `offset`, if the caller may see it (asked
-    /// again for every chunk, so a ban ends a download in progress). With its record.
-    pub fn read(
+    /// Up to `MAX_CHUNK_BYTES` of attachment `id` from `offset`, if the caller may see it.
+    /// With its record.
+    fn read(
         &self,
         who: &Principal,
         id: &str,
         offset: u64,
-        max: usize,
     ) -> Result<(AttachmentRecord, Vec<u8>), ChatError> {
         let tx = self.store.read()?;
         check_current(&tx, who)?;
         let rec = visible(&tx, who, id)?;
-        let bytes = attachments::read(&tx, &rec.sha256, offset, max)?;
+        let bytes = attachments::read(&tx, &rec.sha256, offset, rules::MAX_CHUNK_BYTES)?;
         Ok((rec, bytes))
+    }
+
+    /// Attachment `id` from `offset` for `who`: its record, and its bytes as a stream of
+    /// `(offset, chunk)` of at most `MAX_CHUNK_BYTES`. The first chunk is read here, so a
+    /// refusal (`NOT_FOUND`) comes before any stream; each later one is read when the stream
+    /// is polled, from a fresh snapshot with the permission asked again (a ban ends a download
+    /// in progress), so a slow reader holds one chunk and no read transaction. The stream
+    /// ends after the last byte, or after yielding an error.
+    pub fn open(
+        &self,
+        who: &Principal,
+        id: &str,
+        offset: u64,
+    ) -> Result<(AttachmentRecord, Chunks), ChatError> {
+        let (rec, first) = self.read(who, id, offset)?;
+        let (svc, who, id, size) = (self.clone(), who.clone(), id.to_string(), rec.size);
+        let chunks = futures_util::stream::unfold((offset, Some(first)), move |(offset, ready)| {
+            let (svc, who, id) = (svc.clone(), who.clone(), id.clone());
+            async move {
+                if offset >= size {
+                    return None;
+                }
+                let data = match ready {
+                    Some(d) => d,
+                    None => match svc.read(&who, &id, offset) {
+                        Ok((_, d)) => d,
+                        Err(e) => return Some((Err(e), (size, None))),
+                    },
+                };
+                if data.is_empty() {
+                    return None;
+                }
+                let next = offset + data.len() as u64;
+                Some((Ok((offset, data)), (next, None)))
+            }
+        });
+        Ok((rec, futures_util::StreamExt::boxed(chunks)))
     }
 
     /// The user a download link `t` for `id` was given to, as they are now, if the link is
