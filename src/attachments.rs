@@ -18,6 +18,11 @@ pub const LINK_TTL_MS: i64 = 5 * 60 * 1000;
 /// block, within the first 64 KiB in practice).
 pub const SNIFF_BYTES: usize = 256 << 10;
 
+/// A SHA-256 (or any bytes) as lowercase hex, as messages and `check` name contents.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Checks a file name: 1-255 bytes, no path separators, no control or bidi characters (a
 /// name is shown to others and becomes a download's file name), not `.` or `..`.
 pub fn check_name(name: &str) -> Result<(), String> {

@@ -610,8 +610,8 @@ impl Change for PutChunk {
                 return Ok(Chunked::Mismatch(format!(
                     "the file's SHA-256 is {}, not the declared {}: the upload is dropped; \
                      start it again",
-                    hex(got),
-                    hex(&rec.sha256)
+                    rules::hex(got),
+                    rules::hex(&rec.sha256)
                 )));
             }
             let d = rules::describe(&head, &rec.name);
@@ -627,10 +627,6 @@ impl Change for PutChunk {
             Ok(Chunked::Stored(done))
         })())
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -325,7 +325,7 @@ pub fn check(s: &impl Snapshot) -> Result<Vec<String>, StoreError> {
     for row in s.table(BLOBS)?.iter()? {
         let (sha, refs) = row?;
         let (sha, refs) = (sha.value().to_vec(), refs.value());
-        let name = sha.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let name = crate::attachments::hex(&sha);
         match wanted.remove(&sha) {
             None => problems.push(format!("content {name}: stored, but no attachment has it")),
             Some((n, _)) if n != refs => {
@@ -349,7 +349,7 @@ pub fn check(s: &impl Snapshot) -> Result<Vec<String>, StoreError> {
         }
     }
     for (sha, (n, _)) in wanted {
-        let name = sha.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let name = crate::attachments::hex(&sha);
         problems.push(format!("content {name}: {n} attachments have it, but it is not stored"));
     }
     Ok(problems)
